@@ -1,0 +1,1 @@
+"""Interfaces to the machine, and their dry-run stand-ins."""

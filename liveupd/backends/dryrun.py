@@ -1,0 +1,314 @@
+"""Dry-run backends: a simulated machine that records what would have been done.
+
+Nothing here touches the real machine: no syscall, no sysfs write, no ioctl.
+The simulated machine (its devices, mounts and system facts) comes from a JSON
+file (``LIVEUPD_DRY_RUN_MACHINE`` or ``machine_file``) or, without one, is a
+small built-in virtual machine.  Its mutable state (what is loaded, unbound,
+frozen) is kept in ``<state-dir>/dry-run/`` so that a restarted daemon (crash
+recovery) sees what the previous one did, and every operation is appended to
+``calls.jsonl`` there for tests to read.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from liveupd.backends.base import Backends, Binding, Device, Mount, NetInterface, OpenedKernel
+from liveupd.fsio import atomic_write_json
+from liveupd.transition.phases import ExecMode
+
+MACHINE_ENV = "LIVEUPD_DRY_RUN_MACHINE"
+
+_PCI = "/sys/devices/pci0000:00"
+DEFAULT_MACHINE: dict[str, Any] = {
+    "system": {
+        "release": "6.1.0-55-cloud-amd64",
+        "boot_id": "00000000-0000-4000-8000-000000000001",
+        "cmdline": "root=/dev/vda rw console=ttyS0",
+        "uptime": 100.0,
+    },
+    "devices": [
+        {"sys_path": _PCI, "subsystem": "", "name": "pci0000:00", "driver": None},
+        {
+            "sys_path": f"{_PCI}/0000:00:03.0",
+            "subsystem": "pci",
+            "name": "0000:00:03.0",
+            "driver": "virtio-pci",
+            "parent": _PCI,
+            "pci_class": "0x020000",
+        },
+        {
+            "sys_path": f"{_PCI}/0000:00:03.0/virtio0",
+            "subsystem": "virtio",
+            "name": "virtio0",
+            "driver": "virtio_net",
+            "parent": f"{_PCI}/0000:00:03.0",
+        },
+        {
+            "sys_path": f"{_PCI}/0000:00:03.0/virtio0/net/eth0",
+            "subsystem": "net",
+            "name": "eth0",
+            "driver": None,
+            "parent": f"{_PCI}/0000:00:03.0/virtio0",
+            "net": {"ifname": "eth0", "mac": "52:54:00:12:34:56", "up": True},
+        },
+        {
+            "sys_path": f"{_PCI}/0000:00:04.0",
+            "subsystem": "pci",
+            "name": "0000:00:04.0",
+            "driver": "virtio-pci",
+            "parent": _PCI,
+            "pci_class": "0x010000",
+        },
+        {
+            "sys_path": f"{_PCI}/0000:00:04.0/virtio1",
+            "subsystem": "virtio",
+            "name": "virtio1",
+            "driver": "virtio_blk",
+            "parent": f"{_PCI}/0000:00:04.0",
+        },
+        {
+            "sys_path": f"{_PCI}/0000:00:04.0/virtio1/block/vda",
+            "subsystem": "block",
+            "name": "vda",
+            "driver": None,
+            "parent": f"{_PCI}/0000:00:04.0/virtio1",
+            "devnodes": ["/dev/vda"],
+        },
+    ],
+    "root_devices": [
+        f"{_PCI}/0000:00:04.0/virtio1/block/vda",
+        f"{_PCI}/0000:00:04.0/virtio1",
+        f"{_PCI}/0000:00:04.0",
+        _PCI,
+    ],
+    "mounts": [
+        {"mountpoint": "/", "fstype": "ext4", "source": "/dev/vda", "writable": True,
+         "block_backed": True, "device": "254:0"},
+        {"mountpoint": "/data", "fstype": "ext4", "source": "/dev/vdb", "writable": True,
+         "block_backed": True, "device": "254:16"},
+        {"mountpoint": "/run", "fstype": "tmpfs", "source": "tmpfs", "writable": True,
+         "block_backed": False, "device": "0:25"},
+        {"mountpoint": "/proc", "fstype": "proc", "source": "proc", "writable": True,
+         "block_backed": False, "device": "0:22"},
+    ],
+}  # fmt: skip
+
+
+class SimMachine:
+    """The simulated machine's static description plus its persisted mutable state."""
+
+    def __init__(self, state_dir: Path, machine_file: Path | None = None) -> None:
+        self.dir = state_dir / "dry-run"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        source = machine_file or (
+            Path(os.environ[MACHINE_ENV]) if MACHINE_ENV in os.environ else None
+        )
+        self.description: dict[str, Any] = (
+            json.loads(source.read_text()) if source else DEFAULT_MACHINE
+        )
+        self._lock = threading.Lock()
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "machine.json"
+
+    def state(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            data = {}
+        data.setdefault("loaded", None)
+        data.setdefault("unbound", {})
+        data.setdefault("frozen", [])
+        data.setdefault("links_down", [])
+        return data
+
+    def update(self, op: str, change: dict[str, Any], **record: Any) -> None:
+        with self._lock:
+            state = self.state()
+            state.update(change)
+            atomic_write_json(self.state_file, state)
+            with (self.dir / "calls.jsonl").open("a") as f:
+                f.write(json.dumps({"op": op, **record}, sort_keys=True) + "\n")
+
+    def record(self, op: str, **record: Any) -> None:
+        self.update(op, {}, **record)
+
+    def calls(self) -> list[dict[str, Any]]:
+        try:
+            lines = (self.dir / "calls.jsonl").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines]
+
+
+class DryRunKexec:
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+
+    def preflight(self) -> list[str]:
+        return [str(p) for p in self.m.description.get("preflight", [])]
+
+    def load(self, kernel: OpenedKernel, cmdline: str) -> None:
+        # Prove the descriptors are the open, checked files, as the kernel would read them.
+        os.fstat(kernel.kernel_fd)
+        if kernel.initrd_fd is not None:
+            os.fstat(kernel.initrd_fd)
+        flags = ["KEXEC_FILE_NO_INITRAMFS"] if kernel.initrd_fd is None else []
+        loaded = {
+            "release": kernel.release,
+            "kernel": kernel.kernel_path,
+            "initrd": kernel.initrd_path,
+            "cmdline": cmdline,
+            "sha256": kernel.sha256,
+            "flags": flags,
+        }
+        self.m.update("kexec_file_load", {"loaded": loaded}, **loaded)
+
+    def unload(self) -> None:
+        self.m.update("kexec_unload", {"loaded": None})
+
+    def is_loaded(self) -> bool:
+        return self.m.state()["loaded"] is not None
+
+    def jump(self, mode: ExecMode) -> None:
+        if not self.is_loaded():
+            raise OSError(errno.EINVAL, "no kernel loaded")
+        self.m.record("jump", mode=str(mode), loaded=self.m.state()["loaded"])
+
+
+class DryRunDevices:
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+
+    def devices(self) -> list[Device]:
+        state = self.m.state()
+        out = []
+        for d in self.m.description["devices"]:
+            net = d.get("net")
+            driver = d.get("driver")
+            if d["sys_path"] in state["unbound"] or self._under_unbound(d["sys_path"], state):
+                if d["sys_path"] in state["unbound"]:
+                    driver = None
+                elif net is not None:
+                    continue  # the interface disappeared with its device's driver
+            if net is not None and net["ifname"] in state["links_down"]:
+                net = {**net, "up": False}
+            out.append(
+                Device(
+                    sys_path=d["sys_path"],
+                    subsystem=d["subsystem"],
+                    name=d["name"],
+                    driver=driver,
+                    parent=d.get("parent"),
+                    driver_override=d.get("driver_override"),
+                    pci_class=d.get("pci_class"),
+                    properties=d.get("properties", {}),
+                    devnodes=tuple(d.get("devnodes", ())),
+                    net=NetInterface(**net) if net else None,
+                )
+            )
+        return out
+
+    @staticmethod
+    def _under_unbound(sys_path: str, state: dict[str, Any]) -> bool:
+        return any(sys_path.startswith(p + "/") for p in state["unbound"])
+
+    def root_devices(self) -> set[str]:
+        return set(self.m.description.get("root_devices", ()))
+
+    def holders(self, device: Device) -> list[str]:
+        holders: dict[str, list[str]] = self.m.description.get("holders", {})
+        return list(holders.get(device.sys_path, ()))
+
+    def set_link(self, ifname: str, up: bool) -> None:
+        down = set(self.m.state()["links_down"])
+        (down.discard if up else down.add)(ifname)
+        self.m.update("set_link", {"links_down": sorted(down)}, ifname=ifname, up=up)
+
+    def unbind(self, binding: Binding, timeout: float) -> None:
+        unbound = dict(self.m.state()["unbound"])
+        if binding.sys_path in unbound:
+            raise OSError(errno.ENODEV, f"{binding.name} is not bound")
+        unbound[binding.sys_path] = binding.to_json()
+        self.m.update("unbind", {"unbound": unbound}, **binding.to_json())
+
+    def bind(self, binding: Binding, timeout: float) -> None:
+        unbound = dict(self.m.state()["unbound"])
+        if binding.sys_path not in unbound:
+            raise OSError(errno.EBUSY, f"{binding.name} is already bound")
+        del unbound[binding.sys_path]
+        self.m.update("bind", {"unbound": unbound}, **binding.to_json())
+
+    def bound_driver(self, sys_path: str) -> str | None:
+        for d in self.devices():
+            if d.sys_path == sys_path:
+                return d.driver
+        return None
+
+
+class DryRunStorage:
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+
+    def mounts(self) -> list[Mount]:
+        return [Mount(**m) for m in self.m.description["mounts"]]
+
+    def sync(self) -> None:
+        self.m.record("sync")
+
+    def syncfs(self, mountpoint: str) -> None:
+        self.m.record("syncfs", mountpoint=mountpoint)
+
+    def freeze(self, mountpoint: str) -> None:
+        frozen = list(self.m.state()["frozen"])
+        mount = next((m for m in self.mounts() if m.mountpoint == mountpoint), None)
+        if mount is None or not mount.block_backed:
+            raise OSError(errno.EOPNOTSUPP, f"cannot freeze {mountpoint}")
+        if mountpoint in frozen:
+            raise OSError(errno.EBUSY, f"{mountpoint} is already frozen")
+        frozen.append(mountpoint)
+        self.m.update("freeze", {"frozen": frozen}, mountpoint=mountpoint)
+
+    def thaw(self, mountpoint: str) -> None:
+        frozen = list(self.m.state()["frozen"])
+        if mountpoint in frozen:
+            frozen.remove(mountpoint)
+        self.m.update("thaw", {"frozen": frozen}, mountpoint=mountpoint)
+
+
+class SimSystem:
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+
+    def _fact(self, key: str) -> Any:
+        return self.m.description["system"][key]
+
+    def release(self) -> str:
+        return str(self._fact("release"))
+
+    def boot_id(self) -> str:
+        return str(self._fact("boot_id"))
+
+    def cmdline(self) -> str:
+        return str(self._fact("cmdline"))
+
+    def uptime(self) -> float:
+        return float(self._fact("uptime"))
+
+
+def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
+    m = SimMachine(state_dir, machine_file)
+    return Backends(
+        kexec=DryRunKexec(m),
+        devices=DryRunDevices(m),
+        storage=DryRunStorage(m),
+        system=SimSystem(m),
+        dry_run=True,
+    )

@@ -1,0 +1,21 @@
+"""The real backends: they touch the machine.  Never used by host tests."""
+
+from __future__ import annotations
+
+from liveupd.backends.base import Backends
+from liveupd.backends.system import ProcSystem
+from liveupd.config import Config
+
+
+def make(config: Config) -> Backends:
+    from liveupd.devices.sysfs import SysfsDevices
+    from liveupd.kernel.loader import RealKexec
+    from liveupd.storage.freeze import RealStorage
+
+    return Backends(
+        kexec=RealKexec(config),
+        devices=SysfsDevices(),
+        storage=RealStorage(),
+        system=ProcSystem(),
+        dry_run=False,
+    )

@@ -1,0 +1,139 @@
+"""The configuration schema: every field has a default, so no file is needed.
+
+Key names are the documented TOML names (kebab-case); keep them stable, users
+and other components rely on them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from liveupd import paths
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"expected an absolute path starting with '/', not {value!r}")
+    return value
+
+
+AbsPath = Annotated[str, Field(min_length=1)]
+
+_PCI_CLASS = re.compile(r"^0x[0-9a-fA-F]{2,6}$")
+
+
+class DeviceSelector(_Section):
+    """Selects devices; every key given must match (AND), a list of selectors is OR."""
+
+    subsystem: str | None = None
+    driver: str | None = None
+    pci_class: str | None = Field(default=None, alias="pci-class")
+    sysfs_path: str | None = Field(default=None, alias="sysfs-path")
+    property: dict[str, str] | None = None
+
+    @field_validator("pci_class")
+    @classmethod
+    def _pci_class(cls, v: str | None) -> str | None:
+        if v is not None and not _PCI_CLASS.match(v):
+            raise ValueError(
+                "expected a hex PCI class prefix like '0x02' (network) or '0x0200' (ethernet)"
+            )
+        return v.lower() if v else v
+
+    @field_validator("sysfs_path")
+    @classmethod
+    def _sysfs_path(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/sys/"):
+            raise ValueError("expected a path under /sys/, e.g. /sys/devices/pci0000:00/...")
+        return v
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DeviceSelector:
+        if not self.model_fields_set:
+            raise ValueError(
+                "empty selector: give at least one of subsystem, driver, pci-class, "
+                "sysfs-path, property"
+            )
+        return self
+
+
+class KernelSection(_Section):
+    allowed_dirs: list[AbsPath] = Field(
+        default=["/boot", "/usr/lib/modules", "/efi", "/boot/efi"], alias="allowed-dirs"
+    )
+    signature: Literal["auto", "require", "off"] = "auto"
+    auto_stage: bool = Field(default=False, alias="auto-stage")
+
+    @field_validator("allowed_dirs")
+    @classmethod
+    def _dirs(cls, v: list[str]) -> list[str]:
+        return [_absolute(d) for d in v]
+
+
+class HooksSection(_Section):
+    dirs: list[AbsPath] = Field(
+        default=[str(paths.VENDOR_HOOK_DIR), str(paths.ADMIN_HOOK_DIR)],
+    )
+    timeout: float = Field(default=30, gt=0, le=3600)
+
+    @field_validator("dirs")
+    @classmethod
+    def _dirs(cls, v: list[str]) -> list[str]:
+        return [_absolute(d) for d in v]
+
+
+class DevicesSection(_Section):
+    unbind: list[DeviceSelector] = Field(default_factory=lambda: [DeviceSelector(subsystem="net")])
+    keep: list[DeviceSelector] = Field(default_factory=list)
+    timeout: float = Field(default=10, gt=0, le=600)
+
+
+class StorageSection(_Section):
+    freeze: Literal["auto"] | list[AbsPath] = "auto"
+
+    @field_validator("freeze")
+    @classmethod
+    def _mounts(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            return [_absolute(m) for m in v]
+        return v
+
+
+class VerifySection(_Section):
+    on_failure: Literal["report", "rollback"] = Field(default="report", alias="on-failure")
+    settle_timeout: float = Field(default=60, gt=0, le=3600, alias="settle-timeout")
+
+
+class DaemonSection(_Section):
+    state_dir: AbsPath = Field(default=str(paths.STATE_DIR), alias="state-dir")
+    history_limit: int = Field(default=100, ge=1, le=100000, alias="history-limit")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str) -> str:
+        return _absolute(v)
+
+
+class Config(_Section):
+    kernel: KernelSection = KernelSection()
+    hooks: HooksSection = HooksSection()
+    devices: DevicesSection = DevicesSection()
+    storage: StorageSection = StorageSection()
+    verify: VerifySection = VerifySection()
+    daemon: DaemonSection = DaemonSection()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.daemon.state_dir)
+
+    @property
+    def hook_dirs(self) -> list[Path]:
+        return [Path(d) for d in self.hooks.dirs]

@@ -1,0 +1,1 @@
+"""The ``liveupd`` program: the D-Bus service, ``--check`` and ``--verify``."""

@@ -1,0 +1,1 @@
+"""Devices: enumeration, selection, unbind and rebind."""

@@ -1,0 +1,106 @@
+"""Pure planning for devices: which bindings to undo, and which to refuse.
+
+A selector matches a device when every key it gives matches (AND); a list of
+selectors matches when any does (OR).  A matched device that has no driver of
+its own (a network interface, a block device) stands for the nearest ancestor
+that has one: that binding is what gets unbound.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from liveupd.backends.base import Binding, Device
+from liveupd.config.model import DeviceSelector
+from liveupd.errors import InvalidArgument
+
+
+def matches(selector: DeviceSelector, device: Device) -> bool:
+    if selector.subsystem is not None and device.subsystem != selector.subsystem:
+        return False
+    if selector.driver is not None and device.driver != selector.driver:
+        return False
+    if selector.pci_class is not None and not (
+        device.pci_class and device.pci_class.lower().startswith(selector.pci_class)
+    ):
+        return False
+    if selector.sysfs_path is not None and not fnmatch.fnmatchcase(
+        device.sys_path, selector.sysfs_path
+    ):
+        return False
+    if selector.property is not None:
+        for key, value in selector.property.items():
+            if not fnmatch.fnmatchcase(device.properties.get(key, ""), value):
+                return False
+    return True
+
+
+def matches_any(selectors: Iterable[DeviceSelector], device: Device) -> bool:
+    return any(matches(s, device) for s in selectors)
+
+
+def bound_ancestor(device: Device, by_path: dict[str, Device]) -> Device | None:
+    """The device itself if it has a driver, else its nearest ancestor that has one."""
+    current: Device | None = device
+    while current is not None:
+        if current.driver:
+            return current
+        current = by_path.get(current.parent) if current.parent else None
+    return None
+
+
+@dataclass(frozen=True)
+class UnbindPlan:
+    bindings: tuple[Binding, ...]  # in unbind order; rebind in reverse
+    kept: tuple[str, ...]  # sys_paths matched but kept (config ``keep``)
+
+
+def plan_unbind(
+    devices: Sequence[Device],
+    selectors: Sequence[DeviceSelector],
+    keep: Sequence[DeviceSelector],
+    root_devices: set[str],
+) -> UnbindPlan:
+    """Bindings to undo.  InvalidArgument (nothing changed) if one holds the root fs."""
+    by_path = {d.sys_path: d for d in devices}
+    chosen: dict[str, Device] = {}
+    kept: list[str] = []
+    for device in devices:
+        if not matches_any(selectors, device):
+            continue
+        target = bound_ancestor(device, by_path)
+        if target is None or target.sys_path in chosen:
+            continue
+        if matches_any(keep, device) or matches_any(keep, target):
+            kept.append(target.sys_path)
+            continue
+        if target.sys_path in root_devices:
+            raise InvalidArgument(
+                f"refusing to unbind {target.sys_path} (driver {target.driver}): it holds the "
+                f"root filesystem. It was selected through {device.sys_path}; narrow "
+                "[devices] unbind or add it to [devices] keep in /etc/liveupd/liveupd.conf"
+            )
+        chosen[target.sys_path] = target
+    # Nets share an ancestor: group per binding and keep every interface below it.
+    bindings = []
+    for target in chosen.values():
+        nets = tuple(
+            d.net
+            for d in devices
+            if d.net is not None and (d.sys_path + "/").startswith(target.sys_path + "/")
+        )
+        bindings.append(
+            Binding(
+                sys_path=target.sys_path,
+                subsystem=target.subsystem,
+                name=target.name,
+                driver=target.driver or "",
+                driver_override=target.driver_override,
+                net=nets,
+            )
+        )
+    # Children before parents: a deeper binding is undone first.
+    bindings.sort(key=lambda b: (-b.sys_path.count("/"), b.sys_path))
+    return UnbindPlan(tuple(bindings), tuple(kept))

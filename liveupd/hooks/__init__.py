@@ -1,0 +1,1 @@
+"""Hooks: manifests, discovery with overrides and masks, trust checks, the runner."""

@@ -1,0 +1,117 @@
+"""Hook manifests: ``NN-name.hook`` TOML files.
+
+A manifest names a phase, the program to run (``run``) and optionally the
+program that undoes it (``undo``), a timeout, what to do on failure and a
+description.  Unknown keys are errors, so a typo never silently disables a
+safety step.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from liveupd.config.model import DeviceSelector
+from liveupd.errors import ConfigError
+from liveupd.transition.phases import HOOK_PHASES, Phase
+from liveupd.validation import describe
+
+HOOK_SUFFIX = ".hook"
+HOOK_NAME = re.compile(r"^(?P<prefix>[0-9]{2})-(?P<rest>[A-Za-z0-9][A-Za-z0-9_.@+-]*)\.hook$")
+
+Arg = Annotated[str, Field(min_length=1)]
+
+
+def _check_argv(argv: list[str] | None) -> list[str] | None:
+    if argv is None:
+        return None
+    if not argv:
+        raise ValueError("expected a non-empty list: the program and its arguments")
+    for arg in argv:
+        if "\0" in arg:
+            raise ValueError("arguments cannot contain NUL characters")
+    return argv
+
+
+class HookManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    phase: Phase
+    run: list[Arg] | None = None
+    undo: list[Arg] | None = None
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+    on_failure: Literal["abort", "continue"] = Field(default="abort", alias="on-failure")
+    description: str = ""
+    unbind: list[DeviceSelector] = Field(default_factory=list)
+
+    @field_validator("phase", mode="before")
+    @classmethod
+    def _phase(cls, v: object) -> object:
+        if v not in HOOK_PHASES:
+            raise ValueError(f"expected one of {', '.join(map(str, HOOK_PHASES))}")
+        return v
+
+    @field_validator("run", "undo")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        return _check_argv(v)
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> HookManifest:
+        if self.run is None and not self.unbind:
+            raise ValueError("a hook needs 'run' (a program to run) or 'unbind' (devices)")
+        return self
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A hook found on disk: its manifest plus where it came from."""
+
+    name: str  # file name without the suffix, e.g. "10-network"
+    path: Path
+    manifest: HookManifest
+
+    @property
+    def prefix(self) -> int:
+        return int(self.name[:2])
+
+    @property
+    def phase(self) -> Phase:
+        return self.manifest.phase
+
+    def timeout(self, default: float) -> float:
+        return self.manifest.timeout if self.manifest.timeout is not None else default
+
+
+def parse_name(path: Path) -> str:
+    """The hook name for ``path``; ConfigError if the file name is not ``NN-name.hook``."""
+    if not HOOK_NAME.match(path.name):
+        raise ConfigError(
+            [
+                f"{path}: file name: expected 'NN-name.hook' (two digits, a dash, a name of "
+                "letters, digits, '_', '.', '@', '+' or '-')"
+            ]
+        )
+    return path.name.removesuffix(HOOK_SUFFIX)
+
+
+def load_manifest(path: Path) -> Hook:
+    """Parse and validate one manifest; ConfigError naming the file and key on error."""
+    name = parse_name(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    try:
+        manifest = HookManifest.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe(path, e)) from None
+    return Hook(name=name, path=path, manifest=manifest)

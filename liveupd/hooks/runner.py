@@ -1,0 +1,165 @@
+"""Run one hook program: own process group, clean environment, capped output, deadline.
+
+The hook runs in a new session (so its process group is its own), with stdin
+from /dev/null, in ``/``, with only the documented environment.  Past its
+timeout, or on cancel, the whole process group gets SIGTERM and, a moment
+later, SIGKILL, so a grandchild it started is gone too.  When the hook's main
+process exits, whatever it left in its process group is killed as well: a hook
+that wants something to outlive it must start it elsewhere (``systemd-run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from liveupd.hooks.trust import HOOK_PATH
+
+OUTPUT_CAP = 64 * 1024  # bytes kept per stream
+KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL
+DRAIN_DEADLINE = 2.0  # seconds to wait for output after the group is gone
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"  # exited non-zero or was killed by a signal
+    TIMEOUT = "timeout"
+    ERROR = "error"  # could not be started
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class ProgramResult:
+    outcome: Outcome
+    returncode: int | None
+    usec: int
+    stdout: str
+    stderr: str
+    truncated: bool
+    message: str  # one line: what happened
+
+
+def hook_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment a hook gets: PATH, a locale, and the LIVEUPD_* variables."""
+    env = {"PATH": HOOK_PATH, "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
+    kept = bytearray()
+    truncated = False
+    while chunk := await stream.read(65536):
+        room = cap - len(kept)
+        if room > 0:
+            kept += chunk[:room]
+        if len(chunk) > room:
+            truncated = True
+    return bytes(kept), truncated
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the process group; False if the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _kill_group(pgid: int, proc: asyncio.subprocess.Process) -> None:
+    if _signal_group(pgid, signal.SIGTERM):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), KILL_GRACE)
+        _signal_group(pgid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def run_program(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    cancel: asyncio.Event | None = None,
+    on_start: Callable[[int], None] | None = None,
+    output_cap: int = OUTPUT_CAP,
+) -> ProgramResult:
+    """Run ``argv`` to completion, timeout or cancel; never raises for the program's faults."""
+    start = time.monotonic()
+
+    def usec() -> int:
+        return int((time.monotonic() - start) * 1e6)
+
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            cwd="/",
+            start_new_session=True,
+        )
+    except OSError as e:
+        return ProgramResult(
+            Outcome.ERROR, None, usec(), "", "", False, f"cannot start {argv[0]}: {e.strerror}"
+        )
+    pgid = proc.pid
+    if on_start is not None:
+        on_start(pgid)
+    assert proc.stdout is not None and proc.stderr is not None
+    readers = [
+        asyncio.ensure_future(_read_capped(proc.stdout, output_cap)),
+        asyncio.ensure_future(_read_capped(proc.stderr, output_cap)),
+    ]
+    waiter = asyncio.ensure_future(proc.wait())
+    waits: set[asyncio.Future[object]] = {waiter}  # type: ignore[arg-type]
+    canceller = None
+    if cancel is not None:
+        canceller = asyncio.ensure_future(cancel.wait())
+        waits.add(canceller)  # type: ignore[arg-type]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if canceller is not None:
+            canceller.cancel()
+    outcome: Outcome | None = None
+    if not waiter.done():
+        outcome = Outcome.CANCELLED if cancel is not None and cancel.is_set() else Outcome.TIMEOUT
+        await _kill_group(pgid, proc)
+    else:
+        # The main process is gone: kill whatever it left behind in its group.
+        _signal_group(pgid, signal.SIGKILL)
+    done, pending = await asyncio.wait(readers, timeout=DRAIN_DEADLINE)
+    for task in pending:
+        task.cancel()
+    outputs = [t.result() if t in done else (b"", True) for t in readers]
+    rc = proc.returncode
+    if outcome is None:
+        outcome = Outcome.SUCCESS if rc == 0 else Outcome.FAILED
+    message = {
+        Outcome.SUCCESS: "exited 0",
+        Outcome.FAILED: (
+            f"killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with status {rc}"
+        ),
+        Outcome.TIMEOUT: f"timed out after {timeout:g}s; its process group was killed",
+        Outcome.CANCELLED: "cancelled; its process group was killed",
+        Outcome.ERROR: "",
+    }[outcome]
+    return ProgramResult(
+        outcome=outcome,
+        returncode=rc,
+        usec=usec(),
+        stdout=outputs[0][0].decode(errors="replace"),
+        stderr=outputs[1][0].decode(errors="replace"),
+        truncated=outputs[0][1] or outputs[1][1],
+        message=message,
+    )

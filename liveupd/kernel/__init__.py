@@ -1,0 +1,1 @@
+"""Kernels: discovery, validation, the kexec syscalls, and the kernel steps."""

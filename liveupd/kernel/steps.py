@@ -1,0 +1,78 @@
+"""The built-in kernel steps: check (resolve and validate), load (undo: unload), exec."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from liveupd.errors import Failed
+from liveupd.kernel.resolve import open_target, resolve_target
+from liveupd.transition.checkpoint import write_exec_stamp
+from liveupd.transition.context import TransitionContext
+from liveupd.transition.phases import Phase
+from liveupd.transition.steps import FIRST, BuiltinStep, UndoRecord, undo_handler
+
+
+class CheckStep(BuiltinStep):
+    kind = "kernel-check"
+    name = "kernel-check"
+    phase = Phase.CHECK
+    order = FIRST
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        target = await asyncio.to_thread(
+            resolve_target, ctx.request, ctx.config, ctx.backends.system, ctx.id
+        )
+        ctx.target = target
+        ctx.journal.update(target=target.to_json())
+        ctx.log(
+            "kernel.resolved",
+            release=target.release,
+            kernel=target.kernel_path,
+            initrd=target.initrd_path,
+            cmdline=target.cmdline,
+            sha256=target.sha256,
+        )
+
+
+class LoadStep(BuiltinStep):
+    kind = "kernel-load"
+    name = "kernel-load"
+    phase = Phase.LOAD
+    order = FIRST
+
+    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
+        return {"kind": "kexec-unload"}
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        assert ctx.target is not None
+        target = ctx.target
+
+        def load() -> None:
+            with open_target(target, ctx.config) as opened:
+                ctx.backends.kexec.load(opened, target.cmdline)
+
+        await asyncio.to_thread(load)
+        ctx.log("kernel.loaded", release=target.release, kernel=target.kernel_path)
+
+
+@undo_handler("kexec-unload")
+async def undo_load(ctx: TransitionContext, record: UndoRecord) -> None:
+    await asyncio.to_thread(ctx.backends.kexec.unload)
+    ctx.log("kernel.unloaded")
+
+
+class ExecStep(BuiltinStep):
+    kind = "exec"
+    name = "exec"
+    phase = Phase.EXEC
+    order = FIRST
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        if "exec_stamp_ns" not in ctx.facts:
+            write_exec_stamp(ctx)
+        ctx.log("exec.jump", mode=str(ctx.mode), level=logging.WARNING)
+        try:
+            await asyncio.to_thread(ctx.backends.kexec.jump, ctx.mode)
+        except OSError as e:
+            raise Failed(f"the jump into the new kernel failed: {e.strerror or e}") from e

@@ -1,0 +1,1 @@
+"""Storage: sync, syncfs, freeze and thaw."""

@@ -1,0 +1,1 @@
+"""The transition engine: plan, run, roll back, journal, recover, history."""
