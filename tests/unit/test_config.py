@@ -1,0 +1,180 @@
+"""Configuration: defaults, drop-ins, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from liveupd.config import Config, load_config
+from liveupd.config.load import dropin_files
+from liveupd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_no_file_means_documented_defaults() -> None:
+    c = Config()
+    assert c.kernel.allowed_dirs == ["/boot", "/usr/lib/modules", "/efi", "/boot/efi"]
+    assert c.kernel.signature == "auto"
+    assert c.hooks.dirs == ["/usr/lib/liveupd/hooks.d", "/etc/liveupd/hooks.d"]
+    assert c.hooks.timeout == 30
+    assert [s.subsystem for s in c.devices.unbind] == ["net"]
+    assert c.devices.keep == []
+    assert c.storage.freeze == "auto"
+    assert c.verify.on_failure == "report"
+    assert c.daemon.state_dir == "/var/lib/liveupd"
+
+
+def test_documented_example_parses(tmp_path: Path) -> None:
+    conf = write(
+        tmp_path / "liveupd.conf",
+        """
+        [kernel]
+        allowed-dirs = ["/boot", "/usr/lib/modules", "/efi", "/boot/efi"]
+        signature = "require"
+        [hooks]
+        dirs = ["/usr/lib/liveupd/hooks.d", "/etc/liveupd/hooks.d"]
+        timeout = 45
+        [devices]
+        unbind = [{ subsystem = "net" }, { pci-class = "0x0c03", driver = "xhci_hcd" }]
+        keep = [{ sysfs-path = "/sys/devices/pci0000:00/0000:00:1f.6" }]
+        [storage]
+        freeze = ["/", "/data"]
+        [verify]
+        on-failure = "rollback"
+        [daemon]
+        state-dir = "/var/lib/liveupd"
+        """.replace("\n        ", "\n"),
+    )
+    c = load_config(conf)
+    assert c.kernel.signature == "require"
+    assert c.hooks.timeout == 45
+    assert c.devices.unbind[1].pci_class == "0x0c03"
+    assert c.devices.keep[0].sysfs_path == "/sys/devices/pci0000:00/0000:00:1f.6"
+    assert c.storage.freeze == ["/", "/data"]
+    assert c.verify.on_failure == "rollback"
+
+
+def test_dropins_merge_in_name_order_tables_by_key_lists_replaced(tmp_path: Path) -> None:
+    conf = write(tmp_path / "liveupd.conf", '[hooks]\ntimeout = 10\ndirs = ["/a"]\n')
+    write(tmp_path / "liveupd.conf.d" / "20-b.conf", "[hooks]\ntimeout = 20\n")
+    write(tmp_path / "liveupd.conf.d" / "10-a.conf", '[hooks]\ntimeout = 99\ndirs = ["/b", "/c"]\n')
+    write(tmp_path / "liveupd.conf.d" / "30-c.conf.disabled", "[hooks]\ntimeout = 1\n")
+    c = load_config(conf)
+    assert c.hooks.timeout == 20  # 20-b.conf applies after 10-a.conf
+    assert c.hooks.dirs == ["/b", "/c"]  # lists are replaced, not appended
+
+
+def test_dropin_in_later_dir_replaces_same_name_and_dev_null_masks(tmp_path: Path) -> None:
+    usr = write(tmp_path / "usr" / "50-x.conf", "").parent
+    etc = write(tmp_path / "etc" / "50-x.conf", "").parent
+    write(usr / "60-y.conf", "")
+    (etc / "60-y.conf").symlink_to("/dev/null")
+    assert dropin_files([usr, etc]) == [etc / "50-x.conf"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[kernel]\nsignature = "maybe"\n',
+            "kernel.signature: Input should be 'auto', 'require' or 'off' (got 'maybe')",
+        ),
+        ("[hooks]\ntimeout = -1\n", "hooks.timeout: Input should be greater than 0 (got -1)"),
+        ("[hooks]\ntimout = 5\n", "hooks.timout: unknown key (remove it or check its spelling)"),
+        ("[colour]\nx = 1\n", "colour: unknown key"),
+        (
+            '[kernel]\nallowed-dirs = ["boot"]\n',
+            "kernel.allowed-dirs: expected an absolute path starting with '/', not 'boot'",
+        ),
+        ("[devices]\nunbind = [{}]\n", "devices.unbind[0]: empty selector"),
+        (
+            '[devices]\nunbind = [{ pci-class = "net" }]\n',
+            "devices.unbind[0].pci-class: expected a hex PCI class prefix",
+        ),
+        ('[storage]\nfreeze = "everything"\n', "storage.freeze"),
+        (
+            '[verify]\non-failure = "panic"\n',
+            "verify.on-failure: Input should be 'report' or 'rollback'",
+        ),
+        ("[kernel\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    conf = write(tmp_path / "liveupd.conf", text)
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert any(p.startswith(f"{conf}: ") and expected in p for p in e.value.problems), (
+        e.value.problems
+    )
+
+
+def test_error_in_dropin_names_the_dropin(tmp_path: Path) -> None:
+    conf = write(tmp_path / "liveupd.conf", "")
+    bad = write(tmp_path / "liveupd.conf.d" / "10-bad.conf", "[daemon]\nstate-dir = 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert e.value.problems == [f"{bad}: daemon.state-dir: Input should be a valid string (got 3)"]
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    conf = write(tmp_path / "liveupd.conf", '[kernel]\nsignature = 1\n[hooks]\ntimeout = "x"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert len(e.value.problems) == 2
+
+
+def test_explicit_config_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "nope.conf")
+    assert "cannot read" in e.value.message and "nope.conf" in e.value.message
+
+
+def _check(conf: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "liveupd.daemon.main", "--check", "--config", str(conf)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_prints_each_problem_on_its_own_line_and_exits_1(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    write(hooks / "10-a.hook", 'phase = "quiesce"\nrun = ["/bin/true"]\nextra = 1\n')
+    write(hooks / "20-b.hook", 'phase = "sometime"\nrun = ["/bin/true"]\n')
+    conf = write(tmp_path / "liveupd.conf", f'[hooks]\ndirs = ["{hooks}"]\n')
+    out = _check(conf)
+    assert out.returncode == 1
+    assert out.stdout.splitlines() == [
+        f"{hooks}/10-a.hook: extra: unknown key (remove it or check its spelling)",
+        f"{hooks}/20-b.hook: phase: Value error, expected one of quiesce, unbind, checkpoint, "
+        "flush, verify, restore (got 'sometime')".replace("Value error, ", ""),
+    ]
+
+
+def test_check_accepts_a_good_setup(tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    write(hooks / "10-a.hook", 'phase = "quiesce"\nrun = ["/bin/true"]\n')
+    conf = write(tmp_path / "liveupd.conf", f'[hooks]\ndirs = ["{hooks}"]\n')
+    out = _check(conf)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_check_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
+    conf = write(tmp_path / "liveupd.conf", "[hooks]\ntimeout = 0\n")
+    out = _check(conf)
+    assert out.returncode == 1
+    assert out.stdout.strip() == f"{conf}: hooks.timeout: Input should be greater than 0 (got 0)"

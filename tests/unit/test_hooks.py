@@ -1,0 +1,282 @@
+"""Hook manifests, discovery (override, mask), trust checks, and the runner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from liveupd.errors import ConfigError
+from liveupd.hooks.discovery import EntryStatus, effective_hooks, scan
+from liveupd.hooks.manifest import load_manifest
+from liveupd.hooks.runner import Outcome, hook_environment, run_program
+from tests.conftest import HookFactory
+
+# ------------------------------------------------------------- manifests ----
+
+
+def manifest(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_manifest_with_every_key(tmp_path: Path) -> None:
+    p = manifest(
+        tmp_path,
+        "20-net.hook",
+        'phase = "unbind"\nrun = ["/bin/true", "x"]\nundo = ["/bin/false"]\ntimeout = 5\n'
+        'on-failure = "continue"\ndescription = "d"\nunbind = [{ driver = "e1000e" }]\n',
+    )
+    hook = load_manifest(p)
+    assert hook.name == "20-net" and hook.prefix == 20
+    m = hook.manifest
+    assert m.run == ["/bin/true", "x"] and m.undo == ["/bin/false"]
+    assert m.timeout == 5 and m.on_failure == "continue" and m.unbind[0].driver == "e1000e"
+    assert hook.timeout(30) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("10-a.hook", 'phase = "quiesce"\nrun = ["/bin/true"]\nrn = 1\n', "rn: unknown key"),
+        ("10-a.hook", 'run = ["/bin/true"]\n', "phase: required key is missing"),
+        ("10-a.hook", 'phase = "exec"\nrun = ["/bin/true"]\n', "phase: expected one of quiesce"),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = []\n',
+            "run: Value error, expected a non-empty list",
+        ),
+        ("10-a.hook", 'phase = "quiesce"\nrun = "true"\n', "run: Input should be a valid list"),
+        ("10-a.hook", 'phase = "quiesce"\n', "a hook needs 'run'"),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\ntimeout = 0\n',
+            "timeout: Input should be greater than 0",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\non-failure = "retry"\n',
+            "on-failure: Input should be 'abort' or 'continue'",
+        ),
+        ("10-a.hook", "phase = \n", "not valid TOML"),
+        (
+            "a-10.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\n',
+            "file name: expected 'NN-name.hook'",
+        ),
+    ],
+)
+def test_bad_manifest_names_file_and_key(
+    tmp_path: Path, name: str, text: str, expected: str
+) -> None:
+    p = manifest(tmp_path, name, text)
+    with pytest.raises(ConfigError) as e:
+        load_manifest(p)
+    assert e.value.problems[0].startswith(f"{p}: ")
+    assert expected.replace("Value error, ", "") in e.value.problems[0]
+
+
+# ------------------------------------------------------------- discovery ----
+
+
+def test_admin_hook_overrides_vendor_hook_of_same_name(
+    make_hook: HookFactory, hook_dirs: tuple[Path, Path]
+) -> None:
+    vendor = make_hook("10-net", "quiesce", "echo vendor")
+    admin = make_hook("10-net", "unbind", "echo admin", admin=True)
+    make_hook("20-only-vendor", "quiesce")
+    entries = {e.name: e for e in scan(list(hook_dirs))}
+    assert entries["10-net"].path == admin and entries["10-net"].overrides == (vendor,)
+    hooks = effective_hooks(list(hook_dirs))
+    assert [(h.name, str(h.phase)) for h in hooks] == [
+        ("10-net", "unbind"),
+        ("20-only-vendor", "quiesce"),
+    ]
+
+
+def test_dev_null_symlink_masks_a_vendor_hook(
+    make_hook: HookFactory, hook_dirs: tuple[Path, Path]
+) -> None:
+    make_hook("10-net", "quiesce")
+    (hook_dirs[1] / "10-net.hook").symlink_to("/dev/null")
+    entries = scan(list(hook_dirs))
+    assert [(e.name, e.status) for e in entries] == [("10-net", EntryStatus.MASKED)]
+    assert effective_hooks(list(hook_dirs)) == []
+
+
+def test_non_hook_files_are_ignored(hook_dirs: tuple[Path, Path]) -> None:
+    (hook_dirs[0] / "README").write_text("x")
+    (hook_dirs[0] / "net-quiesce").write_text("#!/bin/sh\n")
+    assert scan(list(hook_dirs)) == []
+
+
+def test_group_writable_hook_is_refused(
+    make_hook: HookFactory, hook_dirs: tuple[Path, Path]
+) -> None:
+    path = make_hook("10-net", "quiesce", mode=0o664)
+    with pytest.raises(ConfigError) as e:
+        effective_hooks(list(hook_dirs))
+    assert e.value.problems == [
+        f"{path}: refusing hook: writable by group (mode 0664); fix with: chmod go-w {path}"
+    ]
+
+
+def test_hook_owned_by_another_user_is_refused(
+    make_hook: HookFactory, hook_dirs: tuple[Path, Path]
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown a file to another user")
+    path = make_hook("10-net", "quiesce")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError) as e:
+        effective_hooks(list(hook_dirs))
+    assert "owned by uid 65534, expected root (uid 0)" in e.value.message
+
+
+def test_untrusted_program_and_missing_program_are_refused(
+    hook_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    prog = tmp_path / "prog"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o777)
+    (hook_dirs[0] / "10-a.hook").write_text(f'phase = "quiesce"\nrun = ["{prog}"]\n')
+    (hook_dirs[0] / "20-b.hook").write_text('phase = "quiesce"\nrun = ["no-such-program-xyz"]\n')
+    (hook_dirs[0] / "30-c.hook").write_text('phase = "quiesce"\nrun = ["relative/prog"]\n')
+    with pytest.raises(ConfigError) as e:
+        effective_hooks(list(hook_dirs))
+    problems = e.value.problems
+    assert f"refusing program {prog}: writable by group and others (mode 0777)" in problems[0]
+    assert "program 'no-such-program-xyz' not found in /usr/local/sbin" in problems[1]
+    assert "expected an absolute path or a program name, got 'relative/prog'" in problems[2]
+
+
+def test_world_writable_hook_directory_is_refused(
+    make_hook: HookFactory, hook_dirs: tuple[Path, Path]
+) -> None:
+    make_hook("10-a", "quiesce", admin=True)
+    hook_dirs[1].chmod(0o777)
+    with pytest.raises(ConfigError) as e:
+        effective_hooks(list(hook_dirs))
+    assert (
+        f"{hook_dirs[1]}: refusing hook directory: writable by group and others" in e.value.message
+    )
+
+
+# ---------------------------------------------------------------- runner ----
+
+
+def run(argv: list[str], timeout: float = 10, **env: str) -> object:
+    return asyncio.run(run_program(argv, env=hook_environment(env), timeout=timeout))
+
+
+def test_runner_gives_a_clean_environment_and_dev_null_stdin() -> None:
+    os.environ["LIVEUPD_SHOULD_NOT_LEAK"] = "1"
+    try:
+        result = asyncio.run(
+            run_program(
+                ["/bin/sh", "-c", "env | sort; pwd; cat; echo oops >&2"],
+                env=hook_environment({"LIVEUPD_PHASE": "quiesce"}),
+                timeout=10,
+            )
+        )
+    finally:
+        del os.environ["LIVEUPD_SHOULD_NOT_LEAK"]
+    assert result.outcome is Outcome.SUCCESS
+    keys = {line.split("=", 1)[0] for line in result.stdout.splitlines() if "=" in line}
+    assert keys <= {"PATH", "LANG", "LIVEUPD_PHASE", "PWD", "SHLVL", "_"}
+    assert "LIVEUPD_PHASE=quiesce" in result.stdout
+    assert result.stdout.splitlines()[-1] == "/"
+    assert result.stderr == "oops\n"
+
+
+def test_runner_reports_exit_status_and_caps_output() -> None:
+    result = asyncio.run(
+        run_program(
+            ["/bin/sh", "-c", "head -c 200000 /dev/zero | tr '\\0' x; exit 4"],
+            env=hook_environment({}),
+            timeout=10,
+            output_cap=1000,
+        )
+    )
+    assert result.outcome is Outcome.FAILED and result.returncode == 4
+    assert result.message == "exited with status 4"
+    assert len(result.stdout) == 1000 and result.truncated
+
+
+def test_timeout_kills_the_whole_process_group_grandchild_included(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    # The hook starts a grandchild that ignores SIGTERM, then hangs.
+    script = f"(trap '' TERM; exec sleep 300) & echo $! > {pidfile}; sleep 300"
+    start = time.monotonic()
+    result = asyncio.run(
+        run_program(["/bin/sh", "-c", script], env=hook_environment({}), timeout=1)
+    )
+    assert result.outcome is Outcome.TIMEOUT
+    assert "timed out after 1s" in result.message
+    assert time.monotonic() - start < 60
+    grandchild = int(pidfile.read_text())
+    try:
+        status = psutil.Process(grandchild).status()
+    except psutil.NoSuchProcess:
+        status = "gone"
+    assert status in ("gone", psutil.STATUS_ZOMBIE)
+
+
+def test_processes_left_behind_by_a_finished_hook_are_killed(tmp_path: Path) -> None:
+    pidfile = tmp_path / "bg.pid"
+    result = asyncio.run(
+        run_program(
+            ["/bin/sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pidfile}"],
+            env=hook_environment({}),
+            timeout=10,
+        )
+    )
+    assert result.outcome is Outcome.SUCCESS
+    leftover = int(pidfile.read_text())
+    try:
+        status = psutil.Process(leftover).status()
+    except psutil.NoSuchProcess:
+        status = "gone"
+    assert status in ("gone", psutil.STATUS_ZOMBIE)
+
+
+def test_program_that_cannot_start_is_an_error() -> None:
+    result = asyncio.run(run_program(["/nonexistent/prog"], env=hook_environment({}), timeout=5))
+    assert result.outcome is Outcome.ERROR
+    assert "cannot start /nonexistent/prog" in result.message
+
+
+def test_hook_env_documents_transition_facts(
+    config: object, make_hook: HookFactory, tmp_path: Path
+) -> None:
+    from liveupd.backends import dryrun
+    from liveupd.config import Config
+    from liveupd.transition.context import StageRequest
+    from liveupd.transition.engine import Engine
+    from liveupd.transition.phases import ExecMode
+
+    assert isinstance(config, Config)
+    out = tmp_path / "env"
+    make_hook("10-env", "checkpoint", f"env > {out}; echo saved > $LIVEUPD_STATE_DIR/data")
+
+    async def go() -> str:
+        engine = Engine(config, dryrun.make(config.state_dir), events=lambda e: None)
+        t = await engine.stage(StageRequest(kernel="6.1.0-56-cloud-amd64"))
+        await engine.start_execute(t, ExecMode.DIRECT)
+        return t.id
+
+    tid = asyncio.run(go())
+    env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+    assert env["LIVEUPD_PHASE"] == "checkpoint"
+    assert env["LIVEUPD_ACTION"] == "run"
+    assert env["LIVEUPD_TRANSITION_ID"] == tid
+    assert env["LIVEUPD_TARGET_RELEASE"] == "6.1.0-56-cloud-amd64"
+    assert env["LIVEUPD_DRY_RUN"] == "1"
+    state_dir = Path(env["LIVEUPD_STATE_DIR"])
+    assert state_dir == config.state_dir / "transitions" / tid / "hooks" / "10-env"
+    assert (state_dir / "data").read_text() == "saved\n"
