@@ -17,10 +17,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
 
     The data reaches the disk before the rename, and the rename before we return.
+    With ``durable=False`` nothing is fsync'd: the file survives a crash of the
+    process (the page cache has it) but not of the machine.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
@@ -29,7 +31,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -37,11 +40,15 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise
     os.close(fd)
     tmp.replace(path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, value: Any, *, mode: int = 0o644) -> None:
-    atomic_write(path, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode(), mode=mode)
+def atomic_write_json(
+    path: Path, value: Any, *, mode: int = 0o644, compact: bool = False, durable: bool = True
+) -> None:
+    text = json.dumps(value, separators=(",", ":")) if compact else json.dumps(value, indent=1)
+    atomic_write(path, (text + "\n").encode(), mode=mode, durable=durable)
 
 
 def read_json(path: Path) -> Any:

@@ -72,11 +72,12 @@ class Journal:
 
     # ------------------------------------------------------------- writing --
 
-    def save(self) -> None:
+    def save(self, *, durable: bool = True) -> None:
         if self._held:
             self._dirty = True
             return
-        atomic_write_json(self.path, self.data, mode=0o600)
+        # Compact JSON: the journal is rewritten before and after every step.
+        atomic_write_json(self.path, self.data, mode=0o600, compact=True, durable=durable)
         self._dirty = False
 
     def hold(self) -> None:
@@ -138,9 +139,9 @@ class Journal:
         )
         self.save()
 
-    def step_update(self, key: str, **fields: Any) -> None:
+    def step_update(self, key: str, *, durable: bool = True, **fields: Any) -> None:
         self._step(key).update(fields)
-        self.save()
+        self.save(durable=durable)
 
     def step_status(self, key: str, status: StepStatus, **fields: Any) -> None:
         self.step_update(key, status=status, **fields)

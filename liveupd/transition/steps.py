@@ -152,7 +152,9 @@ class HookStep(Step):
             env=hook_env(ctx, self.name, self.phase, "run"),
             timeout=self.timeout,
             cancel=ctx.cancel,
-            on_start=lambda pgid: ctx.journal.step_update(self.key, pgid=pgid),
+            # Only a restarted daemon in this same boot needs the pgid (to kill
+            # what a crash left running): it need not survive a power loss.
+            on_start=lambda pgid: ctx.journal.step_update(self.key, pgid=pgid, durable=False),
         )
         log_program(ctx, self.name, self.phase, "run", result)
         ctx.emit(
