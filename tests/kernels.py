@@ -1,25 +1,131 @@
-"""Constructed kernel images for tests: just enough of a real header to pass checks."""
+"""Kernel images for tests: constructed ones (just enough of a real header to pass
+or fail each check) and real Debian ones fetched with apt into a cache outside
+the repository."""
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 SETUP_SECTS = 4
+LOADED_HIGH = 0x01
+XLF_64 = 0x03  # XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
+PE_OFFSET = 0x40
+FAKE_SIGNATURE = b"\x30\x82" + b"\x5a" * 254  # looks like a PKCS#7 blob; nobody verifies it
 
 
-def bzimage(release: str, *, protocol: int = 0x020F, magic: bytes = b"HdrS") -> bytes:
+def _pe_header(machine: int, sections: list[tuple[bytes, int, int]], cert: tuple[int, int]) -> bytes:
+    """A minimal PE32+ header (signature, COFF, optional header, section table)."""
+    coff = struct.pack("<HHIIIHH", machine, len(sections), 0, 0, 0, 240, 0x0206)
+    opt = bytearray(240)
+    struct.pack_into("<H", opt, 0, 0x20B)
+    struct.pack_into("<I", opt, 108, 16)  # NumberOfRvaAndSizes
+    struct.pack_into("<II", opt, 112 + 4 * 8, *cert)  # the certificate table
+    table = b"".join(
+        struct.pack("<8sIIIIIIHHI", name, size, offset, size, offset, 0, 0, 0, 0, 0)
+        for name, offset, size in sections
+    )
+    return b"PE\0\0" + coff + bytes(opt) + table
+
+
+def _with_pe(img: bytearray, machine: int, signed: bool) -> bytes:
+    """Make ``img`` an EFI PE as well (MZ at 0, PE header at 0x40), optionally signed."""
+    img[0:2] = b"MZ"
+    struct.pack_into("<I", img, 0x3C, PE_OFFSET)
+    cert = (len(img), len(FAKE_SIGNATURE) + 8) if signed else (0, 0)
+    pe = _pe_header(machine, [], cert)
+    img[PE_OFFSET : PE_OFFSET + len(pe)] = pe
+    if signed:
+        img += struct.pack("<IHH", len(FAKE_SIGNATURE) + 8, 0x0200, 0x0002) + FAKE_SIGNATURE
+    return bytes(img)
+
+
+def bzimage(
+    release: str,
+    *,
+    protocol: int = 0x020F,
+    magic: bytes = b"HdrS",
+    signed: bool = False,
+    pe: bool | None = None,
+    loadflags: int = LOADED_HIGH,
+    xloadflags: int = XLF_64,
+    cmdline_size: int = 2047,
+    version: str | None = None,
+    payload: int = 4096,
+) -> bytes:
     """A minimal x86 bzImage: boot sector flag, setup header, kernel version string."""
-    size = (SETUP_SECTS + 1) * 512 + 4096
-    img = bytearray(size)
+    setup = (SETUP_SECTS + 1) * 512
+    img = bytearray(setup + payload)
     img[0x1F1] = SETUP_SECTS
+    struct.pack_into("<I", img, 0x1F4, payload // 16)  # syssize
     img[0x1FE:0x200] = b"\x55\xaa"
     img[0x202:0x206] = magic
     struct.pack_into("<H", img, 0x206, protocol)
-    version = f"{release} (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC\0".encode()
+    if version is None:
+        version = f"{release} (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC"
+    text = version.encode() + b"\0"
     offset = 0x400  # inside the setup sectors
-    img[offset : offset + len(version)] = version
+    img[offset : offset + len(text)] = text
     struct.pack_into("<H", img, 0x20E, offset - 0x200)
+    img[0x211] = loadflags
+    struct.pack_into("<H", img, 0x236, xloadflags)
+    struct.pack_into("<I", img, 0x238, cmdline_size)
+    struct.pack_into("<I", img, 0x260, 64 << 20)  # init_size
+    if pe or (pe is None and signed):
+        return _with_pe(img, 0x8664, signed)
+    return bytes(img)
+
+
+def arm64_image(release: str, *, signed: bool = False, size: int = 8192) -> bytes:
+    """A minimal arm64 Image: the 64-byte header (magic ARM\\x64 at 0x38) and a banner."""
+    img = bytearray(size)
+    struct.pack_into("<QQ", img, 8, 0, size)  # text_offset, image_size
+    img[0x38:0x3C] = b"ARM\x64"
+    banner = f"Linux version {release} (debian-kernel@lists.debian.org) (gcc-12) #1 SMP\n\0"
+    img[0x1000 : 0x1000 + len(banner)] = banner.encode()
+    if signed:
+        return _with_pe(img, 0xAA64, True)
+    return bytes(img)
+
+
+def zboot(inner: bytes, *, compression: str = "gzip", signed: bool = False) -> bytes:
+    """An EFI zboot image holding ``inner`` compressed (as drivers/firmware/efi/libstub makes)."""
+    payload = gzip.compress(inner) if compression == "gzip" else inner
+    head = bytearray(0x400)
+    head[0:4] = b"MZ\0\0"
+    head[4:8] = b"zimg"
+    struct.pack_into("<II", head, 8, len(head), len(payload))
+    name = compression.encode()
+    head[0x18 : 0x18 + len(name)] = name
+    img = bytearray(head) + payload
+    return _with_pe(img, 0xAA64, signed)
+
+
+def uki(inner: bytes) -> bytes:
+    """A unified kernel image: a PE whose .linux section holds ``inner``."""
+    head = bytearray(0x400)
+    head[0:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, PE_OFFSET)
+    pe = _pe_header(0x8664, [(b".linux", len(head), len(inner))], (0, 0))
+    head[PE_OFFSET : PE_OFFSET + len(pe)] = pe
+    return bytes(head) + inner
+
+
+def strip_signature(data: bytes) -> bytes:
+    """What sbattach --remove does: empty the certificate table and drop the signature."""
+    img = bytearray(data)
+    pe = struct.unpack_from("<I", img, 0x3C)[0]
+    opt = pe + 24
+    magic = struct.unpack_from("<H", img, opt)[0]
+    dirs = opt + (112 if magic == 0x20B else 96)
+    offset, size = struct.unpack_from("<II", img, dirs + 4 * 8)
+    struct.pack_into("<II", img, dirs + 4 * 8, 0, 0)
+    if size:
+        del img[offset : offset + size]
     return bytes(img)
 
 
@@ -35,3 +141,53 @@ def install_kernel(boot: Path, release: str, *, initrd: bool = True) -> tuple[Pa
         rd.write_bytes(b"070701" + b"\0" * 1024)
         rd.chmod(0o644)
     return kernel, rd
+
+
+# ------------------------------------------------------ real Debian images ----
+
+DEBIAN_KERNELS = ("linux-image-6.1.0-56-cloud-amd64", "linux-image-6.1.0-55-cloud-amd64")
+DEBIAN_UNSIGNED = "linux-image-6.1.0-56-cloud-amd64-unsigned"
+
+
+def cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "liveupd-test" / "kernels"
+
+
+class Unavailable(Exception):
+    """The package could not be fetched (apt unreachable or the package gone)."""
+
+
+def debian_kernel(package: str) -> Path:
+    """/boot/vmlinuz-RELEASE from Debian's ``package``, fetched once into the cache."""
+    cache = cache_dir()
+    extracted = cache / "extracted" / package
+    found = sorted(extracted.glob("boot/vmlinuz-*"))
+    if found:
+        return found[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob(f"{package}_*.deb"))
+    if not debs:
+        if shutil.which("apt-get") is None:
+            raise Unavailable("apt-get is not installed")
+        result = subprocess.run(
+            ["apt-get", "download", "-q", package],
+            cwd=cache,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        debs = sorted(cache.glob(f"{package}_*.deb"))
+        if not debs:
+            raise Unavailable(
+                f"apt-get download {package} failed ({result.returncode}): "
+                f"{(result.stderr or result.stdout).strip()[-300:]}"
+            )
+    tmp = extracted.with_name(extracted.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)], check=True, timeout=600)
+    shutil.rmtree(extracted, ignore_errors=True)
+    tmp.rename(extracted)
+    return sorted(extracted.glob("boot/vmlinuz-*"))[0]

@@ -6,11 +6,13 @@ import asyncio
 import logging
 
 from liveupd.errors import Failed
-from liveupd.kernel.resolve import open_target, resolve_target
+from liveupd.kernel.resolve import open_target, resolve
 from liveupd.transition.checkpoint import write_exec_stamp
 from liveupd.transition.context import TransitionContext
 from liveupd.transition.phases import Phase
 from liveupd.transition.steps import FIRST, BuiltinStep, UndoRecord, undo_handler
+
+INITRD_SHA256 = "kernel.initrd_sha256"
 
 
 class CheckStep(BuiltinStep):
@@ -20,10 +22,12 @@ class CheckStep(BuiltinStep):
     order = FIRST
 
     async def apply(self, ctx: TransitionContext) -> None:
-        target = await asyncio.to_thread(
-            resolve_target, ctx.request, ctx.config, ctx.backends.system, ctx.id
+        resolved = await asyncio.to_thread(
+            resolve, ctx.request, ctx.config, ctx.backends.system, ctx.id
         )
+        target = resolved.target
         ctx.target = target
+        ctx.facts[INITRD_SHA256] = resolved.initrd_sha256
         ctx.journal.update(target=target.to_json())
         ctx.log(
             "kernel.resolved",
@@ -32,6 +36,10 @@ class CheckStep(BuiltinStep):
             initrd=target.initrd_path,
             cmdline=target.cmdline,
             sha256=target.sha256,
+            initrd_sha256=resolved.initrd_sha256 or None,
+            image=resolved.image.describe(),
+            signed=resolved.image.signed,
+            extracted=resolved.extracted or None,
         )
 
 
@@ -47,9 +55,10 @@ class LoadStep(BuiltinStep):
     async def apply(self, ctx: TransitionContext) -> None:
         assert ctx.target is not None
         target = ctx.target
+        initrd_sha256 = str(ctx.facts.get(INITRD_SHA256, ""))
 
         def load() -> None:
-            with open_target(target, ctx.config) as opened:
+            with open_target(target, ctx.config, initrd_sha256=initrd_sha256) as opened:
                 ctx.backends.kexec.load(opened, target.cmdline)
 
         await asyncio.to_thread(load)
@@ -59,7 +68,7 @@ class LoadStep(BuiltinStep):
 @undo_handler("kexec-unload")
 async def undo_load(ctx: TransitionContext, record: UndoRecord) -> None:
     await asyncio.to_thread(ctx.backends.kexec.unload)
-    ctx.log("kernel.unloaded")
+    ctx.log("kernel.unloaded", loaded=ctx.backends.kexec.is_loaded())
 
 
 class ExecStep(BuiltinStep):

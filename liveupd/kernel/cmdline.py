@@ -1,0 +1,113 @@
+"""The command line the new kernel boots with (pure).
+
+It starts from the caller's command line, or the BLS entry's ``options`` when
+staging from an entry, or the running kernel's /proc/cmdline.  From the
+kernel's part of it (before a ``--``; after it come init's arguments) the
+words a boot loader adds for itself are dropped: ``BOOT_IMAGE=`` and
+``initrd=``, and an earlier ``liveupd.transition=``.  Then come the appended
+options and ``liveupd.transition=ID``.  Words are split as the kernel splits
+them: on white space outside double quotes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from liveupd.errors import InvalidArgument
+
+TRANSITION_PARAM = "liveupd.transition"
+DROP_PREFIXES = ("BOOT_IMAGE=", "initrd=", f"{TRANSITION_PARAM}=")
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_WHITESPACE = " \t"
+
+
+def check_text(text: str, what: str) -> None:
+    """Refuse characters the kernel would mangle: newline, NUL and other controls."""
+    for i, ch in enumerate(text):
+        if ch == "\t":
+            continue
+        if ch in "\n\r\0" or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            name = {"\n": "a newline", "\r": "a carriage return", "\0": "a NUL"}.get(
+                ch, f"the control character {ch!r}"
+            )
+            raise InvalidArgument(
+                f"{what} contains {name} at position {i}; a kernel command line is one line "
+                "of printable text: remove it"
+            )
+
+
+def split_cmdline(line: str, what: str = "the command line") -> list[str]:
+    """Split as the kernel does: white space separates words, except inside double quotes."""
+    words: list[str] = []
+    word: list[str] = []
+    quoted = False
+    for ch in line:
+        if ch == '"':
+            quoted = not quoted
+            word.append(ch)
+        elif ch in _WHITESPACE and not quoted:
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+    if quoted:
+        raise InvalidArgument(
+            f'{what} has an unbalanced double quote ("); close it, or the kernel would '
+            "read everything after it as one parameter"
+        )
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def transition_param(line: str) -> str | None:
+    """The ``liveupd.transition=`` value in a (booted) command line, the last one wins."""
+    value = None
+    for word in split_cmdline(line):
+        if word == "--":
+            break
+        if word.startswith(f"{TRANSITION_PARAM}="):
+            value = word.partition("=")[2].strip('"')
+    return value
+
+
+def build_cmdline(base: str, append: str, transition_id: str, limit: int, *, source: str) -> str:
+    """The new kernel's command line; InvalidArgument if it cannot be used.
+
+    ``source`` names where ``base`` came from (for messages); ``limit`` is the
+    longest command line the new kernel accepts, in bytes, NUL excluded.
+    """
+    if not _ID.match(transition_id):
+        raise InvalidArgument(f"transition id {transition_id!r} is not a valid parameter value")
+    check_text(base, source)
+    check_text(append, "the appended options")
+    words = split_cmdline(base, source)
+    extra = split_cmdline(append, "the appended options")
+    if "--" in extra:
+        raise InvalidArgument(
+            "the appended options contain '--'; they are kernel parameters only. To change "
+            "init's arguments, give the whole command line instead"
+        )
+    for word in extra:
+        if word.startswith(f"{TRANSITION_PARAM}="):
+            raise InvalidArgument(
+                f"the appended options set {TRANSITION_PARAM}=; liveupd sets it itself: remove it"
+            )
+    init: list[str] | None = None
+    if "--" in words:
+        cut = words.index("--")
+        words, init = words[:cut], words[cut + 1 :]
+    kept = [w for w in words if not w.startswith(DROP_PREFIXES)]
+    out = [*kept, *extra, f"{TRANSITION_PARAM}={transition_id}"]
+    if init is not None:
+        out += ["--", *init]
+    line = " ".join(out)
+    size = len(line.encode())
+    if size > limit:
+        raise InvalidArgument(
+            f"the command line would be {size} bytes ({source}, plus appended options and "
+            f"{TRANSITION_PARAM}=); the new kernel accepts at most {limit}. Give a shorter "
+            "command line or fewer appended options"
+        )
+    return line
