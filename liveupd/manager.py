@@ -80,6 +80,11 @@ class Manager:
         return _STATE_OF.get(self.current.state, ManagerState.IDLE)
 
     @property
+    def staging(self) -> bool:
+        """A Stage is in progress (its transition is not ``current`` until it is staged)."""
+        return self._staging
+
+    @property
     def staged(self) -> Transition | None:
         t = self.current
         return t if t is not None and t.state is TransitionState.STAGED else None
@@ -143,13 +148,18 @@ class Manager:
         history.prune(self.config.state_dir, self.config.daemon.history_limit)
         return t
 
-    def execute(self, mode: ExecMode) -> Transition:
-        """Start the staged transition; returns at once (progress comes as events)."""
+    def executable(self) -> Transition:
+        """The staged transition Execute would start; Busy or NotStaged when there is none."""
         if self.state is ManagerState.RUNNING:
             self._refuse_if_busy()
         t = self.staged
         if t is None:
             raise NotStaged("nothing is staged; stage a kernel first (liveupctl stage)")
+        return t
+
+    def execute(self, mode: ExecMode) -> Transition:
+        """Start the staged transition; returns at once (progress comes as events)."""
+        t = self.executable()
         self.engine.start_execute(t, mode)
         return t
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from liveupd.cli import die, die_with
 from liveupd.config import Config
 from liveupd.config.load import load_config
 from liveupd.daemon.check import check
-from liveupd.errors import ExitCode, LiveUpdError
+from liveupd.errors import ExitCode, Failed, LiveUpdError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -43,11 +44,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+HOST_TEST_ENV = "LIVEUPD_HOST_TEST"
+
+
 def make_backends(config: Config, dry_run: bool) -> Backends:
     if dry_run:
         from liveupd.backends import dryrun
 
         return dryrun.make(config.state_dir)
+    if os.environ.get(HOST_TEST_ENV):
+        raise Failed(
+            f"refusing to touch this machine: {HOST_TEST_ENV} is set, so this is a test "
+            "host; run liveupd with --dry-run"
+        )
     from liveupd.backends.real import make
 
     return make(config)
