@@ -1,0 +1,320 @@
+"""org.liveupd.LiveUpdate1.Manager at /org/liveupd/LiveUpdate1.
+
+Methods check who calls (``caller``) and whether they may (``auth``), then
+hand over to ``liveupd.manager.Manager``; every failure leaves as a named
+D-Bus error (``boundary``).  Reading is open to everyone.  Work that touches
+the disk runs in a worker thread, never on the event loop.
+"""
+
+# D-Bus members are CamelCase by convention (busctl, systemd, every D-Bus API).
+# ruff: noqa: N802
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dbus_fast import PropertyAccess
+from dbus_fast import introspection as intr
+from dbus_fast.aio import MessageBus
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+
+from liveupd import __version__, logs
+from liveupd.errors import Busy, Inhibited, InvalidArgument
+from liveupd.manager import Manager, ManagerState
+from liveupd.service import caller, inhibit, names
+from liveupd.service.auth import Authorizer
+from liveupd.service.boundary import dbus_errors
+from liveupd.service.dbustypes import (
+    HookFinishedArgs,
+    IdAndPath,
+    KernelList,
+    Nothing,
+    ObjectPath,
+    Options,
+    PhaseChangedArgs,
+    RecoveredArgs,
+    Str,
+    TransitionFailedArgs,
+    UInt32,
+)
+from liveupd.service.exec_gate import ExecGate
+from liveupd.service.introspection import EMITS_CHANGED, annotate_property, arg_names
+from liveupd.service.options import parse as parse_options
+from liveupd.service.transition_iface import TransitionRegistry
+from liveupd.service.writer_guard import GuardedWriter
+from liveupd.transition.context import StageRequest
+from liveupd.transition.phases import ExecMode
+
+LOG = logs.get("service")
+
+SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+STAGE_OPTIONS = {"append": "s", "sha256": "s", "interactive": "b"}
+EXECUTE_OPTIONS = {"mode": "s", "ignore-inhibitors": "b", "interactive": "b"}
+
+
+@dataclass
+class ServiceParts:
+    """What the Manager object works with (built by ``server``)."""
+
+    bus: MessageBus
+    manager: Manager
+    authorizer: Authorizer
+    registry: TransitionRegistry
+    gate: ExecGate
+    guard: GuardedWriter | None
+    status: Callable[[str], object]
+
+
+class ManagerInterface(ServiceInterface):
+    def __init__(self, parts: ServiceParts) -> None:
+        super().__init__(names.MANAGER_INTERFACE)
+        self.parts = parts
+        self.manager = parts.manager
+        self.ready = False  # False while recovering at start: changes are refused
+        self._published: dict[str, Any] = {}
+        self._status = ""
+
+    @classmethod
+    def describe(cls) -> intr.Interface:
+        iface = cls.__new__(cls)
+        ServiceInterface.__init__(iface, names.MANAGER_INTERFACE)
+        return iface.introspect()
+
+    # ------------------------------------------------------------ helpers --
+
+    def _refuse_until_ready(self) -> None:
+        if not self.ready:
+            raise Busy(
+                "liveupd is still recovering after it started (finishing or undoing an "
+                "earlier transition); try again in a moment"
+            )
+
+    def _staged_path(self) -> str:
+        t = self.manager.staged
+        return names.transition_path(t.id) if t is not None else names.NO_TRANSITION
+
+    def snapshot(self, *, full: bool = True) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "State": str(self.manager.state),
+            "StagedTransition": self._staged_path(),
+        }
+        if full:  # these read the disk: not on every engine event
+            values["LatestKernel"] = self.manager.latest_kernel()
+            values["Unsupported"] = self.manager.unsupported()
+        return values
+
+    def publish(self, *, full: bool = True) -> None:
+        """Signal the Manager properties that changed, and tell systemd the status.
+
+        ``full=False`` (for engine events) looks at State and StagedTransition only.
+        """
+        now = self.snapshot(full=full)
+        changed = {k: v for k, v in now.items() if self._published.get(k) != v}
+        if changed:
+            self._published.update(changed)
+            self.emit_properties_changed(changed)
+        text = self.status_text()
+        if text != self._status:
+            self._status = text
+            self.parts.status(text)
+
+    def seen(self) -> None:
+        self._published = self.snapshot()
+
+    def status_text(self) -> str:
+        state = self.manager.state
+        t = self.manager.current
+        release = t.ctx.target.release if t is not None and t.ctx.target else "?"
+        if state is ManagerState.STAGED and t is not None:
+            return f"Staged {release} (transition {t.id}); waiting for Execute"
+        if state is ManagerState.RUNNING:
+            if self.manager.staging or t is None:
+                return "Staging a kernel"
+            phase = t.phase or "starting"
+            return f"Transition {t.id} to {release}: {phase} ({t.progress}%)"
+        if state is ManagerState.EXEC and t is not None:
+            return f"Jumping into {release} (transition {t.id})"
+        if state is ManagerState.FAILED and t is not None:
+            why = t.error.message if t.error is not None else str(t.state)
+            return f"Idle; transition {t.id} ended {t.state}: {why}"[:200]
+        return f"Idle; running {self.manager.running_release()}"
+
+    # ------------------------------------------------------------ methods --
+
+    @arg_names("result")
+    @dbus_method()
+    @dbus_errors
+    async def CanLiveUpdate(self) -> Str:
+        call = caller.current()
+        if await asyncio.to_thread(self.manager.unsupported):
+            return "na"
+        return await self.parts.authorizer.can(call, names.ACTION_EXECUTE)
+
+    @arg_names("kernels")
+    @dbus_method()
+    @dbus_errors
+    async def ListKernels(self) -> KernelList:
+        kernels = await asyncio.to_thread(self.manager.kernels)
+        return [(k.release, k.kernel_path, k.initrd_path or "", k.running) for k in kernels]
+
+    @arg_names("id", "transition")
+    @dbus_method()
+    @dbus_errors
+    async def Stage(self, kernel: Str, initrd: Str, cmdline: Str, options: Options) -> IdAndPath:
+        call = caller.current()
+        opts = parse_options("Stage", options, STAGE_OPTIONS)
+        sha256 = str(opts.get("sha256", ""))
+        if sha256 and not SHA256.match(sha256):
+            raise InvalidArgument(
+                f"Stage: option 'sha256' must be 64 hexadecimal digits, not {sha256!r}; "
+                "compute it with sha256sum"
+            )
+        self._refuse_until_ready()
+        interactive = bool(opts.get("interactive", False)) or call.interactive
+        uid = await self.parts.authorizer.require(call, names.ACTION_STAGE, interactive=interactive)
+        request = StageRequest(
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=cmdline,
+            append=str(opts.get("append", "")),
+            sha256=sha256,
+        )
+        logs.event(LOG, "stage.requested", sender=call.sender, uid=uid, kernel=kernel or "latest")
+        try:
+            t = await self.manager.stage(request)
+        finally:
+            self.publish()
+        logs.event(LOG, "stage.done", transition=t.id, sender=call.sender, uid=uid)
+        return t.id, names.transition_path(t.id)
+
+    @arg_names("id", "transition")
+    @dbus_method()
+    @dbus_errors
+    async def Execute(self, options: Options) -> IdAndPath:
+        call = caller.current()
+        opts = parse_options("Execute", options, EXECUTE_OPTIONS)
+        try:
+            mode = ExecMode(str(opts.get("mode", ExecMode.DIRECT)))
+        except ValueError:
+            raise InvalidArgument(
+                f"Execute: option 'mode' must be 'direct' or 'systemd', not {opts['mode']!r}"
+            ) from None
+        self._refuse_until_ready()
+        interactive = bool(opts.get("interactive", False)) or call.interactive
+        uid = await self.parts.authorizer.require(
+            call, names.ACTION_EXECUTE, interactive=interactive
+        )
+        self.manager.executable()  # Busy / NotStaged before asking logind
+        await self._check_inhibitors(call, uid, bool(opts.get("ignore-inhibitors")), interactive)
+        if self.parts.guard is not None:
+            # The jump waits until this call's reply is in the socket.
+            self.parts.gate.hold(self.parts.guard.reply_written(call.sender, call.serial))
+        try:
+            t = self.manager.execute(mode)
+        finally:
+            self.publish()
+        logs.event(LOG, "execute.started", transition=t.id, mode=str(mode), uid=uid)
+        return t.id, names.transition_path(t.id)
+
+    async def _check_inhibitors(
+        self, call: caller.Call, uid: int, ignore: bool, interactive: bool
+    ) -> None:
+        try:
+            blockers = [b.describe() for b in await inhibit.shutdown_blockers(self.parts.bus)]
+        except inhibit.InhibitorsUnknown as e:
+            blockers = [f"unknown ({e})"]
+        if not blockers:
+            return
+        held = "; ".join(blockers)
+        if not ignore:
+            raise Inhibited(
+                f"a shutdown inhibitor blocks the transition: {held}. Wait until it is "
+                "released (systemd-inhibit --list), or call again with ignore-inhibitors "
+                "(liveupctl exec --ignore-inhibitors) if you are allowed to"
+            )
+        await self.parts.authorizer.require(
+            call, names.ACTION_EXECUTE_IGNORE_INHIBITORS, interactive=interactive
+        )
+        logs.event(LOG, "inhibitors.ignored", level=logging.WARNING, uid=uid, inhibitors=held)
+
+    @dbus_method()
+    @dbus_errors
+    async def Cancel(self) -> Nothing:
+        call = caller.current()
+        self._refuse_until_ready()
+        uid = await self.parts.authorizer.require(
+            call, names.ACTION_STAGE, interactive=call.interactive
+        )
+        logs.event(LOG, "cancel.requested", sender=call.sender, uid=uid)
+        try:
+            t = await self.manager.cancel()
+        finally:
+            self.publish()
+        logs.event(LOG, "cancel.done", transition=t.id, state=str(t.state))
+
+    @arg_names("history")
+    @dbus_method()
+    @dbus_errors
+    async def GetHistory(self, limit: UInt32) -> Str:
+        entries = await asyncio.to_thread(self.manager.history, limit)
+        return json.dumps(entries, sort_keys=True)
+
+    # --------------------------------------------------------- properties --
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> Str:
+        return str(self.manager.state)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StagedTransition(self) -> ObjectPath:
+        return self._staged_path()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def RunningKernel(self) -> Str:
+        return self.manager.running_release()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LatestKernel(self) -> Str:
+        return self.manager.latest_kernel()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Unsupported(self) -> Str:
+        return self.manager.unsupported()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Version(self) -> Str:
+        return __version__
+
+    # ------------------------------------------------------------ signals --
+
+    @arg_names("transition", "phase")
+    @dbus_signal()
+    def PhaseChanged(self, transition: str, phase: str) -> PhaseChangedArgs:
+        return transition, phase
+
+    @arg_names("transition", "hook", "phase", "result", "usec")
+    @dbus_signal()
+    def HookFinished(
+        self, transition: str, hook: str, phase: str, result: str, usec: int
+    ) -> HookFinishedArgs:
+        return transition, hook, phase, result, usec
+
+    @arg_names("transition", "error", "message")
+    @dbus_signal()
+    def TransitionFailed(self, transition: str, error: str, message: str) -> TransitionFailedArgs:
+        return transition, error, message
+
+    @arg_names("transition", "ok", "report")
+    @dbus_signal()
+    def Recovered(self, transition: str, ok: bool, report: str) -> RecoveredArgs:
+        return transition, ok, report
+
+
+annotate_property(ManagerInterface.RunningKernel, EMITS_CHANGED, "const")
+annotate_property(ManagerInterface.Version, EMITS_CHANGED, "const")

@@ -1,0 +1,156 @@
+"""Serve org.liveupd.LiveUpdate1: connect, export, own the name, recover, run.
+
+Start-up order, for ``Type=notify``: connect; export the Manager object (it
+refuses changes with Busy until ready); own the name; recover what a previous
+run left behind (``Manager.start()``; ``Recovered`` is signalled for each
+transition verified on this new kernel); then READY=1.  The name is owned
+before recovery so that the Recovered signals go out under it.
+
+polkit and logind are asked on the same connection: on the system bus they
+are the real services; with ``--session`` or ``--bus ADDRESS`` (tests) they are
+whatever serves those names on that bus (python-dbusmock's templates), and a
+non-root caller is denied when nothing does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+
+from dbus_fast import BusType, NameFlag, RequestNameReply
+from dbus_fast.aio import MessageBus
+
+from liveupd import logs, sdnotify
+from liveupd.backends.base import Backends
+from liveupd.config import Config
+from liveupd.errors import ExitCode, Failed
+from liveupd.manager import Manager
+from liveupd.service import caller, names, writer_guard
+from liveupd.service.auth import Authorizer
+from liveupd.service.exec_gate import ExecGate, GatedKexec
+from liveupd.service.manager_iface import ManagerInterface, ServiceParts
+from liveupd.service.polkit import Authority
+from liveupd.service.signals import SignalRouter
+from liveupd.service.transition_iface import TransitionRegistry
+from liveupd.transition.phases import TransitionState
+
+LOG = logs.get("server")
+
+
+async def connect(bus: str) -> MessageBus:
+    """``system``, ``session``, or a D-Bus address."""
+    if bus == "system":
+        conn = MessageBus(bus_type=BusType.SYSTEM)
+    elif bus == "session":
+        conn = MessageBus(bus_type=BusType.SESSION)
+    else:
+        conn = MessageBus(bus_address=bus)
+    try:
+        return await conn.connect()
+    except Exception as e:
+        raise Failed(
+            f"cannot connect to the {bus} bus: {e}; make sure the D-Bus daemon is running "
+            "(systemctl status dbus)"
+        ) from e
+
+
+async def serve(config: Config, backends: Backends, *, bus: str = "system") -> int:
+    loop = asyncio.get_running_loop()
+    gate = ExecGate()
+    backends = dataclasses.replace(backends, kexec=GatedKexec(backends.kexec, gate, loop))
+    manager = Manager(config, backends)
+
+    conn = await connect(bus)
+    guard = writer_guard.install(conn)
+    caller.install(conn)
+    registry = TransitionRegistry(conn, manager)
+    iface = ManagerInterface(
+        ServiceParts(
+            bus=conn,
+            manager=manager,
+            authorizer=Authorizer(conn, Authority(conn)),
+            registry=registry,
+            gate=gate,
+            guard=guard,
+            status=sdnotify.status,
+        )
+    )
+    conn.export(names.OBJECT_PATH, iface)
+    unsubscribe = manager.subscribe(SignalRouter(iface, registry))
+    try:
+        return await _run(conn, manager, iface, registry, bus=bus, dry_run=backends.dry_run)
+    finally:
+        unsubscribe()
+        conn.disconnect()
+
+
+async def _run(
+    conn: MessageBus,
+    manager: Manager,
+    iface: ManagerInterface,
+    registry: TransitionRegistry,
+    *,
+    bus: str,
+    dry_run: bool,
+) -> int:
+    reply = await conn.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        raise Failed(
+            f"{names.BUS_NAME} is owned by another process already; is liveupd running "
+            "(systemctl status liveupd)? Stop it first."
+        )
+    logs.event(
+        LOG,
+        "service.name-owned",
+        name=names.BUS_NAME,
+        unique=conn.unique_name,
+        bus=bus,
+        dry_run=dry_run,
+    )
+
+    sdnotify.status("Recovering unfinished transitions")
+    iface.seen()
+    for r in await manager.start():
+        if r.action == "handed-to-verify":
+            obj = registry.get(r.id)
+            iface.Recovered(obj.path, r.state is TransitionState.COMPLETED, obj.report())
+    iface.ready = True
+    iface.publish()
+    sdnotify.ready(iface.status_text())
+    logs.event(LOG, "service.ready", state=str(manager.state))
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+    watchdog = asyncio.create_task(sdnotify.watchdog())
+    stopped = asyncio.create_task(stop.wait())
+    dropped = asyncio.create_task(_disconnected(conn))
+    try:
+        await asyncio.wait({stopped, dropped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        iface.ready = False
+        sdnotify.stopping("Stopping")
+        for task in (watchdog, stopped, dropped):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await dropped
+    if stop.is_set():
+        logs.event(LOG, "service.stopping", state=str(manager.state))
+        await manager.shutdown()
+        return int(ExitCode.OK)
+    logs.event(
+        LOG,
+        "service.bus-lost",
+        level=logging.ERROR,
+        state=str(manager.state),
+        hint="systemd restarts liveupd; a running transition is rolled back",
+    )
+    await manager.shutdown()
+    return int(ExitCode.FAILED)
+
+
+async def _disconnected(conn: MessageBus) -> None:
+    await conn.wait_for_disconnect()  # type: ignore[no-untyped-call]
