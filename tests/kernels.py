@@ -18,7 +18,9 @@ PE_OFFSET = 0x40
 FAKE_SIGNATURE = b"\x30\x82" + b"\x5a" * 254  # looks like a PKCS#7 blob; nobody verifies it
 
 
-def _pe_header(machine: int, sections: list[tuple[bytes, int, int]], cert: tuple[int, int]) -> bytes:
+def _pe_header(
+    machine: int, sections: list[tuple[bytes, int, int]], cert: tuple[int, int]
+) -> bytes:
     """A minimal PE32+ header (signature, COFF, optional header, section table)."""
     coff = struct.pack("<HHIIIHH", machine, len(sections), 0, 0, 0, 240, 0x0206)
     opt = bytearray(240)

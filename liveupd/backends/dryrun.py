@@ -156,17 +156,20 @@ class DryRunKexec:
         return [str(p) for p in self.m.description.get("preflight", [])]
 
     def load(self, kernel: OpenedKernel, cmdline: str) -> None:
-        # Prove the descriptors are the open, checked files, as the kernel would read them.
-        os.fstat(kernel.kernel_fd)
-        if kernel.initrd_fd is not None:
-            os.fstat(kernel.initrd_fd)
+        # What kexec_file_load would get: the open, checked descriptors (their sizes are
+        # read through them, as the kernel reads them), cmdline_len with its NUL, flags.
+        kernel_size = os.fstat(kernel.kernel_fd).st_size
+        initrd_size = os.fstat(kernel.initrd_fd).st_size if kernel.initrd_fd is not None else None
         flags = ["KEXEC_FILE_NO_INITRAMFS"] if kernel.initrd_fd is None else []
         loaded = {
             "release": kernel.release,
             "kernel": kernel.kernel_path,
             "initrd": kernel.initrd_path,
             "cmdline": cmdline,
+            "cmdline_len": len(cmdline.encode()) + 1,
             "sha256": kernel.sha256,
+            "kernel_size": kernel_size,
+            "initrd_size": initrd_size,
             "flags": flags,
         }
         self.m.update("kexec_file_load", {"loaded": loaded}, **loaded)

@@ -31,7 +31,7 @@ def check_text(text: str, what: str) -> None:
                 ch, f"the control character {ch!r}"
             )
             raise InvalidArgument(
-                f"{what} contains {name} at position {i}; a kernel command line is one line "
+                f"{what} has {name} at position {i}; a kernel command line is one line "
                 "of printable text: remove it"
             )
 

@@ -39,6 +39,7 @@ XLF_CAN_BE_LOADED_ABOVE_4G = 0x02
 # x86 kexec_file_load keeps room to append " elfcorehdr=0x<addr>" (MAX_ELFCOREHDR_STR_LEN).
 X86_ELFCOREHDR_RESERVE = 30
 MAX_DECOMPRESSED = 512 << 20  # a kernel image bigger than this is not believed
+MIN_SIZE = 1024  # as the kernel's own bzImage probe: anything shorter is not a kernel
 
 _BANNER = re.compile(rb"Linux version (\d[^\s\x00]*) \(")
 
@@ -377,11 +378,9 @@ def parse_image(data: bytes, depth: int = 0) -> KernelImage:
     """Recognise ``data`` as a kernel image, or raise ImageError saying what it is instead."""
     if depth > 2:
         raise ImageError("nests compressed images too deeply to be a kernel")
-    if len(data) < 0x40:
-        raise ImageError(f"truncated: {len(data)} bytes is too short to be a kernel")
     if len(data) >= 0x206 and data[0x202:0x206] == b"HdrS":
         return _parse_bzimage(data)
-    if data[0x38:0x3C] == b"ARM\x64":
+    if len(data) >= 0x40 and data[0x38:0x3C] == b"ARM\x64":
         return _parse_arm64(data)
     if data[:2] == b"MZ" and data[4:8] == b"zimg":
         return _parse_zboot(data, depth)
@@ -420,6 +419,10 @@ def parse_image(data: bytes, depth: int = 0) -> KernelImage:
             size=len(data),
             compression=kind,
             inner=inner,
+        )
+    if len(data) < MIN_SIZE:
+        raise ImageError(
+            f"truncated: {len(data)} bytes is too short to be a kernel (at least {MIN_SIZE})"
         )
     raise ImageError(_what_else(data))
 

@@ -135,7 +135,8 @@ class RealKexec:
             self._start_kexec_target()
             return
         LOG.warning("reboot(LINUX_REBOOT_CMD_KEXEC)")
-        logging.shutdown()
+        for handler in logging.getLogger().handlers:
+            handler.flush()
         try:
             syscalls.reboot_kexec(self.arch)
         except OSError as e:

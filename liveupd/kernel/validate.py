@@ -129,8 +129,12 @@ def open_checked(
             dirfd = nfd
             _check_owner_mode(os.fstat(dirfd), str(where), what, uids)
         try:
+            # O_NONBLOCK only so that a FIFO planted here cannot hang the open;
+            # it is cleared once the descriptor is known to be a regular file.
             fd = os.open(
-                parts[-1], os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY, dir_fd=dirfd
+                parts[-1],
+                os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK,
+                dir_fd=dirfd,
             )
         except OSError as e:
             raise _open_error(path, what, e) from None
@@ -140,6 +144,7 @@ def open_checked(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InvalidKernel(f"{path}: not a regular file; give the {what} file itself")
+        os.set_blocking(fd, True)
         _check_owner_mode(st, path, what, uids)
         if st.st_size == 0:
             raise InvalidKernel(f"{path}: the {what} file is empty; reinstall it")
