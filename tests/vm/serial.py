@@ -1,0 +1,120 @@
+"""The guest's serial console (ttyS0): logged to a file and scanned for boot markers.
+
+QEMU connects to a unix socket the harness listens on (so nothing is lost before the
+harness is ready); a reader thread appends every byte to the log file and records each
+boot marker, printed by liveupd-test-boot-marker.service after multi-user.target:
+
+    LIVEUPD-BOOT-MARKER release=<uname -r> boot_id=<uuid> uptime=<seconds>
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER_RE = re.compile(
+    rb"LIVEUPD-BOOT-MARKER release=(\S+) boot_id=([0-9a-f-]{36}) uptime=([0-9.]+)"
+)
+
+
+@dataclass(frozen=True)
+class BootMarker:
+    release: str
+    boot_id: str
+    uptime: float  # guest uptime when the marker was printed
+    seen_at: float  # host time.monotonic() when the harness read it
+
+
+class ConsoleClosedError(RuntimeError):
+    """The console ended (QEMU exited) before what we waited for appeared."""
+
+
+class SerialConsole:
+    def __init__(self, conn: socket.socket, log_path: Path) -> None:
+        self.log_path = log_path
+        self._conn = conn
+        self._cond = threading.Condition()
+        self._markers: list[BootMarker] = []
+        self._closed = False
+        self._log = log_path.open("ab", buffering=0)
+        self._thread = threading.Thread(target=self._reader, name="vm-serial", daemon=True)
+        self._thread.start()
+
+    def _reader(self) -> None:
+        pending = b""
+        try:
+            while True:
+                try:
+                    chunk = self._conn.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self._log.write(chunk)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                found = [
+                    BootMarker(
+                        release=m.group(1).decode(),
+                        boot_id=m.group(2).decode(),
+                        uptime=float(m.group(3)),
+                        seen_at=time.monotonic(),
+                    )
+                    for line in lines
+                    if (m := MARKER_RE.search(line))
+                ]
+                if found:
+                    with self._cond:
+                        self._markers.extend(found)
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._log.close()
+
+    @property
+    def markers(self) -> list[BootMarker]:
+        with self._cond:
+            return list(self._markers)
+
+    def wait_for_marker(
+        self,
+        deadline: float,
+        predicate: Callable[[BootMarker], bool] = lambda m: True,
+        start: int = 0,
+    ) -> BootMarker | None:
+        """The first marker from index `start` on that matches `predicate`.
+
+        None at `deadline` (time.monotonic()).
+        """
+        with self._cond:
+            while True:
+                for m in self._markers[start:]:
+                    if predicate(m):
+                        return m
+                if self._closed:
+                    raise ConsoleClosedError("the serial console closed (QEMU exited)")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
+        self._thread.join(timeout=10)

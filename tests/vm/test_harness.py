@@ -1,0 +1,150 @@
+"""Self-test of the VM harness: one guest, booted once, walked through every channel.
+
+In order, on one QEMU process (a chain saves boots):
+    boot on kernel A -> agent, data disk, network, file transfer
+    -> install the project's working tree -> reinstall kernel B's .deb in the guest
+    -> kexec into kernel B (Debian's kexec-tools, inside the guest)
+    -> firmware reboot (systemctl reboot), back on kernel A through SeaBIOS
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.vm.guest_vm import GuestVM
+from tests.vm.image import GuestImage
+from tests.vm.qemu import NIC_MAC, NIC_PCI_ADDRESS
+from tests.vm.recipe import DATA_LABEL
+
+
+@pytest.fixture(scope="module")
+def chain_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
+    failed_before = request.session.testsfailed
+    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
+    try:
+        vm.start()
+        yield vm
+    finally:
+        failed = request.session.testsfailed > failed_before
+        if failed:
+            print(vm.failure_report(), flush=True)
+        vm.stop()
+        if not failed:
+            vm.cleanup()
+
+
+def test_boots_kernel_a_and_agent_answers(chain_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = chain_vm
+    info = vm.boot_info()
+    assert info.release == vm_image.kernel_a.release
+    assert vm.run("uname -r").stdout.strip() == vm_image.kernel_a.release
+    boot_id = vm.read_text("/proc/sys/kernel/random/boot_id").strip()
+    assert boot_id == info.boot_id
+    assert vm.console is not None
+    assert [m.boot_id for m in vm.console.markers] == [boot_id]
+    print(f"\n[harness] boot to marker: {vm.boot_seconds:.1f} s, guest uptime {info.uptime:.1f} s")
+
+
+def test_agent_operations(chain_vm: GuestVM) -> None:
+    vm = chain_vm
+    tester = vm.run(["id", "-u"], user="tester")
+    assert tester.stdout.strip() == "1000"
+    assert vm.run("echo $HOME; pwd", user="tester").stdout.split() == ["/home/tester"] * 2
+
+    failed = vm.run("echo out; echo err >&2; exit 3", check=False)
+    assert (failed.rc, failed.stdout, failed.stderr) == (3, "out\n", "err\n")
+    assert vm.run(["cat"], input=b"\x00\xffbinary").stdout_bytes == b"\x00\xffbinary"
+    assert vm.run("echo $FOO", env={"FOO": "bar"}).stdout == "bar\n"
+    slow = vm.run(["sleep", "30"], timeout=1, check=False)
+    assert slow.timed_out and slow.rc is None
+
+    payload = bytes(range(256)) * 1000
+    vm.write_file("/data/blob", payload, mode=0o600, user="tester")
+    assert vm.read_file("/data/blob") == payload
+    assert vm.run("stat -c '%a %U' /data/blob").stdout.strip() == "600 tester"
+
+    unit = vm.spawn("echo spawned > /run/spawned")
+    vm.run(f"while systemctl is-active -q {shlex.quote(unit)}; do sleep 0.1; done", timeout=60)
+    assert vm.read_text("/run/spawned") == "spawned\n"
+
+
+def test_data_disk_and_network(chain_vm: GuestVM) -> None:
+    vm = chain_vm
+    src, fstype, label = vm.run("findmnt -n -o SOURCE,FSTYPE,LABEL /data").stdout.split()
+    assert (fstype, label) == ("ext4", DATA_LABEL)
+    assert src == "/dev/vdb"
+
+    dev = f"/sys/bus/pci/devices/{NIC_PCI_ADDRESS}"
+    driver = vm.run(f"basename $(readlink {dev}/driver)").stdout.strip()
+    assert driver == "virtio-pci"
+    ifname = vm.run(f"ls {dev}/virtio*/net/").stdout.strip()
+    assert vm.read_text(f"/sys/class/net/{ifname}/address").strip() == NIC_MAC
+    # systemd-networkd's own wait: no polling here.
+    vm.run(["/lib/systemd/systemd-networkd-wait-online", "-i", ifname, "--timeout=120"])
+    route = vm.run(["ip", "-o", "route", "show", "default"]).stdout
+    assert f"dev {ifname}" in route and "via 10.0.2.2" in route
+
+
+def test_install_project(chain_vm: GuestVM) -> None:
+    vm = chain_vm
+    vm.install_project()
+    vm.run(["python3", "-c", "import liveupd"])
+    vm.run(["test", "-x", "/usr/bin/liveupctl"])
+    # The runtime dependencies are baked into the image (no network needed).
+    vm.run(["python3", "-c", "import dbus_fast, pyudev, pydantic, psutil, cffi"])
+
+
+def test_kernel_deb_reinstall_in_guest(chain_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = chain_vm
+    b = vm_image.kernel_b
+    vm.run(["dpkg", "-r", b.package], timeout=600)
+    vm.run(f"! test -e /boot/vmlinuz-{b.release} && ! test -e /boot/initrd.img-{b.release}")
+    start = time.monotonic()
+    vm.run(["dpkg", "-i", b.guest_deb], timeout=900)
+    print(f"\n[harness] dpkg -i of kernel B in the guest: {time.monotonic() - start:.1f} s")
+    vm.run(f"test -s /boot/vmlinuz-{b.release} && test -s /boot/initrd.img-{b.release}")
+
+
+def test_kexec_into_kernel_b(chain_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = chain_vm
+    b = vm_image.kernel_b.release
+    old = vm.boot_info()
+    vm.run(
+        [
+            "kexec",
+            "-l",
+            f"/boot/vmlinuz-{b}",
+            f"--initrd=/boot/initrd.img-{b}",
+            "--reuse-cmdline",
+        ],
+        timeout=300,
+    )
+    assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "1"
+    start = time.monotonic()
+    vm.spawn(["systemctl", "kexec"])
+    new = vm.wait_for_new_boot(old.boot_id)
+    elapsed = time.monotonic() - start
+    print(f"\n[harness] kexec A->B (systemctl kexec to agent answering): {elapsed:.1f} s")
+    assert new.release == b
+    assert new.boot_id != old.boot_id
+    assert vm.run("uname -r").stdout.strip() == b
+    assert vm.run("findmnt -n -o LABEL /data").stdout.strip() == DATA_LABEL
+    # The project installed before the jump is still there (same root disk).
+    vm.run(["python3", "-c", "import liveupd"])
+
+
+def test_firmware_reboot_comes_back_on_kernel_a(chain_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = chain_vm
+    old = vm.boot_info()
+    start = time.monotonic()
+    vm.spawn(["systemctl", "reboot"])
+    new = vm.wait_for_new_boot(old.boot_id)
+    print(f"\n[harness] firmware reboot to agent answering: {time.monotonic() - start:.1f} s")
+    # Under -kernel, SeaBIOS boots the same -kernel again: kernel A.
+    assert new.release == vm_image.kernel_a.release
+    assert new.boot_id != old.boot_id
+    assert vm.run("cat /proc/sys/kernel/random/boot_id").stdout.strip() == new.boot_id
