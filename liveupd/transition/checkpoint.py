@@ -1,28 +1,110 @@
 """The checkpoint: everything the new kernel needs to verify recovery.
 
-Written atomically and fsync'd into the transition's directory before the
-flush step, and pointed to by ``<state-dir>/pending``.  The exec timestamp is
-taken as late as possible: just before the filesystem holding the state
-directory freezes (or just before the jump when it is not frozen), into its
-own small file, ``exec-stamp``.
+Written atomically (temp file, fsync, rename, fsync of the directory) into
+the transition's directory before the flush step, and pointed to by
+``<state-dir>/pending``.  A crash between the write and the rename leaves the
+previous record in place; a record that does not parse or lacks a field is
+treated as absent, never half-used.
+
+The exec timestamp (CLOCK_REALTIME) is taken as late as possible, into its
+own small file, ``exec-stamp``: just before the filesystem holding the state
+directory freezes, or, when it is not frozen, just before the jump.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from liveupd.backends.base import Binding
 from liveupd.fsio import atomic_write, atomic_write_json, read_json, remove_durably
 from liveupd.storage.plan import plan_freeze
-from liveupd.transition.context import TransitionContext
+from liveupd.transition.context import Target, TransitionContext
 from liveupd.transition.phases import Phase
 from liveupd.transition.steps import LAST, BuiltinStep, UndoRecord, undo_handler
 
 CHECKPOINT_NAME = "checkpoint.json"
 STAMP_NAME = "exec-stamp"
 PENDING_NAME = "pending"
+VERSION = 1
+
+
+class InvalidCheckpoint(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OldKernel:
+    """The kernel the transition leaves: what a rollback goes back to."""
+
+    release: str
+    boot_id: str
+    cmdline: str
+    kernel_path: str | None = None  # None when it is not in kernel.allowed-dirs
+    initrd_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: str
+    written: float  # CLOCK_REALTIME when the record was written
+    mode: str
+    old: OldKernel
+    new: Target
+    bindings: tuple[Binding, ...] = ()
+    freeze: tuple[str, ...] = ()  # mount points, in freeze order
+    freeze_skipped: tuple[tuple[str, str], ...] = ()
+    hook_state_dirs: Mapping[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+    version: int = VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "id": self.id,
+            "written": self.written,
+            "mode": self.mode,
+            "old": asdict(self.old),
+            "new": self.new.to_json(),
+            "bindings": [b.to_json() for b in self.bindings],
+            "freeze": list(self.freeze),
+            "freeze_skipped": [list(s) for s in self.freeze_skipped],
+            "hook_state_dirs": dict(self.hook_state_dirs),
+            "dry_run": self.dry_run,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Checkpoint:
+        """Parse and check a record; InvalidCheckpoint naming the bad field."""
+        if not isinstance(data, dict):
+            raise InvalidCheckpoint("expected a JSON object")
+        if data.get("version") != VERSION:
+            raise InvalidCheckpoint(f"version: expected {VERSION}, got {data.get('version')!r}")
+        try:
+            old = OldKernel(**data["old"])
+            new = Target.from_json(data["new"])
+            bindings = tuple(Binding.from_json(b) for b in data["bindings"])
+            record = cls(
+                id=str(data["id"]),
+                written=float(data["written"]),
+                mode=str(data["mode"]),
+                old=old,
+                new=new,
+                bindings=bindings,
+                freeze=tuple(str(m) for m in data["freeze"]),
+                freeze_skipped=tuple((str(a), str(b)) for a, b in data["freeze_skipped"]),
+                hook_state_dirs={str(k): str(v) for k, v in data["hook_state_dirs"].items()},
+                dry_run=bool(data.get("dry_run", False)),
+            )
+        except KeyError as e:
+            raise InvalidCheckpoint(f"{e.args[0]}: required field is missing") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise InvalidCheckpoint(f"malformed record: {e}") from None
+        return record
 
 
 def pending_path(state_dir: Path) -> Path:
@@ -33,32 +115,67 @@ def read_pending(state_dir: Path) -> str | None:
     """The id of the transition waiting for verification, if any."""
     try:
         data = read_json(pending_path(state_dir))
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
     tid = data.get("id") if isinstance(data, dict) else None
     return tid if isinstance(tid, str) else None
 
 
-def read_checkpoint(transition_dir: Path) -> dict[str, Any] | None:
+def load_checkpoint(transition_dir: Path) -> Checkpoint | None:
+    """The transition's checkpoint; None if absent, unreadable or invalid."""
     try:
         data = read_json(transition_dir / CHECKPOINT_NAME)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    try:
+        record = Checkpoint.from_json(data)
+    except InvalidCheckpoint:
+        return None
+    return record if record.id == transition_dir.name else None
+
+
+def read_checkpoint(transition_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint as JSON (validated); None if absent or invalid."""
+    record = load_checkpoint(transition_dir)
+    return record.to_json() if record else None
+
+
+def write_checkpoint(transition_dir: Path, record: Checkpoint) -> None:
+    atomic_write_json(transition_dir / CHECKPOINT_NAME, record.to_json(), mode=0o600)
 
 
 def write_exec_stamp(ctx: TransitionContext) -> None:
     """Record CLOCK_REALTIME now, durably, and remember that it was written."""
     now_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
-    atomic_write(ctx.dir / STAMP_NAME, f"{now_ns}\n".encode())
+    atomic_write(ctx.dir / STAMP_NAME, f"{now_ns}\n".encode(), mode=0o600)
     ctx.facts["exec_stamp_ns"] = now_ns
 
 
 def read_exec_stamp(transition_dir: Path) -> float | None:
     try:
         return int((transition_dir / STAMP_NAME).read_text().strip()) / 1e9
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
+
+
+def old_kernel_paths(ctx: TransitionContext, release: str) -> tuple[str | None, str | None]:
+    """Where the running kernel's image and initrd are (for a rollback), if found."""
+    from liveupd.kernel.discovery import list_kernels
+
+    try:
+        kernels = list_kernels(ctx.config, release)
+    except OSError:
+        return None, None
+    for k in kernels:
+        if k.release == release:
+            return k.kernel_path, k.initrd_path
+    return None, None
+
+
+def hook_state_dirs(ctx: TransitionContext) -> dict[str, str]:
+    hooks_dir = ctx.dir / "hooks"
+    names: Sequence[str] = sorted(p.name for p in hooks_dir.iterdir()) if hooks_dir.is_dir() else []
+    return {h: str(hooks_dir / h) for h in names}
 
 
 class CheckpointStep(BuiltinStep):
@@ -76,27 +193,36 @@ class CheckpointStep(BuiltinStep):
         storage = ctx.backends.storage
         plan = plan_freeze(storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir))
         ctx.facts["freeze_plan"] = plan
-        hooks_dir = ctx.dir / "hooks"
-        hook_dirs = sorted(p.name for p in hooks_dir.iterdir()) if hooks_dir.is_dir() else []
-        record = {
-            "id": ctx.id,
-            "written": time.time(),
-            "mode": str(ctx.mode),
-            "old": {
-                "release": system.release(),
-                "boot_id": system.boot_id(),
-                "cmdline": system.cmdline(),
-            },
-            "new": ctx.target.to_json(),
-            "bindings": [b.to_json() for b in ctx.facts.get("bindings", ())],
-            "freeze": list(plan.freeze),
-            "freeze_skipped": [list(s) for s in plan.skipped],
-            "hook_state_dirs": {h: str(hooks_dir / h) for h in hook_dirs},
-            "dry_run": ctx.backends.dry_run,
-        }
-        atomic_write_json(ctx.dir / CHECKPOINT_NAME, record, mode=0o600)
+        release = system.release()
+        kernel_path, initrd_path = old_kernel_paths(ctx, release)
+        record = Checkpoint(
+            id=ctx.id,
+            written=time.time(),
+            mode=str(ctx.mode),
+            old=OldKernel(
+                release=release,
+                boot_id=system.boot_id(),
+                cmdline=system.cmdline(),
+                kernel_path=kernel_path,
+                initrd_path=initrd_path,
+            ),
+            new=ctx.target,
+            bindings=tuple(ctx.facts.get("bindings", ())),
+            freeze=plan.freeze,
+            freeze_skipped=plan.skipped,
+            hook_state_dirs=hook_state_dirs(ctx),
+            dry_run=ctx.backends.dry_run,
+        )
+        write_checkpoint(ctx.dir, record)
         atomic_write_json(pending_path(ctx.config.state_dir), {"id": ctx.id}, mode=0o600)
-        ctx.log("checkpoint.written", path=str(ctx.dir / CHECKPOINT_NAME), pid=os.getpid())
+        ctx.log(
+            "checkpoint.written",
+            path=str(ctx.dir / CHECKPOINT_NAME),
+            bindings=len(record.bindings),
+            freeze=",".join(record.freeze) or None,
+            old_kernel=kernel_path,
+            pid=os.getpid(),
+        )
 
 
 @undo_handler("checkpoint")
