@@ -9,6 +9,15 @@ from pathlib import PurePosixPath
 from liveupd.backends.base import Mount
 from liveupd.errors import InvalidArgument
 
+# Kernel interfaces that are not storage at all: ``auto`` ignores them silently.
+PSEUDO = frozenset(
+    {
+        "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs",
+        "debugfs", "tracefs", "configfs", "pstore", "efivarfs", "bpf", "mqueue",
+        "hugetlbfs", "autofs", "binfmt_misc", "fusectl", "rpc_pipefs", "nsfs",
+    }
+)  # fmt: skip
+
 # Filesystems that cannot be frozen or need not be (no block device behind them).
 UNFREEZABLE = frozenset(
     {
@@ -25,6 +34,9 @@ class FreezePlan:
     freeze: tuple[str, ...]  # mount points, in freeze order (thaw in reverse)
     sync: tuple[str, ...]  # writable local filesystems to syncfs
     skipped: tuple[tuple[str, str], ...]  # (mount point, why) for the report
+    # The mount point of the filesystem holding the state directory when it is
+    # frozen (always last): from its freeze on, the daemon writes nothing.
+    state_mount: str | None = None
 
 
 def _depth(mountpoint: str) -> int:
@@ -52,8 +64,10 @@ def plan_freeze(
 ) -> FreezePlan:
     """Decide what to freeze.
 
-    ``auto`` freezes every writable local block-backed filesystem.  An explicit
-    list names mount points; one that is not mounted is an error.  Children are
+    ``auto`` freezes every writable local block-backed filesystem (other
+    writable filesystems, tmpfs or overlay say, are reported as skipped; kernel
+    interfaces such as proc are ignored).  An explicit list names mount points;
+    one that is not mounted is an error.  Children are
     frozen before their parents, so the root comes after the others, and the
     filesystem holding the state directory comes last of all: the exec
     timestamp is written to it just before it freezes.  Bind mounts of an
@@ -62,7 +76,7 @@ def plan_freeze(
     """
     by_point = {m.mountpoint: m for m in mounts}  # later mounts hide earlier ones
     if setting == "auto":
-        chosen = [m for m in by_point.values() if m.writable and m.block_backed]
+        chosen = [m for m in by_point.values() if m.writable and m.fstype not in PSEUDO]
     else:
         missing = [p for p in setting if p not in by_point]
         if missing:
@@ -75,8 +89,10 @@ def plan_freeze(
     freeze: list[Mount] = []
     seen_devices: set[str] = set()
     for m in chosen:
-        if m.fstype in UNFREEZABLE or not m.block_backed:
+        if m.fstype in UNFREEZABLE:
             skipped.append((m.mountpoint, f"{m.fstype} cannot be frozen"))
+        elif not m.block_backed:
+            skipped.append((m.mountpoint, f"{m.fstype} is not on a block device"))
         elif not m.writable:
             skipped.append((m.mountpoint, "read-only"))
         elif m.device and m.device in seen_devices:
@@ -84,12 +100,20 @@ def plan_freeze(
         else:
             seen_devices.add(m.device)
             freeze.append(m)
-    state_mount = containing_mount(state_dir, mounts)
-    state_point = state_mount.mountpoint if state_mount else None
+    state_mount = containing_mount(state_dir, list(by_point.values()))
 
-    def order(m: Mount) -> tuple[int, int, str]:
-        return (m.mountpoint == state_point, -_depth(m.mountpoint), m.mountpoint)
+    def holds_state(m: Mount) -> bool:
+        # The state directory may sit on a bind mount of a filesystem frozen elsewhere.
+        if state_mount is None:
+            return False
+        if m.device and state_mount.device:
+            return m.device == state_mount.device
+        return m.mountpoint == state_mount.mountpoint
+
+    def order(m: Mount) -> tuple[bool, int, str]:
+        return (holds_state(m), -_depth(m.mountpoint), m.mountpoint)
 
     freeze.sort(key=order)
     sync = tuple(m.mountpoint for m in by_point.values() if local_writable(m))
-    return FreezePlan(tuple(m.mountpoint for m in freeze), sync, tuple(skipped))
+    frozen_state = next((m.mountpoint for m in freeze if holds_state(m)), None)
+    return FreezePlan(tuple(m.mountpoint for m in freeze), sync, tuple(skipped), frozen_state)

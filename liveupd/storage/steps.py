@@ -1,4 +1,14 @@
-"""The built-in flush step: sync, syncfs, freeze (root last); thaw on undo."""
+"""The built-in flush step: sync, syncfs, freeze (root last); thaw on undo.
+
+Order inside the step: sync(), syncfs() on every writable local filesystem,
+then FIFREEZE each planned filesystem, the one holding the state directory
+last.  Just before that last freeze the exec timestamp is written and the
+journal and transition log start holding their writes in memory: from then
+on the daemon writes nothing to a frozen filesystem.  Any failure thaws what
+was frozen (most recent first) before the error goes up; the undo record,
+journaled before the first freeze, thaws them all again after a cancel or a
+crash (a thaw of a filesystem that is not frozen is a no-op).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ from liveupd.storage.plan import FreezePlan, plan_freeze
 from liveupd.transition.checkpoint import write_exec_stamp
 from liveupd.transition.context import TransitionContext
 from liveupd.transition.phases import ExecMode, Phase
-from liveupd.transition.steps import LAST, BuiltinStep, UndoRecord, undo_handler
+from liveupd.transition.steps import LAST, MIDDLE, BuiltinStep, UndoRecord, undo_handler
 
 UNFREEZABLE_ERRNOS = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL)
 
@@ -25,6 +35,27 @@ def _plan(ctx: TransitionContext) -> FreezePlan:
     )
     ctx.facts["freeze_plan"] = plan
     return plan
+
+
+class StorageCheckStep(BuiltinStep):
+    """At stage: the configured filesystems exist (nothing is frozen or synced)."""
+
+    kind = "storage-check"
+    name = "storage-check"
+    phase = Phase.CHECK
+    order = MIDDLE
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        storage = ctx.backends.storage
+        mounts = await asyncio.to_thread(storage.mounts)
+        # InvalidArgument (a configured filesystem is not mounted) refuses the stage.
+        plan = plan_freeze(mounts, ctx.config.storage.freeze, str(ctx.config.state_dir))
+        ctx.log(
+            "storage.planned",
+            freeze=",".join(plan.freeze) or None,
+            state_mount=plan.state_mount,
+            skipped=",".join(f"{mp} ({why})" for mp, why in plan.skipped) or None,
+        )
 
 
 class FlushStep(BuiltinStep):
@@ -43,38 +74,52 @@ class FlushStep(BuiltinStep):
         plan = _plan(ctx)
         storage = ctx.backends.storage
         await asyncio.to_thread(storage.sync)
+        synced = []
         for mp in plan.sync:
             try:
                 await asyncio.to_thread(storage.syncfs, mp)
+                synced.append(mp)
             except OSError as e:
                 ctx.log(
-                    "storage.syncfs-failed", level=logging.WARNING, mountpoint=mp, error=e.strerror
+                    "storage.syncfs-failed",
+                    level=logging.WARNING,
+                    mountpoint=mp,
+                    error=e.strerror or str(e),
                 )
+        ctx.log("storage.synced", mountpoints=",".join(synced) or None)
         for mp, why in plan.skipped:
             ctx.log("storage.skipped", mountpoint=mp, reason=why)
+        ctx.journal.step_update(
+            self.key, planned=list(plan.freeze), skipped=[list(s) for s in plan.skipped]
+        )
         if ctx.mode is ExecMode.SYSTEMD:
             return
-        last = plan.freeze[-1] if plan.freeze else None
         frozen: list[str] = []
         try:
             for mp in plan.freeze:
-                if mp == last:
-                    # The state directory lives here or on a filesystem not frozen.
+                if mp == plan.state_mount:
+                    # The last one: the state directory lives here.  Stamp, then stop writing.
                     write_exec_stamp(ctx)
-                    ctx.log("storage.freezing-last", mountpoint=mp)
+                    ctx.log("storage.freezing-state", mountpoint=mp)
                     ctx.hold_writes()
                 try:
                     await asyncio.to_thread(storage.freeze, mp)
                 except OSError as e:
                     if e.errno in UNFREEZABLE_ERRNOS:
                         ctx.log(
-                            "storage.skipped", mountpoint=mp, reason=f"cannot freeze: {e.strerror}"
+                            "storage.skipped",
+                            mountpoint=mp,
+                            reason=f"cannot be frozen: {e.strerror or e}",
                         )
                         continue
                     raise Failed(
-                        f"freezing {mp} failed: {e.strerror}; everything frozen so far was thawed"
+                        f"freezing {mp} failed: {e.strerror or e}; everything frozen so far "
+                        "was thawed. Check that nothing else froze it (fsfreeze -u "
+                        f"{mp}) or leave it out of [storage] freeze in "
+                        "/etc/liveupd/liveupd.conf"
                     ) from e
                 frozen.append(mp)
+                ctx.log("storage.frozen", mountpoint=mp)
             ctx.facts["frozen"] = frozen
         except BaseException:
             await _thaw(ctx, list(reversed(frozen)))
@@ -82,15 +127,18 @@ class FlushStep(BuiltinStep):
 
 
 async def _thaw(ctx: TransitionContext, mountpoints: list[str]) -> list[str]:
+    """Thaw, most recent first; writes resume only once the state filesystem is thawed."""
     failures = []
     for mp in mountpoints:
         try:
             await asyncio.to_thread(ctx.backends.storage.thaw, mp)
         except OSError as e:
-            failures.append(f"{mp}: {e.strerror}")
-    ctx.release_writes()
-    for mp in mountpoints:
+            failures.append(f"{mp}: {e.strerror or e}")
+            ctx.log("storage.thaw-failed", level=logging.ERROR, mountpoint=mp, error=str(e))
+            continue
         ctx.log("storage.thawed", mountpoint=mp)
+    if not failures:
+        ctx.release_writes()
     return failures
 
 
@@ -98,4 +146,8 @@ async def _thaw(ctx: TransitionContext, mountpoints: list[str]) -> list[str]:
 async def undo_thaw(ctx: TransitionContext, record: UndoRecord) -> None:
     failures = await _thaw(ctx, list(reversed(record["mountpoints"])))
     if failures:
-        raise Failed("thawing failed for " + "; ".join(failures) + "; run fsfreeze -u on them")
+        raise Failed(
+            "thawing failed for "
+            + "; ".join(failures)
+            + "; thaw them by hand with: fsfreeze -u MOUNTPOINT"
+        )

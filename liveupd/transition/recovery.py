@@ -77,6 +77,11 @@ def kill_leftover_hooks(journal: Journal) -> list[int]:
 async def recover(engine: Engine) -> tuple[Transition | None, list[Recovered]]:
     """Recover every unfinished transition; returns (adopted staged transition, report)."""
     boot_id = engine.backends.system.boot_id()
+    # First, before anything writes: a daemon that died with filesystems frozen left
+    # them frozen, and a write to one (a journal, a log line) would block forever.
+    from liveupd.storage.recover import thaw_leftovers
+
+    await thaw_leftovers(engine.config.state_dir, boot_id, engine.backends.storage)
     adopted: Transition | None = None
     report: list[Recovered] = []
     journals = sorted(
