@@ -128,6 +128,9 @@ class DeviceBackend(Protocol):
 
     def bound_driver(self, sys_path: str) -> str | None: ...
 
+    def settle(self, timeout: float) -> bool:
+        """Wait until udev has processed every queued event; False if ``timeout`` passed."""
+
 
 # --------------------------------------------------------------- storage ----
 

@@ -186,12 +186,35 @@ class DryRunKexec:
         self.m.record("jump", mode=str(mode), loaded=self.m.state()["loaded"])
 
 
+def _injected(machine: SimMachine, op: str, key: str) -> None:
+    """Raise the error the machine description injects for ``op`` on ``key``, if any.
+
+    ``"errors": {"unbind": {"<sys_path>": "EBUSY"}, "freeze": {"/data": "EIO"}}``
+    """
+    name = machine.description.get("errors", {}).get(op, {}).get(key)
+    if name:
+        code = getattr(errno, str(name))
+        raise OSError(code, f"{op} {key}: {os.strerror(code)} (injected by the dry-run machine)")
+
+
+def _boot_id(machine: SimMachine) -> str:
+    return str(machine.description["system"]["boot_id"])
+
+
 class DryRunDevices:
+    """Simulated devices.  What was unbound or set down lasts until the next (simulated) boot."""
+
     def __init__(self, machine: SimMachine) -> None:
         self.m = machine
 
-    def devices(self) -> list[Device]:
+    def _state(self) -> dict[str, Any]:
         state = self.m.state()
+        if state.get("devices_boot", _boot_id(self.m)) != _boot_id(self.m):
+            state.update(unbound={}, links_down=[])  # a new boot probed everything again
+        return state
+
+    def devices(self) -> list[Device]:
+        state = self._state()
         out = []
         for d in self.m.description["devices"]:
             net = d.get("net")
@@ -231,23 +254,29 @@ class DryRunDevices:
         return list(holders.get(device.sys_path, ()))
 
     def set_link(self, ifname: str, up: bool) -> None:
-        down = set(self.m.state()["links_down"])
+        _injected(self.m, "set_link", ifname)
+        down = set(self._state()["links_down"])
         (down.discard if up else down.add)(ifname)
-        self.m.update("set_link", {"links_down": sorted(down)}, ifname=ifname, up=up)
+        change = {"links_down": sorted(down), "devices_boot": _boot_id(self.m)}
+        self.m.update("set_link", change, ifname=ifname, up=up)
 
     def unbind(self, binding: Binding, timeout: float) -> None:
-        unbound = dict(self.m.state()["unbound"])
+        _injected(self.m, "unbind", binding.sys_path)
+        unbound = dict(self._state()["unbound"])
         if binding.sys_path in unbound:
             raise OSError(errno.ENODEV, f"{binding.name} is not bound")
         unbound[binding.sys_path] = binding.to_json()
-        self.m.update("unbind", {"unbound": unbound}, **binding.to_json())
+        change = {"unbound": unbound, "devices_boot": _boot_id(self.m)}
+        self.m.update("unbind", change, **binding.to_json())
 
     def bind(self, binding: Binding, timeout: float) -> None:
-        unbound = dict(self.m.state()["unbound"])
+        _injected(self.m, "bind", binding.sys_path)
+        unbound = dict(self._state()["unbound"])
         if binding.sys_path not in unbound:
             raise OSError(errno.EBUSY, f"{binding.name} is already bound")
         del unbound[binding.sys_path]
-        self.m.update("bind", {"unbound": unbound}, **binding.to_json())
+        change = {"unbound": unbound, "devices_boot": _boot_id(self.m)}
+        self.m.update("bind", change, **binding.to_json())
 
     def bound_driver(self, sys_path: str) -> str | None:
         for d in self.devices():
@@ -255,10 +284,24 @@ class DryRunDevices:
                 return d.driver
         return None
 
+    def settle(self, timeout: float) -> bool:
+        """``"udev_settles": false`` in the description simulates a settle timeout."""
+        settles = bool(self.m.description.get("udev_settles", True))
+        self.m.record("udev_settle", timeout=timeout, settled=settles)
+        return settles
+
 
 class DryRunStorage:
+    """Simulated storage.  What was frozen stays frozen until thawed or the next boot."""
+
     def __init__(self, machine: SimMachine) -> None:
         self.m = machine
+
+    def _frozen(self) -> list[str]:
+        state = self.m.state()
+        if state.get("storage_boot", _boot_id(self.m)) != _boot_id(self.m):
+            return []
+        return list(state["frozen"])
 
     def mounts(self) -> list[Mount]:
         return [Mount(**m) for m in self.m.description["mounts"]]
@@ -270,20 +313,23 @@ class DryRunStorage:
         self.m.record("syncfs", mountpoint=mountpoint)
 
     def freeze(self, mountpoint: str) -> None:
-        frozen = list(self.m.state()["frozen"])
+        _injected(self.m, "freeze", mountpoint)
+        frozen = self._frozen()
         mount = next((m for m in self.mounts() if m.mountpoint == mountpoint), None)
         if mount is None or not mount.block_backed:
             raise OSError(errno.EOPNOTSUPP, f"cannot freeze {mountpoint}")
         if mountpoint in frozen:
             raise OSError(errno.EBUSY, f"{mountpoint} is already frozen")
         frozen.append(mountpoint)
-        self.m.update("freeze", {"frozen": frozen}, mountpoint=mountpoint)
+        change = {"frozen": frozen, "storage_boot": _boot_id(self.m)}
+        self.m.update("freeze", change, mountpoint=mountpoint)
 
     def thaw(self, mountpoint: str) -> None:
-        frozen = list(self.m.state()["frozen"])
+        frozen = self._frozen()
         if mountpoint in frozen:
             frozen.remove(mountpoint)
-        self.m.update("thaw", {"frozen": frozen}, mountpoint=mountpoint)
+        change = {"frozen": frozen, "storage_boot": _boot_id(self.m)}
+        self.m.update("thaw", change, mountpoint=mountpoint)
 
 
 class SimSystem:

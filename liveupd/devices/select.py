@@ -51,6 +51,15 @@ def bound_ancestor(device: Device, by_path: dict[str, Device]) -> Device | None:
     return None
 
 
+def _related(a: str, b: str) -> bool:
+    """One path is the other, or an ancestor of it."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _below(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith(ancestor + "/")
+
+
 @dataclass(frozen=True)
 class UnbindPlan:
     bindings: tuple[Binding, ...]  # in unbind order; rebind in reverse
@@ -63,33 +72,43 @@ def plan_unbind(
     keep: Sequence[DeviceSelector],
     root_devices: set[str],
 ) -> UnbindPlan:
-    """Bindings to undo.  InvalidArgument (nothing changed) if one holds the root fs."""
+    """Bindings to undo.  InvalidArgument (nothing changed) if one holds the root fs.
+
+    A ``keep`` selector protects the binding it matches, every binding above
+    it and every binding below it: unbinding a device takes away everything
+    below it, and keeping a bridge keeps what hangs off it.
+    """
     by_path = {d.sys_path: d for d in devices}
+    kept_paths = {d.sys_path for d in devices if matches_any(keep, d)}
     chosen: dict[str, Device] = {}
     kept: list[str] = []
     for device in devices:
         if not matches_any(selectors, device):
             continue
         target = bound_ancestor(device, by_path)
-        if target is None or target.sys_path in chosen:
+        if target is None or target.sys_path in chosen or target.sys_path in kept:
             continue
-        if matches_any(keep, device) or matches_any(keep, target):
+        if any(_related(target.sys_path, k) for k in kept_paths):
             kept.append(target.sys_path)
             continue
         if target.sys_path in root_devices:
             raise InvalidArgument(
                 f"refusing to unbind {target.sys_path} (driver {target.driver}): it holds the "
                 f"root filesystem. It was selected through {device.sys_path}; narrow "
-                "[devices] unbind or add it to [devices] keep in /etc/liveupd/liveupd.conf"
+                "[devices] unbind (or the hook's unbind) or add it to [devices] keep in "
+                "/etc/liveupd/liveupd.conf. Nothing was changed."
             )
         chosen[target.sys_path] = target
-    # Nets share an ancestor: group per binding and keep every interface below it.
+    # Each interface belongs to the deepest chosen binding above it: that unbind removes it.
     bindings = []
     for target in chosen.values():
+        deeper = [p for p in chosen if p != target.sys_path and _below(p, target.sys_path)]
         nets = tuple(
             d.net
             for d in devices
-            if d.net is not None and (d.sys_path + "/").startswith(target.sys_path + "/")
+            if d.net is not None
+            and _below(d.sys_path, target.sys_path)
+            and not any(_below(d.sys_path, p) for p in deeper)
         )
         bindings.append(
             Binding(

@@ -1,11 +1,23 @@
-"""The built-in unbind step: record bindings, link down, unbind; rebind on undo."""
+"""The built-in device steps: plan at stage; record, link down, unbind; rebind on undo.
+
+At stage (check phase) the plan is computed once so that a selection that
+would unbind the root filesystem's device is refused before anything is
+done.  In the unbind phase the plan is computed again (devices may have
+changed since), each binding is recorded, the undo record journaled, and
+then, children first: processes holding the device's nodes are named,
+network interfaces are set down, the device is unbound and its removal
+awaited.  A failure binds back what was unbound, in reverse order.  In
+``systemd`` mode the bindings are only recorded: the shutdown helper unbinds
+them from the checkpoint late in shutdown.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from liveupd.backends.base import Binding
+from liveupd.backends.base import Binding, Device, DeviceBackend
 from liveupd.config.model import DeviceSelector
 from liveupd.devices.select import UnbindPlan, plan_unbind
 from liveupd.errors import Failed
@@ -15,6 +27,66 @@ from liveupd.transition.phases import ExecMode, Phase
 from liveupd.transition.steps import MIDDLE, BuiltinStep, UndoRecord, undo_handler
 
 
+def requested_selectors(hooks: tuple[Hook, ...]) -> list[DeviceSelector]:
+    """Devices hooks ask for (their manifest's ``unbind``), on top of the configured ones."""
+    return [s for h in hooks for s in h.manifest.unbind]
+
+
+def plan_for(ctx: TransitionContext, requested: list[DeviceSelector]) -> UnbindPlan:
+    devices = ctx.backends.devices
+    return plan_unbind(
+        devices.devices(),
+        list(ctx.config.devices.unbind) + requested,
+        ctx.config.devices.keep,
+        devices.root_devices(),
+    )
+
+
+def current_ifname(devices: list[Device], mac: str, fallback: str) -> str:
+    """The interface's name now (udev may have renamed it after a rebind)."""
+    for d in devices:
+        if d.net is not None and d.net.mac.lower() == mac.lower():
+            return d.net.ifname
+    return fallback
+
+
+def _holders(backend: DeviceBackend, binding: Binding) -> list[str]:
+    found: list[str] = []
+    for d in backend.devices():
+        if d.sys_path == binding.sys_path or d.sys_path.startswith(binding.sys_path + "/"):
+            found += [h for h in backend.holders(d) if h not in found]
+    return found
+
+
+def describe(b: Binding) -> dict[str, Any]:
+    return {
+        "sys_path": b.sys_path,
+        "subsystem": b.subsystem,
+        "driver": b.driver,
+        "driver_override": b.driver_override,
+        "interfaces": ",".join(f"{n.ifname}/{n.mac}/{'up' if n.up else 'down'}" for n in b.net)
+        or None,
+    }
+
+
+class DevicesCheckStep(BuiltinStep):
+    """At stage: compute the plan, refusing the root device before anything is done."""
+
+    kind = "devices-check"
+    name = "devices-check"
+    phase = Phase.CHECK
+    order = MIDDLE
+
+    def __init__(self, hooks: tuple[Hook, ...] = ()) -> None:
+        self.requested = requested_selectors(hooks)
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        plan = await asyncio.to_thread(plan_for, ctx, self.requested)
+        for path in plan.kept:
+            ctx.log("devices.kept", sys_path=path)
+        ctx.log("devices.planned", devices=",".join(b.sys_path for b in plan.bindings) or None)
+
+
 class UnbindStep(BuiltinStep):
     kind = "devices"
     name = "devices"
@@ -22,49 +94,37 @@ class UnbindStep(BuiltinStep):
     order = MIDDLE
 
     def __init__(self, hooks: tuple[Hook, ...] = ()) -> None:
-        # Devices hooks ask for, on top of the configured ones.
-        self.requested: list[DeviceSelector] = [s for h in hooks for s in h.manifest.unbind]
+        self.requested = requested_selectors(hooks)
 
     def plan(self, ctx: TransitionContext) -> UnbindPlan:
-        devices = ctx.backends.devices
-        return plan_unbind(
-            devices.devices(),
-            list(ctx.config.devices.unbind) + self.requested,
-            ctx.config.devices.keep,
-            devices.root_devices(),
-        )
+        return plan_for(ctx, self.requested)
 
     def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
+        # Raises InvalidArgument for the root device: before anything is journaled or done.
         plan = self.plan(ctx)
         ctx.facts["bindings"] = plan.bindings
-        for path in plan.kept:
-            ctx.log("devices.kept", sys_path=path)
+        ctx.facts["kept"] = plan.kept
         if ctx.mode is ExecMode.SYSTEMD or not plan.bindings:
             return None  # the shutdown helper unbinds from the checkpoint
         return {"kind": "rebind", "bindings": [b.to_json() for b in plan.bindings]}
 
     async def apply(self, ctx: TransitionContext) -> None:
         bindings: tuple[Binding, ...] = ctx.facts.get("bindings", ())
+        kept: tuple[str, ...] = ctx.facts.get("kept", ())
         devices = ctx.backends.devices
+        for path in kept:
+            ctx.log("devices.kept", sys_path=path)
         for b in bindings:
-            ctx.log(
-                "devices.recorded",
-                sys_path=b.sys_path,
-                driver=b.driver,
-                interfaces=",".join(f"{n.ifname}/{n.mac}" for n in b.net) or None,
-            )
+            ctx.log("devices.recorded", **describe(b))
+        ctx.journal.step_update(self.key, bindings=[b.to_json() for b in bindings], kept=list(kept))
         if ctx.mode is ExecMode.SYSTEMD:
+            if bindings:
+                ctx.log("devices.deferred", reason="the shutdown helper unbinds them")
             return
         done: list[Binding] = []
-        try:
-            for b in bindings:
-                by_path = {d.sys_path: d for d in devices.devices()}
-                holders = [
-                    h
-                    for p, d in by_path.items()
-                    if p.startswith(b.sys_path)
-                    for h in devices.holders(d)
-                ]
+        for b in bindings:
+            try:
+                holders = await asyncio.to_thread(_holders, devices, b)
                 if holders:
                     ctx.log(
                         "devices.in-use",
@@ -75,37 +135,55 @@ class UnbindStep(BuiltinStep):
                 for net in b.net:
                     if net.up:
                         await asyncio.to_thread(devices.set_link, net.ifname, False)
+                        ctx.log("devices.link-down", ifname=net.ifname, mac=net.mac)
                 await asyncio.to_thread(devices.unbind, b, ctx.config.devices.timeout)
-                done.append(b)
-                ctx.log("devices.unbound", sys_path=b.sys_path, driver=b.driver)
-        except OSError as e:
-            await _rebind(ctx, list(reversed(done)) + ([b] if b not in done else []))
-            raise Failed(
-                f"unbinding {b.name} from {b.driver} failed: {e.strerror or e}; "
-                "the devices unbound so far were bound again"
-            ) from e
+            except OSError as e:
+                failures = await rebind(ctx, [b, *reversed(done)])
+                message = (
+                    f"unbinding {b.sys_path} from driver {b.driver} failed: "
+                    f"{e.strerror or e}; the devices unbound so far were bound again. "
+                    "See the kernel log (dmesg) for the driver's side, or leave the device "
+                    "out with [devices] keep in /etc/liveupd/liveupd.conf"
+                )
+                if failures:
+                    message += ". Binding back also failed: " + "; ".join(failures)
+                raise Failed(message) from e
+            done.append(b)
+            ctx.log("devices.unbound", sys_path=b.sys_path, driver=b.driver)
 
 
-async def _rebind(ctx: TransitionContext, bindings: list[Binding]) -> list[str]:
+async def rebind(ctx: TransitionContext, bindings: list[Binding]) -> list[str]:
+    """Bind each device back (in the order given) and bring its interfaces up; failures."""
     devices = ctx.backends.devices
     failures = []
     for b in bindings:
         try:
-            if devices.bound_driver(b.sys_path) != b.driver:
+            if await asyncio.to_thread(devices.bound_driver, b.sys_path) != b.driver:
                 await asyncio.to_thread(devices.bind, b, ctx.config.devices.timeout)
                 ctx.log("devices.bound", sys_path=b.sys_path, driver=b.driver)
-            for net in b.net:
-                if net.up:
-                    await asyncio.to_thread(devices.set_link, net.ifname, True)
+            if any(n.up for n in b.net):
+                now = await asyncio.to_thread(devices.devices)
+                for net in b.net:
+                    if net.up:
+                        ifname = current_ifname(now, net.mac, net.ifname)
+                        await asyncio.to_thread(devices.set_link, ifname, True)
+                        ctx.log("devices.link-up", ifname=ifname, mac=net.mac)
         except OSError as e:
             failures.append(f"{b.sys_path} -> {b.driver}: {e.strerror or e}")
+            ctx.log(
+                "devices.bind-failed",
+                level=logging.ERROR,
+                sys_path=b.sys_path,
+                driver=b.driver,
+                error=e.strerror or str(e),
+            )
     return failures
 
 
 @undo_handler("rebind")
 async def undo_rebind(ctx: TransitionContext, record: UndoRecord) -> None:
     bindings = [Binding.from_json(b) for b in reversed(record["bindings"])]
-    failures = await _rebind(ctx, bindings)
+    failures = await rebind(ctx, bindings)
     if failures:
         raise Failed(
             "binding devices again failed: "

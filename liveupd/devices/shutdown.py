@@ -1,0 +1,157 @@
+"""Unbind the recorded devices late in a systemd-mode shutdown (the system-shutdown helper).
+
+In ``systemd`` exec mode the daemon only records the bindings; systemd then
+stops services and unmounts, and at the very end runs the executables in
+``/usr/lib/systemd/system-shutdown/`` with the action as ``argv[1]``.
+``units/liveupd-shutdown`` calls this module there::
+
+    python3 -B -m liveupd.devices.shutdown [--state-dir DIR] [--timeout SECONDS]
+                                           [--dry-run] [ACTION]
+
+* ``ACTION`` is systemd-shutdown's argument (halt, poweroff, reboot, kexec);
+  anything but ``kexec`` does nothing.  Without it, ``kexec`` is assumed.
+* It reads ``<state-dir>/pending`` and that transition's ``checkpoint.json``
+  (the state directory: ``--state-dir``, else ``$LIVEUPD_STATE_DIR``, else
+  ``[daemon] state-dir`` from the configuration, else /var/lib/liveupd).
+  Nothing pending, a ``direct``-mode record (the daemon unbound itself) or a
+  dry-run record: nothing to do.
+* For each recorded binding, children first: every network interface below
+  the device that is up is set down, the device is written to its driver's
+  ``unbind`` file, and the kernel's unbind event (udevd is gone by then) is
+  awaited for at most ``--timeout`` seconds (default ``[devices] timeout``).
+  A device already unbound is skipped.  A failure is reported and the others
+  are still unbound.
+* It writes nothing to any filesystem (they are read-only by then); it logs
+  one logfmt line per event to stderr.
+* Exit status: 0 all done (or nothing to do), 1 some device failed,
+  2 usage error or unreadable checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from liveupd import logs, paths
+from liveupd.backends.base import Binding
+from liveupd.devices.sysfs import SysfsDevices
+from liveupd.devices.uevents import PyudevSource
+
+LOG = logs.get("shutdown")
+DEFAULT_TIMEOUT = 10.0
+STATE_DIR_ENV = "LIVEUPD_STATE_DIR"  # what units/liveupd-shutdown checks, set by tests
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="liveupd-shutdown",
+        description="Unbind the devices recorded by a pending systemd-mode transition.",
+    )
+    p.add_argument("action", nargs="?", default="kexec", help="systemd-shutdown's action")
+    p.add_argument("--state-dir", type=Path, help="liveupd's state directory")
+    p.add_argument("--timeout", type=float, help="seconds to wait for each unbind")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, do nothing")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> tuple[Path, float]:
+    if args.state_dir is None and os.environ.get(STATE_DIR_ENV):
+        args.state_dir = Path(os.environ[STATE_DIR_ENV])
+    state_dir: Path = args.state_dir or paths.STATE_DIR
+    timeout: float = args.timeout or DEFAULT_TIMEOUT
+    if args.state_dir is None or args.timeout is None:
+        try:
+            from liveupd.config.load import load_config
+
+            config = load_config()
+        except Exception as e:  # a broken config must not stop the unbind
+            logs.event(LOG, "shutdown.config-unreadable", level=logging.WARNING, error=str(e))
+        else:
+            state_dir = args.state_dir or config.state_dir
+            timeout = args.timeout or config.devices.timeout
+    return state_dir, timeout
+
+
+def unbind_recorded(
+    devices: SysfsDevices, bindings: Sequence[Binding], timeout: float
+) -> list[str]:
+    """Link down and unbind each binding in order; one message per failure."""
+    failures = []
+    for b in bindings:
+        current = devices.bound_driver(b.sys_path)
+        if current != b.driver:
+            logs.event(LOG, "shutdown.skipped", sys_path=b.sys_path, driver=b.driver, bound=current)
+            continue
+        try:
+            for net in devices.interfaces_under(b.sys_path):
+                if net.up:
+                    devices.set_link(net.ifname, False)
+                    logs.event(LOG, "shutdown.link-down", ifname=net.ifname, mac=net.mac)
+            devices.unbind(b, timeout)
+        except OSError as e:
+            failures.append(f"{b.sys_path} ({b.driver}): {e.strerror or e}")
+            logs.event(
+                LOG,
+                "shutdown.unbind-failed",
+                level=logging.ERROR,
+                sys_path=b.sys_path,
+                driver=b.driver,
+                error=e.strerror or str(e),
+            )
+            continue
+        logs.event(LOG, "shutdown.unbound", sys_path=b.sys_path, driver=b.driver)
+    return failures
+
+
+def main(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.action != "kexec":
+        logs.event(LOG, "shutdown.not-kexec", action=args.action)
+        return 0
+    from liveupd.transition.checkpoint import load_checkpoint, read_pending
+    from liveupd.transition.journal import transitions_dir
+
+    state_dir, timeout = _settings(args)
+    tid = read_pending(state_dir)
+    if tid is None:
+        logs.event(LOG, "shutdown.nothing-pending", state_dir=state_dir)
+        return 0
+    record = load_checkpoint(transitions_dir(state_dir) / tid)
+    if record is None:
+        logs.event(
+            LOG,
+            "shutdown.checkpoint-unreadable",
+            level=logging.ERROR,
+            transition=tid,
+            path=transitions_dir(state_dir) / tid / "checkpoint.json",
+        )
+        return 2
+    if record.mode != "systemd" or record.dry_run:
+        logs.event(
+            LOG, "shutdown.not-ours", transition=tid, mode=record.mode, dry_run=record.dry_run
+        )
+        return 0
+    if args.dry_run:
+        for b in record.bindings:
+            logs.event(LOG, "shutdown.would-unbind", sys_path=b.sys_path, driver=b.driver)
+        return 0
+    logs.event(LOG, "shutdown.started", transition=tid, devices=len(record.bindings))
+    devices = devices or SysfsDevices(uevents=PyudevSource("kernel"))
+    failures = unbind_recorded(devices, record.bindings, timeout)
+    logs.event(
+        LOG,
+        "shutdown.finished",
+        level=logging.ERROR if failures else logging.INFO,
+        transition=tid,
+        failures="; ".join(failures) or None,
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    logs.setup()
+    sys.exit(main())
