@@ -1,33 +1,219 @@
-"""Post-boot verification of a transition found pending after a new boot.
+"""Post-boot verification of a transition found unfinished after a new boot.
 
-(First version: decides completed vs superseded from the running release;
-device, hook and downtime checks build on this.)
+Runs early in the new boot (``liveupd --verify``, a oneshot unit) and again
+when the daemon starts; a lock in the state directory and a re-read of the
+journal make the second run a no-op.
+
+1. Did this boot come from the transition's kexec?  The command line must
+   carry ``liveupd.transition=ID`` (only that kexec passes it).  If not, the
+   machine was rebooted some other way: ``superseded``, never a success.
+2. The running kernel must be the target and the boot_id must have changed.
+3. Wait for udev to settle (``verify.settle-timeout``), then every recorded
+   device must be bound to its driver again and every recorded network
+   interface present with the same MAC.
+4. Run the ``verify`` hooks, then the ``restore`` hooks.
+5. Record the result and the downtime figures; the transition ends
+   ``completed`` or ``recovery-failed``.  With ``verify.on-failure =
+   "rollback"`` a failure (on a new boot) transitions back to the previous
+   kernel, at most once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from liveupd.backends.base import Binding
+from liveupd.errors import Failed
 from liveupd.fsio import remove_durably
-from liveupd.transition.checkpoint import pending_path, read_checkpoint, read_pending
+from liveupd.transition.checkpoint import (
+    load_checkpoint,
+    pending_path,
+    read_exec_stamp,
+    read_pending,
+)
 from liveupd.transition.engine import Engine, Transition
-from liveupd.transition.phases import TransitionState
+from liveupd.transition.events import StateChanged, TransitionFailed
+from liveupd.transition.journal import Journal
+from liveupd.transition.phases import Phase, TransitionState
+from liveupd.verify.checks import (
+    Check,
+    Problem,
+    device_problems,
+    kernel_problems,
+    superseded_reason,
+)
+from liveupd.verify.downtime import measure
+from liveupd.verify.hooks import run_phase
+from liveupd.verify.rollback import refusal, roll_back
+
+LOCK_NAME = "verify.lock"
+DEVICE_POLL = 0.25  # seconds between device checks while waiting for them to come back
+
+
+@contextlib.asynccontextmanager
+async def verify_lock(state_dir: Path) -> AsyncIterator[None]:
+    """One verifier at a time (the boot unit and the daemon may start together)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def check_devices(
+    engine: Engine, bindings: tuple[Binding, ...], timeout: float
+) -> list[Problem]:
+    """Settle udev, then wait (within the same deadline) for every device to be back."""
+    devices = engine.backends.devices
+    deadline = time.monotonic() + timeout
+    settled = await asyncio.to_thread(devices.settle, timeout)
+    problems = []
+    if not settled:
+        problems.append(
+            Problem(
+                Check.SETTLE,
+                f"udev did not settle within {timeout:g} s (verify.settle-timeout); "
+                "see udevadm monitor and the journal of systemd-udevd",
+            )
+        )
+    while True:
+        found = device_problems(bindings, await asyncio.to_thread(devices.devices))
+        if not found or not settled or time.monotonic() >= deadline:
+            return problems + found
+        await asyncio.sleep(min(DEVICE_POLL, max(deadline - time.monotonic(), 0)))
+
+
+def _remove_pending(engine: Engine, transition_id: str) -> None:
+    if read_pending(engine.config.state_dir) == transition_id:
+        remove_durably(pending_path(engine.config.state_dir))
+
+
+def _finish(
+    engine: Engine, t: Transition, state: TransitionState, verification: dict[str, Any]
+) -> None:
+    ctx = t.ctx
+    ctx.journal.set_state(state, verification=verification)
+    _remove_pending(engine, t.id)
+    level = logging.INFO if state is TransitionState.COMPLETED else logging.WARNING
+    ctx.log("verify.finished", level=level, state=str(state), **_log_fields(verification))
+    engine.events(StateChanged(t.id, state, 100))
+    if state is TransitionState.RECOVERY_FAILED:
+        message = "verification failed: " + "; ".join(
+            p["message"] for p in verification.get("problems", [])
+        )
+        engine.events(TransitionFailed(t.id, Failed.dbus_name, message))
+
+
+def _log_fields(verification: dict[str, Any]) -> dict[str, Any]:
+    downtime = verification.get("downtime") or {}
+    return {
+        "reason": verification.get("superseded"),
+        "problems": "; ".join(p["message"] for p in verification.get("problems", [])) or None,
+        "downtime_s": downtime.get("downtime_s"),
+        "exec_to_kernel_s": downtime.get("exec_to_kernel_s"),
+        "kernel_to_verified_s": downtime.get("kernel_to_verified_s"),
+    }
 
 
 async def verify_after_boot(engine: Engine, t: Transition) -> TransitionState:
-    journal = t.ctx.journal
-    target = t.ctx.target
-    checkpoint = read_checkpoint(journal.dir)
-    running = engine.backends.system.release()
-    if (
-        journal.state is TransitionState.STAGED
-        or target is None
-        or checkpoint is None
-        or running != target.release
-    ):
-        state = TransitionState.SUPERSEDED
+    """Verify ``t`` on this boot; its final state (terminal)."""
+    async with verify_lock(engine.config.state_dir):
+        try:
+            fresh = Journal.load(t.ctx.journal.path)
+        except (OSError, ValueError):
+            fresh = None
+        if fresh is not None and fresh.state.terminal:
+            t.ctx.journal.data = fresh.data  # another verifier finished it meanwhile
+            return fresh.state
+        return await _verify(engine, t)
+
+
+async def _verify(engine: Engine, t: Transition) -> TransitionState:
+    ctx = t.ctx
+    journal = ctx.journal
+    system = engine.backends.system
+    config = engine.config
+    started = time.time()
+    release, boot_id, cmdline = system.release(), system.boot_id(), system.cmdline()
+    checkpoint = load_checkpoint(journal.dir)
+    target = ctx.target or (checkpoint.new if checkpoint else None)
+    target_release = target.release if target else None
+    verification: dict[str, Any] = {
+        "started": started,
+        "running_release": release,
+        "boot_id": boot_id,
+        "target_release": target_release,
+    }
+
+    if journal.state is TransitionState.STAGED:
+        reason: str | None = "it was staged but never executed; the machine has rebooted since"
     else:
-        state = TransitionState.COMPLETED
-    journal.set_state(state, verification={"running_release": running})
-    if read_pending(engine.config.state_dir) == journal.id:
-        remove_durably(pending_path(engine.config.state_dir))
-    t.ctx.log("verify.finished", state=str(state))
+        reason = superseded_reason(t.id, target_release, cmdline, release)
+    if reason is not None:
+        verification["superseded"] = reason
+        _finish(engine, t, TransitionState.SUPERSEDED, verification)
+        return TransitionState.SUPERSEDED
+
+    ctx.log("verify.started", release=release, boot_id=boot_id)
+    problems: list[Problem] = []
+    if checkpoint is None:
+        problems.append(
+            Problem(
+                Check.CHECKPOINT,
+                f"{journal.dir}/checkpoint.json is missing or invalid: the devices cannot be "
+                "checked",
+            )
+        )
+    old_boot_id = checkpoint.old.boot_id if checkpoint else str(journal.data.get("boot_id"))
+    problems += kernel_problems(target_release, old_boot_id, release, boot_id)
+    new_boot = boot_id != old_boot_id
+    if new_boot:
+        bindings = checkpoint.bindings if checkpoint else ()
+        problems += await check_devices(engine, bindings, config.verify.settle_timeout)
+        problems += await run_phase(engine, ctx, Phase.VERIFY)
+
+    no_rollback = refusal(
+        config.verify.on_failure, journal, Journal.all(config.state_dir), checkpoint
+    )
+    rolling_back = bool(problems) and new_boot and no_rollback is None
+    if new_boot and not rolling_back:
+        # Restore service on this kernel (a rollback restores it on the previous one).
+        problems += await run_phase(engine, ctx, Phase.RESTORE)
+
+    now = time.time()
+    figures = measure(
+        read_exec_stamp(journal.dir),
+        checkpoint.written if checkpoint else float(journal.data.get("created", now)),
+        system.uptime(),
+        now,
+    )
+    verification.update(
+        finished=now,
+        problems=[p.to_json() for p in problems],
+        downtime=figures.to_json(),
+        policy=config.verify.on_failure,
+    )
+    state = TransitionState.RECOVERY_FAILED if problems else TransitionState.COMPLETED
+    if problems and config.verify.on_failure == "rollback":
+        verification["rollback"] = (
+            {"skipped": no_rollback or "still on the old boot"}
+            if not rolling_back
+            else {"requested": now}
+        )
+    _finish(engine, t, state, verification)
+
+    if rolling_back:
+        assert checkpoint is not None
+        result = await roll_back(engine, t, checkpoint)
+        journal.update(verification={**verification, "rollback": result})
     return state
