@@ -1,0 +1,146 @@
+"""The system-shutdown helper: unbinds what the pending checkpoint recorded, writes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pytest
+
+from liveupd.backends.base import Binding, NetInterface
+from liveupd.devices import shutdown
+from liveupd.devices.root import root_devices
+from liveupd.devices.sysfs import SysfsDevices
+from tests.devices.fakes import checkpoint_record, write_pending
+from tests.devices.tree import MAC, NIC, VIRTIO0, FakeKernel, build
+
+NET = Binding(VIRTIO0, "virtio", "virtio0", "virtio_net", net=(NetInterface("eth0", MAC, True),))
+PCI_NIC = Binding(NIC, "pci", "0000:00:03.0", "virtio-pci")
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> FakeKernel:
+    return FakeKernel(build(tmp_path / "root"))
+
+
+def devices(kernel: FakeKernel, links: list[tuple[str, bool]]) -> SysfsDevices:
+    return SysfsDevices(
+        kernel,
+        uevents=kernel.source,
+        root_devices=lambda: root_devices(kernel, (254, 0), "ext4"),
+        set_link=lambda ifname, up: links.append((ifname, up)),
+    )
+
+
+def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(directory)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run(state: Path, kernel: FakeKernel, links: list[tuple[str, bool]], *args: str) -> int:
+    argv = [*args, "--state-dir", str(state), "--timeout", "5"]
+    return shutdown.main(argv, devices=devices(kernel, links))
+
+
+def test_unbinds_in_recorded_order_link_down_first_and_writes_nothing(
+    tmp_path: Path, kernel: FakeKernel
+) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET, PCI_NIC), mode="systemd"))
+    before = snapshot(state)
+    links: list[tuple[str, bool]] = []
+
+    assert run(state, kernel, links, "kexec") == 0
+
+    assert links == [("eth0", False)]
+    assert kernel.writes == [
+        ("/sys/bus/virtio/drivers/virtio_net/unbind", "virtio0"),
+        ("/sys/bus/pci/drivers/virtio-pci/unbind", "0000:00:03.0"),
+    ]
+    assert kernel.driver(VIRTIO0) is None and kernel.driver(NIC) is None
+    assert snapshot(state) == before  # not a byte written to the state directory
+
+
+@pytest.mark.parametrize("action", ["reboot", "poweroff", "halt"])
+def test_other_actions_do_nothing(tmp_path: Path, kernel: FakeKernel, action: str) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd"))
+    assert run(state, kernel, [], action) == 0
+    assert kernel.writes == []
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        checkpoint_record(bindings=(NET,), mode="direct"),  # the daemon unbound them itself
+        checkpoint_record(bindings=(NET,), mode="systemd", dry_run=True),
+    ],
+)
+def test_records_that_are_not_for_it_do_nothing(
+    tmp_path: Path, kernel: FakeKernel, record: object
+) -> None:
+    state = tmp_path / "state"
+    write_pending(state, record)  # type: ignore[arg-type]
+    assert run(state, kernel, [], "kexec") == 0
+    assert kernel.writes == []
+
+
+def test_nothing_pending_does_nothing(tmp_path: Path, kernel: FakeKernel) -> None:
+    assert run(tmp_path / "state", kernel, [], "kexec") == 0
+    assert kernel.writes == []
+
+
+def test_unreadable_checkpoint_is_an_error(tmp_path: Path, kernel: FakeKernel) -> None:
+    state = tmp_path / "state"
+    tdir = write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd"))
+    (tdir / "checkpoint.json").write_text("{not json")
+    assert run(state, kernel, [], "kexec") == 2
+    assert kernel.writes == []
+
+
+def test_a_failure_is_reported_and_the_others_are_still_unbound(
+    tmp_path: Path, kernel: FakeKernel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="liveupd")
+    state = tmp_path / "state"
+    gone = Binding("/sys/devices/pci0000:00/0000:00:09.0", "pci", "0000:00:09.0", "e1000e")
+    write_pending(state, checkpoint_record(bindings=(gone, NET), mode="systemd"))
+    (kernel.root / "sys/bus/pci/drivers/virtio-pci/unbind").unlink()  # unbind will fail
+    bad = Binding(NIC, "pci", "0000:00:03.0", "virtio-pci")
+    write_pending(state, checkpoint_record(bindings=(gone, NET, bad), mode="systemd"))
+
+    assert run(state, kernel, [], "kexec") == 1
+
+    assert kernel.driver(VIRTIO0) is None  # unbound despite the failure after it
+    events = {r.getMessage(): r.__dict__["fields"] for r in caplog.records}
+    assert events["shutdown.skipped"]["sys_path"].endswith("0000:00:09.0")  # not bound
+    assert events["shutdown.unbind-failed"]["sys_path"] == NIC
+
+
+def test_dry_run_only_says(
+    tmp_path: Path, kernel: FakeKernel, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="liveupd")
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd"))
+    assert run(state, kernel, [], "kexec", "--dry-run") == 0
+    assert kernel.writes == []
+    assert "shutdown.would-unbind" in [r.getMessage() for r in caplog.records]
+
+
+def test_the_state_directory_can_come_from_the_environment(
+    tmp_path: Path, kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd"))
+    monkeypatch.setenv("LIVEUPD_STATE_DIR", str(state))
+    links: list[tuple[str, bool]] = []
+    assert shutdown.main(["--timeout", "5"], devices=devices(kernel, links)) == 0
+    assert kernel.driver(VIRTIO0) is None and links == [("eth0", False)]

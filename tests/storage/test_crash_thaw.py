@@ -1,0 +1,99 @@
+"""A daemon that died with filesystems frozen: the restart thaws before it writes anything."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liveupd import fsio
+from liveupd.config import Config
+from liveupd.storage.recover import possibly_frozen
+from liveupd.transition.context import TransitionContext
+from liveupd.transition.engine import Engine
+from liveupd.transition.journal import Journal
+from liveupd.transition.phases import Phase, StepStatus, TransitionState
+from liveupd.transition.recovery import recover
+from tests.devices.fakes import FakeStorage, backends
+
+BOOT = "00000000-0000-4000-8000-000000000001"  # the dry-run machine's boot_id
+
+
+def crashed_journal(state_dir: Path, tid: str, status: StepStatus, boot_id: str = BOOT) -> Journal:
+    journal = Journal.create(state_dir, tid, boot_id=boot_id, old_release="6.1.0-55-cloud-amd64")
+    journal.set_state(TransitionState.RUNNING)
+    journal.step_started("devices:devices", Phase.UNBIND, None)
+    journal.step_status("devices:devices", StepStatus.DONE)
+    journal.step_started(
+        "storage:storage", Phase.FLUSH, {"kind": "thaw", "mountpoints": ["/data", "/"]}
+    )
+    if status is not StepStatus.STARTED:
+        journal.step_status("storage:storage", status)
+    return journal
+
+
+@pytest.mark.parametrize("status", [StepStatus.STARTED, StepStatus.DONE])
+def test_restart_thaws_first_and_never_writes_while_frozen(
+    config: Config, monkeypatch: pytest.MonkeyPatch, status: StepStatus
+) -> None:
+    crashed_journal(config.state_dir, "T1", status)
+    storage = FakeStorage()
+    storage.frozen = ["/data", "/"]  # as the dead daemon left them
+
+    real_write = fsio.atomic_write
+    real_append = TransitionContext._append_log
+    writes: list[list[str]] = []
+
+    def write(path: Path, data: bytes, **kw: Any) -> None:
+        writes.append(list(storage.frozen))
+        real_write(path, data, **kw)
+
+    def append(self: TransitionContext, lines: list[str]) -> None:
+        writes.append(list(storage.frozen))
+        real_append(self, lines)
+
+    monkeypatch.setattr(fsio, "atomic_write", write)
+    monkeypatch.setattr(TransitionContext, "_append_log", append)
+
+    engine = Engine(config, backends(config.state_dir, storage=storage), events=lambda e: None)
+    _, report = asyncio.run(recover(engine))
+
+    assert storage.ops[:2] == [("thaw", "/"), ("thaw", "/data")]  # state filesystem first
+    assert storage.frozen == []
+    assert writes and all(frozen == [] for frozen in writes), writes
+    assert [(r.id, r.action, r.state) for r in report] == [
+        ("T1", "rolled-back", TransitionState.ABORTED)
+    ]
+
+
+def test_only_this_boot_and_unfinished_transitions_are_considered(config: Config) -> None:
+    crashed_journal(config.state_dir, "OTHER-BOOT", StepStatus.DONE, boot_id="another-boot")
+    done = crashed_journal(config.state_dir, "FINISHED", StepStatus.DONE)
+    done.step_status("storage:storage", StepStatus.UNDONE)
+    done.set_state(TransitionState.FAILED)
+    storage = FakeStorage()
+    from liveupd.storage.recover import thaw_leftovers
+
+    assert asyncio.run(thaw_leftovers(config.state_dir, BOOT, storage)) == []
+    assert storage.ops == []
+
+
+def test_possibly_frozen_reads_the_undo_records() -> None:
+    journal = Journal(
+        Path("/nonexistent/journal.json"), {"id": "x", "state": "running", "steps": []}
+    )
+    journal.data["steps"] = [
+        {
+            "key": "storage:storage",
+            "status": "undone",
+            "undo": {"kind": "thaw", "mountpoints": ["/a"]},
+        },
+        {
+            "key": "storage:storage",
+            "status": "started",
+            "undo": {"kind": "thaw", "mountpoints": ["/b", "/"]},
+        },
+    ]
+    assert possibly_frozen(journal) == ["/", "/b"]

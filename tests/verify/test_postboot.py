@@ -1,0 +1,282 @@
+"""Post-boot verification: success, each failure reason, superseded, idempotence."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liveupd.config import Config
+from liveupd.transition.checkpoint import read_pending
+from liveupd.transition.events import Event, StateChanged, TransitionFailed
+from liveupd.transition.history import history
+from liveupd.transition.phases import TransitionState
+from liveupd.transition.recovery import recover
+from liveupd.verify.postboot import verify_after_boot
+from liveupd.verify.run import verify_once
+from tests.conftest import HookFactory
+from tests.verify.scenario import (
+    EXEC_AGO,
+    MAC,
+    NEW_RELEASE,
+    OLD_BOOT,
+    UPTIME,
+    VIRTIO0,
+    device,
+    engine,
+    journal_data,
+    machine,
+    pending,
+    transition,
+)
+
+ETH0 = f"{VIRTIO0}/net/eth0"
+FAST = "[verify]\nsettle-timeout = 0.5\n"
+
+
+def hooks_logging_to(make_hook: HookFactory, log: Path) -> None:
+    line = 'echo "$LIVEUPD_PHASE $LIVEUPD_HOOK $LIVEUPD_TRANSITION_ID $LIVEUPD_TARGET_RELEASE"'
+    make_hook("10-check", "verify", f"{line} >> {log}")
+    make_hook("20-check", "verify", f"{line} >> {log}")
+    make_hook("10-start", "restore", f"{line} >> {log}")
+    make_hook("10-quiesce", "quiesce", f"{line} >> {log}")  # not run on the new kernel
+
+
+def problems(config: Config, tid: str = "T1") -> list[dict[str, str]]:
+    found: list[dict[str, str]] = journal_data(config, tid)["verification"]["problems"]
+    return found
+
+
+def test_success_runs_verify_then_restore_hooks_and_records_downtime(
+    write_config: Callable[[str], Config],
+    boot_dir: Path,
+    tmp_path: Path,
+    make_hook: HookFactory,
+) -> None:
+    config = write_config("")
+    pending(config, boot_dir)
+    log = tmp_path / "hooks.log"
+    hooks_logging_to(make_hook, log)
+    events: list[Event] = []
+    eng = engine(config, machine(tmp_path), events)
+
+    _, report = asyncio.run(recover(eng))
+
+    assert [(r.id, r.action, r.state) for r in report] == [
+        ("T1", "handed-to-verify", TransitionState.COMPLETED)
+    ]
+    assert log.read_text().splitlines() == [
+        f"verify 10-check T1 {NEW_RELEASE}",
+        f"verify 20-check T1 {NEW_RELEASE}",
+        f"restore 10-start T1 {NEW_RELEASE}",
+    ]
+    data = journal_data(config)
+    assert data["state"] == "completed"
+    v = data["verification"]
+    assert v["problems"] == [] and v["running_release"] == NEW_RELEASE
+    d = v["downtime"]
+    assert d["exec_stamp_source"] == "exec-stamp"
+    assert EXEC_AGO - 1 < d["downtime_s"] < EXEC_AGO + 30
+    assert d["kernel_to_verified_s"] == UPTIME
+    assert d["exec_to_kernel_s"] == pytest.approx(d["downtime_s"] - UPTIME, abs=0.01)
+    assert d["kernel_started"] == pytest.approx(d["verified"] - UPTIME, abs=0.01)
+    assert read_pending(config.state_dir) is None
+    # History reads the journal: the verify and restore hooks are there, and the result.
+    (entry,) = history(config.state_dir)
+    assert entry["state"] == "completed" and entry["verification"]["downtime"] == d
+    assert [(h["hook"], h["phase"], h["status"]) for h in entry["hooks"]] == [
+        ("10-check", "verify", "done"),
+        ("20-check", "verify", "done"),
+        ("10-start", "restore", "done"),
+    ]
+    assert StateChanged("T1", TransitionState.COMPLETED, 100) in events
+    assert not [e for e in events if isinstance(e, TransitionFailed)]
+
+
+def test_udev_settles_before_devices_are_checked(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    pending(config, boot_dir)
+    eng = engine(config, machine(tmp_path))
+    asyncio.run(recover(eng))
+    from liveupd.backends.dryrun import SimMachine
+
+    settles = [c for c in SimMachine(config.state_dir).calls() if c["op"] == "udev_settle"]
+    assert settles == [{"op": "udev_settle", "timeout": 60.0, "settled": True}]
+
+
+def no_driver(desc: dict[str, Any]) -> None:
+    device(desc, VIRTIO0)["driver"] = None
+
+
+def other_mac(desc: dict[str, Any]) -> None:
+    device(desc, ETH0)["net"]["mac"] = "52:54:00:ff:ff:ff"
+
+
+def no_interface(desc: dict[str, Any]) -> None:
+    desc["devices"] = [d for d in desc["devices"] if d["sys_path"] != ETH0]
+
+
+def no_settle(desc: dict[str, Any]) -> None:
+    desc["udev_settles"] = False
+
+
+@pytest.mark.parametrize(
+    ("change", "check", "words"),
+    [
+        (no_driver, "device", [VIRTIO0, "bound to no driver, expected virtio_net"]),
+        (other_mac, "mac", ["eth0 has MAC 52:54:00:ff:ff:ff", f"expected {MAC}"]),
+        (no_interface, "interface", ["eth0", MAC, "did not come back"]),
+        (no_settle, "udev-settle", ["did not settle within 0.5 s", "settle-timeout"]),
+    ],
+)
+def test_each_device_failure_is_named(
+    write_config: Callable[[str], Config],
+    boot_dir: Path,
+    tmp_path: Path,
+    make_hook: HookFactory,
+    change: Callable[[dict[str, Any]], None],
+    check: str,
+    words: list[str],
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir)
+    log = tmp_path / "hooks.log"
+    hooks_logging_to(make_hook, log)
+    events: list[Event] = []
+    eng = engine(config, machine(tmp_path, change=change), events)
+
+    _, report = asyncio.run(recover(eng))
+
+    assert report[0].state is TransitionState.RECOVERY_FAILED
+    found = problems(config)
+    assert [p["check"] for p in found] == [check]
+    assert all(w in found[0]["message"] for w in words), found
+    assert journal_data(config)["state"] == "recovery-failed"
+    # The hooks still ran (policy "report": service is restored on this kernel).
+    assert len(log.read_text().splitlines()) == 3
+    (failed,) = [e for e in events if isinstance(e, TransitionFailed)]
+    assert words[0] in failed.message
+    assert read_pending(config.state_dir) is None
+
+
+def test_wrong_kernel_is_a_failure_when_the_boot_names_the_transition(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    pending(config, boot_dir)
+    eng = engine(config, machine(tmp_path, release="6.1.0-99-cloud-amd64"))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.RECOVERY_FAILED
+    (p,) = problems(config)
+    assert p["check"] == "kernel"
+    assert "6.1.0-99-cloud-amd64, not the target " + NEW_RELEASE in p["message"]
+
+
+def test_unchanged_boot_id_is_a_failure(config: Config, boot_dir: Path, tmp_path: Path) -> None:
+    pending(config, boot_dir)
+    eng = engine(config, machine(tmp_path, boot_id=OLD_BOOT))
+    state = asyncio.run(verify_after_boot(eng, transition(eng)))
+    assert state is TransitionState.RECOVERY_FAILED
+    (p,) = problems(config)
+    assert p["check"] == "boot-id" and "did not happen" in p["message"]
+
+
+@pytest.mark.parametrize(("phase", "name"), [("verify", "30-bad"), ("restore", "30-bad")])
+def test_a_failing_hook_fails_verification(
+    config: Config,
+    boot_dir: Path,
+    tmp_path: Path,
+    make_hook: HookFactory,
+    phase: str,
+    name: str,
+) -> None:
+    pending(config, boot_dir)
+    make_hook(name, phase, "echo service did not answer >&2; exit 4")
+    eng = engine(config, machine(tmp_path))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.RECOVERY_FAILED
+    (p,) = problems(config)
+    assert p["check"] == "hook"
+    assert f"{phase} hook {name}" in p["message"] and "exited with status 4" in p["message"]
+    assert "service did not answer" in p["message"]
+    assert asyncio.run(verify_once(config, eng.backends)) == 0  # already finished: nothing
+
+
+def test_a_missing_checkpoint_fails(config: Config, boot_dir: Path, tmp_path: Path) -> None:
+    pending(config, boot_dir, checkpoint=False)
+    eng = engine(config, machine(tmp_path))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.RECOVERY_FAILED
+    assert [p["check"] for p in problems(config)] == ["checkpoint"]
+    assert journal_data(config)["verification"]["downtime"]["exec_stamp_source"] == "checkpoint"
+
+
+@pytest.mark.parametrize(
+    ("boot", "reason"),
+    [
+        ({"cmdline_id": None}, "no liveupd.transition=T1"),
+        ({"cmdline_id": None, "release": "6.1.0-55-cloud-amd64"}, "not the target"),
+        ({"cmdline_id": "SOMEONE-ELSE"}, "no liveupd.transition=T1"),
+    ],
+)
+def test_a_boot_that_did_not_come_from_the_kexec_is_superseded(
+    config: Config,
+    boot_dir: Path,
+    tmp_path: Path,
+    make_hook: HookFactory,
+    boot: dict[str, Any],
+    reason: str,
+) -> None:
+    pending(config, boot_dir)
+    log = tmp_path / "hooks.log"
+    hooks_logging_to(make_hook, log)
+    eng = engine(config, machine(tmp_path, **boot))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.SUPERSEDED
+    data = journal_data(config)
+    assert data["state"] == "superseded" and reason in data["verification"]["superseded"]
+    assert not log.exists()  # nothing to verify, nothing to restore
+    assert read_pending(config.state_dir) is None
+    assert asyncio.run(verify_once(config, eng.backends)) == 0
+
+
+def test_a_staged_transition_from_another_boot_is_superseded(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    pending(config, boot_dir, state=TransitionState.STAGED, checkpoint=False)
+    eng = engine(config, machine(tmp_path))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.SUPERSEDED
+    assert "never executed" in journal_data(config)["verification"]["superseded"]
+
+
+def test_verification_is_idempotent(
+    config: Config, boot_dir: Path, tmp_path: Path, make_hook: HookFactory
+) -> None:
+    pending(config, boot_dir)
+    log = tmp_path / "hooks.log"
+    hooks_logging_to(make_hook, log)
+    eng = engine(config, machine(tmp_path))
+    assert asyncio.run(verify_once(config, eng.backends)) == 0
+    first = journal_data(config)
+    # The daemon starts afterwards: nothing left to do, no hook runs twice.
+    _, report = asyncio.run(recover(eng))
+    assert report == []
+    # A verifier that loaded the journal before the first one finished sees its result.
+    t = transition(eng)
+    t.ctx.journal.data["state"] = "running"  # its stale in-memory view
+    assert asyncio.run(verify_after_boot(eng, t)) is TransitionState.COMPLETED
+    assert journal_data(config) == first
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_verify_once_exit_status_reports_failure(
+    write_config: Callable[[str], Config], boot_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir)
+    eng = engine(config, machine(tmp_path, change=no_driver))
+    assert asyncio.run(verify_once(config, eng.backends)) == 1
