@@ -1,0 +1,200 @@
+"""Follow a transition live: phase, hook, percentage, until it jumps or fails.
+
+The follower reads liveupd's signals for one transition object.  It ends:
+
+* OK when the transition's State becomes ``exec`` (the jump was requested:
+  dry-run, or ``systemd`` mode handing over to kexec.target), or when the
+  daemon vanishes after the ``exec`` phase started (the machine went into the
+  new kernel);
+* with the error's exit code on ``TransitionFailed`` (rolled back);
+* FAILED when the daemon vanishes before the ``exec`` phase.
+
+On a terminal the progress is a bar redrawn in place; otherwise one plain
+line per change, for logs and package-manager output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from dbus_fast import Message
+
+from liveupd.ctl.client import DBUS_NAME, PROPERTIES, RemoteError, unwrap
+from liveupd.ctl.render import duration
+from liveupd.errors import ExitCode
+from liveupd.service import names
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: ExitCode
+    message: str
+    error: str = ""  # the D-Bus error name, when the transition failed
+
+
+class Renderer:
+    """Plain lines: one per phase, hook and state."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.phase = ""
+        self.progress = 0
+
+    def write(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def update(self, *, phase: str | None = None, progress: int | None = None) -> None:
+        if progress is not None:
+            self.progress = progress
+        if phase is not None and phase != self.phase:
+            self.phase = phase
+            self.write(f"phase {phase} ({self.progress}%)")
+
+    def hook(self, hook: str, phase: str, result: str, usec: int) -> None:
+        self.write(f"hook {hook} ({phase}): {result} in {duration(usec)}")
+
+    def finish(self) -> None:
+        pass
+
+
+class BarRenderer(Renderer):
+    """A progress bar on a terminal, redrawn in place; hooks are printed above it."""
+
+    WIDTH = 30
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out)
+        self.last_hook = ""
+        self._drawn = False
+
+    def _bar(self) -> str:
+        filled = self.WIDTH * self.progress // 100
+        tail = f"  {self.phase}" + (f": {self.last_hook}" if self.last_hook else "")
+        columns = shutil.get_terminal_size((80, 24)).columns
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.progress:3d}%{tail}"
+        return line[: max(10, columns - 1)]
+
+    def _draw(self) -> None:
+        self.out.write("\r\x1b[2K" + self._bar())
+        self.out.flush()
+        self._drawn = True
+
+    def write(self, line: str) -> None:
+        if self._drawn:
+            self.out.write("\r\x1b[2K")
+        self.out.write(line + "\n")
+        self._draw()
+
+    def update(self, *, phase: str | None = None, progress: int | None = None) -> None:
+        if progress is not None:
+            self.progress = progress
+        if phase is not None and phase != self.phase:
+            self.phase = phase
+            self.last_hook = ""
+        self._draw()
+
+    def hook(self, hook: str, phase: str, result: str, usec: int) -> None:
+        self.last_hook = hook
+        if result != "success":
+            self.write(f"hook {hook} ({phase}): {result} after {duration(usec)}")
+        else:
+            self._draw()
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.out.write("\n")
+            self.out.flush()
+            self._drawn = False
+
+
+def renderer_for(out: TextIO = sys.stdout) -> Renderer:
+    return BarRenderer(out) if out.isatty() else Renderer(out)
+
+
+class Follower:
+    """Turns liveupd's signals for ``path`` into renderer calls and an Outcome."""
+
+    def __init__(self, path: str, renderer: Renderer) -> None:
+        self.path = path
+        self.renderer = renderer
+        self.phase = ""
+        self.target = ""
+        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._held: list[Message] | None = []  # signals that came before begin()
+
+    def begin(self, target: str) -> None:
+        """Start rendering: first the signals that came while the caller was busy."""
+        self.target = target or self.target
+        held, self._held = self._held or [], None
+        for msg in held:
+            self.on_signal(msg)
+
+    def _finish(self, outcome: Outcome) -> None:
+        if not self.done.done():
+            self.renderer.finish()
+            self.done.set_result(outcome)
+
+    def _apply(self, props: dict[str, Any]) -> None:
+        if props.get("TargetRelease"):
+            self.target = str(props["TargetRelease"])
+        phase = props.get("Phase")
+        if isinstance(phase, str) and phase:
+            self.phase = phase
+        progress = props.get("Progress")
+        self.renderer.update(
+            phase=phase if isinstance(phase, str) and phase else None,
+            progress=int(progress) if isinstance(progress, int) else None,
+        )
+        if props.get("State") == "exec":
+            target = self.target or "the new kernel"
+            self._finish(Outcome(ExitCode.OK, f"the jump into {target} was requested"))
+
+    def on_signal(self, msg: Message) -> None:
+        if self._held is not None:
+            self._held.append(msg)
+            return
+        if msg.member == "NameOwnerChanged" and msg.sender == DBUS_NAME:
+            if len(msg.body) == 3 and msg.body[0] == names.BUS_NAME and not msg.body[2]:
+                self.vanished()
+            return
+        if msg.path == self.path and msg.interface == PROPERTIES:
+            if msg.member == "PropertiesChanged" and msg.body[0] == names.TRANSITION_INTERFACE:
+                self._apply(unwrap(msg.body[1]))
+            return
+        if msg.path != names.OBJECT_PATH or msg.interface != names.MANAGER_INTERFACE:
+            return
+        body = msg.body
+        if not body or body[0] != self.path:
+            return
+        if msg.member == "PhaseChanged":
+            self.phase = str(body[1])
+            self.renderer.update(phase=self.phase)
+        elif msg.member == "HookFinished":
+            self.renderer.hook(str(body[1]), str(body[2]), str(body[3]), int(body[4]))
+        elif msg.member == "TransitionFailed":
+            error = RemoteError(str(body[1]), str(body[2]))
+            self._finish(Outcome(error.exit_code, error.message, error.name))
+
+    def vanished(self) -> None:
+        """liveupd left the bus (or our connection dropped)."""
+        if self.phase == "exec":
+            self._finish(
+                Outcome(
+                    ExitCode.OK,
+                    "the connection dropped during the jump: the machine is booting "
+                    f"{self.target or 'the new kernel'}",
+                )
+            )
+        else:
+            self._finish(
+                Outcome(
+                    ExitCode.FAILED,
+                    f"liveupd went away during the {self.phase or 'starting'} phase; see "
+                    "'journalctl -u liveupd' and 'liveupctl history'",
+                )
+            )
