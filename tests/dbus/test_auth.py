@@ -1,0 +1,96 @@
+"""Authorization: root always; anyone else as polkit (python-dbusmock's polkitd) says."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+from tests.dbus.buses import NOBODY, PYTHON, REPO, Daemon, PrivateBus, Processes, as_user
+from tests.dbus.fixtures import Polkit
+
+M = "org.liveupd.LiveUpdate1.Manager."
+DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+BUSY = "org.liveupd.LiveUpdate1.Error.Busy"
+
+
+def test_nobody_is_denied_when_polkit_says_no(
+    daemon: Daemon, bus: PrivateBus, polkit: Polkit
+) -> None:
+    stage = bus.gdbus(M + "Stage", "", "", "", "{}", uid=NOBODY)
+    assert stage.error == DENIED
+    assert "uid 65534 is not allowed" in stage.message
+    assert "org.liveupd.stage" in stage.message and "run the command as root" in stage.message
+    for result in (
+        bus.gdbus(M + "Execute", "{}", uid=NOBODY),
+        bus.gdbus(M + "Cancel", uid=NOBODY),
+    ):
+        assert result.error == DENIED  # authorization comes before NotStaged
+    assert bus.call("CanLiveUpdate", uid=NOBODY) == ["no"]
+    # Nothing was staged or loaded.
+    assert bus.get("State") == "idle"
+    assert "kexec_file_load" not in daemon.ops()
+    assert "event=auth.denied" in daemon.log() and "uid=65534" in daemon.log()
+
+
+def test_nobody_may_when_polkit_says_yes(daemon: Daemon, bus: PrivateBus, polkit: Polkit) -> None:
+    polkit.allow("org.liveupd.stage", "org.liveupd.execute")
+    assert bus.call("CanLiveUpdate", uid=NOBODY) == ["yes"]
+    tid, path = bus.call("Stage", "sssa{sv}", "", "", "", "0", uid=NOBODY)
+    assert bus.get("StagedTransition") == path
+    assert bus.call("Execute", "a{sv}", "0", uid=NOBODY) == [tid, path]
+    assert re.search(
+        r"event=auth.allowed sender=\S+ uid=65534 action=org.liveupd.stage by=polkit", daemon.log()
+    )
+
+
+def test_nobody_is_denied_without_polkit(daemon: Daemon, bus: PrivateBus) -> None:
+    """No polkit on the bus: a non-root caller is denied, and told why."""
+    stage = bus.gdbus(M + "Stage", "", "", "", "{}", uid=NOBODY)
+    assert stage.error == DENIED
+    assert "polkit gave no answer" in stage.message
+    assert bus.call("CanLiveUpdate", uid=NOBODY) == ["no"]
+    assert bus.call("CanLiveUpdate") == ["yes"]  # root never asks
+
+
+def test_root_never_asks_polkit(daemon: Daemon, bus: PrivateBus, polkit: Polkit) -> None:
+    bus.call("Stage", "sssa{sv}", "", "", "", "0")  # polkit denies everything, root is root
+    assert bus.get("State") == "staged"
+
+
+def hammer(
+    procs: Processes, bus: PrivateBus, uid: int, kind: str, count: int
+) -> subprocess.Popen[str]:
+    argv = [PYTHON, "-m", "tests.dbus.hammer", bus.address, kind, str(count)]
+    return procs.start(as_user(uid, argv), cwd=REPO, stdout=subprocess.PIPE, text=True)
+
+
+def test_concurrent_callers_of_different_uids_are_never_confused(
+    daemon: Daemon, bus: PrivateBus, polkit: Polkit, procs: Processes
+) -> None:
+    """Root and nobody call at once, many calls in flight each: every answer is the caller's own.
+
+    polkit answers slowly, so nobody's calls wait inside the daemon while
+    root's calls come and go; a caller resolved from shared state instead of
+    the call itself would give some root call nobody's answer or the reverse.
+    """
+    polkit.delay(0.005)
+    count = 30
+    uids = [0, NOBODY, 0, NOBODY, 0, NOBODY]
+    runs = [hammer(procs, bus, uid, "can", count) for uid in uids]
+    stages = [hammer(procs, bus, uid, "stage", 10) for uid in (NOBODY, 0, NOBODY, 0)]
+    answers = [json.loads(p.communicate(timeout=120)[0]) for p in runs]
+    staged = [json.loads(p.communicate(timeout=120)[0]) for p in stages]
+
+    for uid, results in zip(uids, answers, strict=True):
+        assert results == ["yes" if uid == 0 else "no"] * count, (uid, results)
+    nobody_stages = staged[0] + staged[2]
+    root_stages = staged[1] + staged[3]
+    assert nobody_stages == [DENIED] * 20
+    assert sorted(root_stages) == sorted(["ok"] + [BUSY] * 19)
+    # The daemon's own account of each Stage: nobody denied 20 times, root allowed 20 times.
+    lines = daemon.log().splitlines()
+    denied = [line for line in lines if "event=auth.denied" in line]
+    allowed = [line for line in lines if "event=auth.allowed" in line]
+    assert len(denied) == 20 and all(" uid=65534 " in line for line in denied)
+    assert len(allowed) == 20 and all(" uid=0 " in line for line in allowed)

@@ -1,0 +1,338 @@
+"""The daemon on a private bus, driven by busctl and gdbus: methods, signals, properties."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from liveupd.backends.dryrun import DEFAULT_MACHINE
+from tests.conftest import HookFactory
+from tests.dbus import expect
+from tests.dbus.buses import (
+    BUS_NAME,
+    OBJECT_PATH,
+    TRANSITION,
+    Daemon,
+    PrivateBus,
+    Processes,
+    Recorder,
+    as_user,
+)
+from tests.dbus.fixtures import DaemonFactory
+
+TARGET = "6.1.0-56-cloud-amd64"
+RUNNING = "6.1.0-55-cloud-amd64"
+ERR = "org.liveupd.LiveUpdate1.Error."
+
+
+def stage(bus: PrivateBus, kernel: str = "") -> tuple[str, str]:
+    tid, path = bus.call("Stage", "sssa{sv}", kernel, "", "", "0")
+    return str(tid), str(path)
+
+
+def execute(bus: PrivateBus, mode: str = "direct") -> tuple[str, str]:
+    tid, path = bus.call("Execute", "a{sv}", "1", "mode", "s", mode)
+    return str(tid), str(path)
+
+
+def test_properties_and_kernels(daemon: Daemon, bus: PrivateBus) -> None:
+    assert bus.get("State") == "idle"
+    assert bus.get("StagedTransition") == "/"
+    assert bus.get("RunningKernel") == RUNNING
+    assert bus.get("LatestKernel") == TARGET
+    assert bus.get("Unsupported") == ""
+    assert bus.get("Version")
+    [kernels] = bus.call("ListKernels")
+    assert [(k[0], k[3]) for k in kernels] == [(RUNNING, True), (TARGET, False)]
+    assert all(
+        k[1].endswith(f"vmlinuz-{k[0]}") and k[2].endswith(f"initrd.img-{k[0]}") for k in kernels
+    )
+    assert bus.call("CanLiveUpdate") == ["yes"]  # root
+
+
+def test_ready_after_name_with_status(daemon: Daemon, bus: PrivateBus) -> None:
+    assert bus.has_owner(BUS_NAME)
+    ready = next(n for n in daemon.notifications if n.startswith("READY=1"))
+    assert "STATUS=Idle; running 6.1.0-55-cloud-amd64" in ready
+    assert any("STATUS=Recovering" in n for n in daemon.notifications)
+
+
+def test_stage_execute_signals_in_order(
+    daemon: Daemon, bus: PrivateBus, recorder: Recorder, make_hook: HookFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "hooks.log"
+    make_hook("10-quiesce", "quiesce", f"echo quiesce >> {log}")
+    make_hook("10-checkpoint", "checkpoint", f"echo checkpoint >> {log}")
+    make_hook("10-flush", "flush", f"echo flush >> {log}")
+
+    tid, path = stage(bus)
+    assert path == f"{OBJECT_PATH}/transition/{tid}"
+    assert bus.get("State") == "staged"
+    assert bus.get("StagedTransition") == path
+    assert bus.get("TargetRelease", path=path, interface=TRANSITION) == TARGET
+    assert bus.get("State", path=path, interface=TRANSITION) == "staged"
+
+    assert execute(bus) == (tid, path)
+    recorder.wait_for(expect.is_state(path, "exec"), "the transition to reach exec")
+    recorder.wait_for(lambda s: expect.manager_states([s]) == ["exec"], "Manager State exec")
+    signals = recorder.signals()
+
+    # PropertiesChanged on each state change, in order.
+    assert expect.manager_states(signals) == ["running", "staged", "running", "exec"]
+    assert expect.transition_states(signals, path) == ["running", "exec"]
+    staged_paths = expect.changed(signals, OBJECT_PATH, expect.MANAGER, "StagedTransition")
+    assert staged_paths == [path, "/"]
+    # Phases in order, each hook reported inside its phase.
+    assert expect.phases(signals, path) == [
+        "check",
+        "load",
+        "quiesce",
+        "unbind",
+        "checkpoint",
+        "flush",
+        "exec",
+    ]
+    order = [
+        (s["member"], s["body"][1])
+        for s in signals
+        if s["member"] in ("PhaseChanged", "HookFinished") and s["body"][0] == path
+    ]
+    for hook, phase in [
+        ("10-quiesce", "quiesce"),
+        ("10-checkpoint", "checkpoint"),
+        ("10-flush", "flush"),
+    ]:
+        i = order.index(("HookFinished", hook))
+        last_phase = [p for m, p in order[:i] if m == "PhaseChanged"][-1]
+        assert last_phase == phase
+    finished = expect.manager_signals(signals, "HookFinished", path)
+    assert {b[1]: (b[2], b[3]) for b in finished} == {
+        "10-quiesce": ("quiesce", "success"),
+        "10-checkpoint": ("checkpoint", "success"),
+        "10-flush": ("flush", "success"),
+    }
+    progress = expect.changed(signals, path, TRANSITION, "Progress")
+    assert progress == sorted(progress) and progress[-1] == 100
+    # The transition object reads back what was signalled.
+    assert bus.get("State", path=path, interface=TRANSITION) == "exec"
+    assert bus.get("Progress", path=path, interface=TRANSITION) == 100
+    report = json.loads(bus.get("Report", path=path, interface=TRANSITION))
+    assert report["id"] == tid and report["state"] == "exec"
+    # The simulated machine loaded the kernel and jumped, in that order.
+    ops = daemon.ops()
+    assert ops.index("kexec_file_load") < ops.index("jump")
+    assert log.read_text().split() == ["quiesce", "checkpoint", "flush"]
+
+
+def test_history_after_a_transition(daemon: Daemon, bus: PrivateBus, recorder: Recorder) -> None:
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    [text] = bus.call("GetHistory", "u", "0")
+    history = json.loads(text)
+    assert history[0]["id"] == tid
+    assert history[0]["state"] == "exec"
+    assert history[0]["new_release"] == TARGET
+    assert history[0]["old_release"] == RUNNING
+    assert history[0]["mode"] == "direct"
+    assert json.loads(bus.call("GetHistory", "u", "1")[0]) == history[:1]
+
+
+def test_busy_on_concurrent_stage(daemon: Daemon, bus: PrivateBus, procs: Processes) -> None:
+    argv = [
+        "gdbus",
+        "call",
+        "--address",
+        bus.address,
+        "--dest",
+        BUS_NAME,
+        "--object-path",
+        OBJECT_PATH,
+        "--method",
+        "org.liveupd.LiveUpdate1.Manager.Stage",
+        "",
+        "",
+        "",
+        "{}",
+    ]
+    clients = [
+        procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    results = [c.communicate(timeout=60) for c in clients]
+    codes = [c.returncode for c in clients]
+    assert sorted(codes) == [0, 1, 1, 1], results
+    for (_, err), code in zip(results, codes, strict=True):
+        if code:
+            assert f"GDBus.Error:{ERR}Busy:" in err
+            assert "liveupctl cancel" in err
+
+
+def test_busy_on_execute_while_running(
+    daemon: Daemon, bus: PrivateBus, recorder: Recorder, make_hook: HookFactory
+) -> None:
+    make_hook("10-slow", "quiesce", "sleep 60")
+    _, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(lambda s: expect.phases([s], path) == ["quiesce"], "quiesce")
+    second = bus.gdbus("org.liveupd.LiveUpdate1.Manager.Execute", "{}")
+    assert second.error == ERR + "Busy"
+    again = bus.gdbus("org.liveupd.LiveUpdate1.Manager.Stage", "", "", "", "{}")
+    assert again.error == ERR + "Busy"
+    bus.call("Cancel")  # rolls back, and ends the hook
+    assert bus.get("State", path=path, interface=TRANSITION) == "cancelled"
+
+
+def test_cancel_staged(daemon: Daemon, bus: PrivateBus, recorder: Recorder) -> None:
+    _, path = stage(bus)
+    bus.call("Cancel")
+    failed = recorder.wait_for(expect.is_member("TransitionFailed", path), "TransitionFailed")
+    assert failed["body"][1] == ERR + "Cancelled"
+    signals = recorder.signals()
+    assert expect.phases(signals, path) == ["check", "load", "rollback"]
+    assert expect.transition_states(signals, path) == ["cancelled"]
+    assert expect.manager_states(signals) == ["running", "staged", "idle"]
+    assert expect.changed(signals, OBJECT_PATH, expect.MANAGER, "StagedTransition") == [path, "/"]
+    # TransitionFailed comes after the state it explains.
+    members = [s["member"] for s in signals if s["path"] in (path, OBJECT_PATH)]
+    assert members[-1] == "TransitionFailed"
+    assert bus.get("StagedTransition") == "/"
+    assert daemon.ops()[-1] == "kexec_unload"
+    cancel_again = bus.gdbus("org.liveupd.LiveUpdate1.Manager.Cancel")
+    assert cancel_again.error == ERR + "NotStaged"
+
+
+def test_cancel_running_rolls_back(
+    daemon: Daemon, bus: PrivateBus, recorder: Recorder, make_hook: HookFactory
+) -> None:
+    make_hook("10-slow", "quiesce", "sleep 60")
+    _, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(lambda s: expect.phases([s], path) == ["quiesce"], "quiesce")
+    bus.call("Cancel")
+    failed = recorder.wait_for(expect.is_member("TransitionFailed", path), "TransitionFailed")
+    assert failed["body"][1] == ERR + "Cancelled"
+    signals = recorder.signals()
+    assert expect.transition_states(signals, path) == ["running", "cancelled"]
+    assert "unbind" not in daemon.ops() and "jump" not in daemon.ops()
+    assert daemon.ops()[-1] == "kexec_unload"
+    assert bus.get("State") == "idle"
+
+
+def test_failed_hook_rolls_back_and_signals(
+    daemon: Daemon, bus: PrivateBus, recorder: Recorder, make_hook: HookFactory
+) -> None:
+    make_hook("10-broken", "checkpoint", "echo 'disk full' >&2; exit 3")
+    _, path = stage(bus)
+    execute(bus)
+    failed = recorder.wait_for(expect.is_member("TransitionFailed", path), "TransitionFailed")
+    assert failed["body"][1] == ERR + "HookFailed"
+    assert "10-broken" in failed["body"][2] and "disk full" in failed["body"][2]
+    signals = recorder.signals()
+    hooks = expect.manager_signals(signals, "HookFinished", path)
+    assert [(b[1], b[3]) for b in hooks] == [("10-broken", "failed")]
+    assert expect.phases(signals, path)[-1] == "rollback"
+    assert expect.transition_states(signals, path) == ["running", "failed"]
+    assert expect.manager_states(signals)[-1] == "failed"
+    ops = daemon.ops()
+    assert ops.index("unbind") < ops.index("bind")  # the devices were bound again
+    assert "jump" not in ops
+
+
+def test_errors_are_named_and_say_what_to_do(daemon: Daemon, bus: PrivateBus) -> None:
+    m = "org.liveupd.LiveUpdate1.Manager."
+    cases = [
+        (bus.gdbus(m + "Execute", "{}"), "NotStaged", "stage a kernel first"),
+        (bus.gdbus(m + "Cancel"), "NotStaged", "nothing to cancel"),
+        (bus.gdbus(m + "Stage", "", "", "", "{'bogus': <1>}"), "InvalidArgument", "options are"),
+        (bus.gdbus(m + "Stage", "", "", "", "{'append': <1>}"), "InvalidArgument", "string"),
+        (bus.gdbus(m + "Stage", "", "", "", "{'sha256': <'xyz'>}"), "InvalidArgument", "sha256sum"),
+        (bus.gdbus(m + "Stage", "9.9.9-nope", "", "", "{}"), "InvalidKernel", "9.9.9-nope"),
+        (bus.gdbus(m + "Stage", "/etc/passwd", "", "", "{}"), "InvalidKernel", "/etc/passwd"),
+    ]
+    for result, name, hint in cases:
+        assert result.error == ERR + name, result.stderr
+        assert hint in result.message, result.message
+    stage(bus)
+    bad_mode = bus.gdbus(m + "Execute", "{'mode': <'sideways'>}")
+    assert bad_mode.error == ERR + "InvalidArgument"
+    assert "'direct' or 'systemd'" in bad_mode.message
+    assert bus.get("State") == "staged"  # a refused call changed nothing
+
+
+def test_unsupported_machine(start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path) -> None:
+    machine = tmp_path / "machine.json"
+    reason = "kexec_load_disabled is set; it stays set until the next boot"
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "preflight": [reason]}))
+    start_daemon(env={"LIVEUPD_DRY_RUN_MACHINE": str(machine)})
+    assert bus.get("Unsupported") == reason
+    assert bus.call("CanLiveUpdate") == ["na"]
+    result = bus.gdbus("org.liveupd.LiveUpdate1.Manager.Stage", "", "", "", "{}")
+    assert result.error == ERR + "Unsupported"
+    assert reason in result.message
+
+
+def test_stop_rolls_back_a_running_transition(
+    daemon: Daemon, bus: PrivateBus, recorder: Recorder, make_hook: HookFactory
+) -> None:
+    make_hook("10-slow", "quiesce", "sleep 60")
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(lambda s: expect.phases([s], path) == ["quiesce"], "quiesce")
+    assert daemon.stop() == 0
+    assert "event=service.stopping" in daemon.log()
+    journal = json.loads((daemon.state_dir / "transitions" / tid / "journal.json").read_text())
+    assert journal["state"] == "cancelled"
+    assert daemon.ops()[-1] == "kexec_unload"
+
+
+def test_recovered_on_the_new_kernel(
+    start_daemon: DaemonFactory, bus: PrivateBus, recorder: Recorder, tmp_path: Path
+) -> None:
+    first = start_daemon()
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    first.stop()
+    # The simulated machine "booted" the target kernel: another boot id, the new release.
+    machine = tmp_path / "booted.json"
+    system = {
+        **DEFAULT_MACHINE["system"],
+        "release": TARGET,
+        "boot_id": "00000000-0000-4000-8000-000000000002",
+    }
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "system": system}))
+    start_daemon(env={"LIVEUPD_DRY_RUN_MACHINE": str(machine)})
+    recovered = recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+    _, ok, report_json = recovered["body"]
+    report = json.loads(report_json)
+    assert report["id"] == tid
+    assert ok == (report["state"] == "completed")
+    assert bus.get("State", path=path, interface=TRANSITION) == report["state"]
+    assert bus.get("RunningKernel") == TARGET
+
+
+def test_nobody_may_read(daemon: Daemon, bus: PrivateBus) -> None:
+    """Reading is open to every uid (the session-style test bus lets nobody connect)."""
+    out = subprocess.run(
+        as_user(
+            65534,
+            [
+                "busctl",
+                f"--address={bus.address}",
+                "get-property",
+                BUS_NAME,
+                OBJECT_PATH,
+                expect.MANAGER,
+                "State",
+            ],
+        ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == 's "idle"'
+    assert json.loads(bus.call("GetHistory", "u", "0", uid=65534)[0]) == []
