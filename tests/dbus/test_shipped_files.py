@@ -393,3 +393,16 @@ def test_no_package_named_dbus_in_the_repo() -> None:
 def test_start_daemon_fixture_is_dry_run(start_daemon: DaemonFactory, bus: PrivateBus) -> None:
     daemon = start_daemon()
     assert "dry_run=True" in daemon.log()
+
+
+def test_the_api_document_covers_every_member_and_error() -> None:
+    doc = (REPO / "docs" / "dbus-api.md").read_text()
+    root = ET.parse(XML).getroot()
+    for iface in root.findall("interface"):
+        assert f"## {iface.get('name')}" in doc
+        for member in iface:
+            assert f"`{member.get('name')}" in doc, member.get("name")
+    from liveupd.errors import all_error_kinds
+
+    for kind in all_error_kinds():
+        assert f"`{kind.dbus_name}`" in doc, kind.dbus_name
