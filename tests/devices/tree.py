@@ -60,6 +60,7 @@ def build(root: Path) -> Path:
     _link(p(VIRTIO1) / "driver", s / "bus/virtio/drivers/virtio_blk")
     _write(p(ETH0) / "address", MAC + "\n")
     _write(p(ETH0) / "flags", "0x1003\n")
+    _link(p(ETH0) / "device", p(VIRTIO0))
     _link(s / "class/net/eth0", p(ETH0))
     _write(s / "devices/virtual/net/lo/address", "00:00:00:00:00:00\n")
     _write(s / "devices/virtual/net/lo/flags", "0x9\n")

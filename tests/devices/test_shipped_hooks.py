@@ -1,0 +1,139 @@
+"""The hooks shipped in hooks.d/: valid manifests, and the network program's behaviour.
+
+The program runs for real here only where it cannot change the machine: in
+dry-run mode (LIVEUPD_DRY_RUN=1, it prints the commands) or in ``verify``,
+which only reads, against a temporary sysfs tree (LIVEUPD_TEST_SYSFS).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from liveupd.hooks.manifest import load_manifest
+from liveupd.transition.phases import Phase
+from tests.devices.tree import ETH0, MAC, build
+
+HOOKS = Path(__file__).resolve().parents[2] / "hooks.d"
+INSTALLED = "/usr/lib/liveupd/hooks.d/"
+PROGRAM = HOOKS / "network"
+
+
+def test_manifests_are_valid_and_name_installed_programs_that_ship() -> None:
+    manifests = sorted(HOOKS.glob("*.hook"))
+    assert [m.name for m in manifests] == [
+        "20-network-restore.hook",
+        "20-network.hook",
+        "50-network-verify.hook",
+    ]
+    phases = {}
+    for path in manifests:
+        hook = load_manifest(path)
+        phases[hook.name] = hook.phase
+        for argv in (hook.manifest.run, hook.manifest.undo):
+            if argv is None:
+                continue
+            assert argv[0].startswith(INSTALLED), argv
+            shipped = HOOKS / argv[0].removeprefix(INSTALLED)
+            assert shipped.is_file() and os.access(shipped, os.X_OK)
+            mode = stat.S_IMODE(shipped.stat().st_mode)
+            assert not mode & (stat.S_IWGRP | stat.S_IWOTH)
+        assert hook.manifest.description
+    assert phases == {
+        "20-network": Phase.QUIESCE,
+        "20-network-restore": Phase.RESTORE,
+        "50-network-verify": Phase.VERIFY,
+    }
+    assert load_manifest(HOOKS / "20-network.hook").manifest.undo is not None
+
+
+def run(
+    args: list[str], state: Path, sysfs: Path, *, dry: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LIVEUPD_STATE_DIR": str(state),
+        "LIVEUPD_TEST_SYSFS": str(sysfs),
+        "LIVEUPD_PHASE": "quiesce",
+    }
+    if dry:
+        env["LIVEUPD_DRY_RUN"] = "1"
+    return subprocess.run(
+        [str(PROGRAM), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def sysfs(tmp_path: Path) -> Path:
+    return build(tmp_path / "root") / "sys"
+
+
+def test_down_saves_the_up_interfaces_and_would_take_them_down(tmp_path: Path, sysfs: Path) -> None:
+    state = tmp_path / "hooks" / "20-network"
+    out = run(["down"], state, sysfs)
+    assert out.returncode == 0, out.stderr
+    assert (state / "interfaces").read_text() == f"eth0 {MAC}\n"  # lo has no device: left alone
+    assert "would run: ip link set dev eth0 down" in out.stdout
+
+
+def test_up_finds_the_interface_by_mac_under_its_new_name(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"ens3 {MAC.upper()}\n")
+    out = run(["up", "--from", "20-network"], tmp_path / "hooks" / "20-network-restore", sysfs)
+    assert out.returncode == 0, out.stderr
+    assert "would run: ip link set dev eth0 up" in out.stdout
+
+
+def test_up_reports_an_interface_that_is_gone(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text("eth9 52:54:00:99:99:99\n")
+    out = run(["up", "--from", "20-network"], tmp_path / "hooks" / "20-network-restore", sysfs)
+    assert out.returncode == 1
+    assert "no interface with MAC 52:54:00:99:99:99 (was eth9)" in out.stderr
+
+
+def test_verify_passes_when_the_interfaces_are_back(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"eth0 {MAC}\n")
+    verify = tmp_path / "hooks" / "50-network-verify"
+    out = run(["verify", "--from", "20-network", "--wait", "0"], verify, sysfs, dry=False)
+    assert out.returncode == 0, out.stderr
+    assert "interfaces back" in out.stdout
+
+
+def test_verify_fails_naming_what_did_not_come_back(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"eth0 {MAC}\n")
+    (sysfs.parent / ETH0.lstrip("/") / "address").write_text("52:54:00:00:00:01\n")
+    verify = tmp_path / "hooks" / "50-network-verify"
+    out = run(["verify", "--from", "20-network", "--wait", "0"], verify, sysfs, dry=False)
+    assert out.returncode == 1
+    assert f"interfaces missing after 0s: eth0({MAC})" in out.stderr
+
+
+def test_nothing_saved_nothing_to_do(tmp_path: Path, sysfs: Path) -> None:
+    for action in (["up"], ["verify", "--wait", "0"]):
+        out = run(action, tmp_path / "hooks" / "20-network", sysfs, dry=False)
+        assert out.returncode == 0 and "nothing saved" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: network"),
+        (["sideways"], "unknown action 'sideways'"),
+        (["verify", "--wait", "soon"], "--wait expects whole seconds"),
+        (["up", "--from"], "--from needs a hook name"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, sysfs: Path, args: list[str], message: str) -> None:
+    out = run(args, tmp_path, sysfs)
+    assert out.returncode == 1 and message in out.stderr
