@@ -83,7 +83,7 @@ class FakeKernel:
     machine: Machine
     calls: list[Call] = field(default_factory=list)
     loads: list[LoadSeen] = field(default_factory=list)
-    fail: dict[int, int] = field(default_factory=dict)  # syscall number -> errno
+    fail: dict[str, int] = field(default_factory=dict)  # "load" | "unload" | "reboot" -> errno
     rebooted: bool = False
 
     def __call__(self, *cargs: Any) -> int:
@@ -94,15 +94,18 @@ class FakeKernel:
             assert isinstance(a, f.CData), f"untyped argument {a!r}"
         self.calls.append(Call(number, list(cargs[1:])))
         x86 = ARCHES[Arch.X86_64]
-        if number in self.fail:
-            f.errno = self.fail[number]
-            return -1
         if number == x86.nr_kexec_file_load:
             kfd, ifd, length, ptr, flags = cargs[1:]
             kfd, ifd, length, flags = int(kfd), int(ifd), int(length), int(flags)
             if flags & syscalls.KexecFileFlag.UNLOAD:
+                if "unload" in self.fail:
+                    f.errno = self.fail["unload"]
+                    return -1
                 self.machine.write("sys/kernel/kexec_loaded", "0\n")
                 return 0
+            if "load" in self.fail:
+                f.errno = self.fail["load"]
+                return -1
             cmdline = None if ptr == f.NULL else f.string(ptr)
             self.loads.append(
                 LoadSeen(
@@ -119,6 +122,9 @@ class FakeKernel:
             self.machine.write("sys/kernel/kexec_loaded", "1\n")
             return 0
         if number == x86.nr_reboot:
+            if "reboot" in self.fail:
+                f.errno = self.fail["reboot"]
+                return -1
             self.rebooted = True
             return 0
         f.errno = 38  # ENOSYS

@@ -134,7 +134,7 @@ def test_errno_mapping(
             f"[{m}]" if m == lockdown else m for m in ("none", "integrity", "confidentiality")
         ),
     )
-    fake_kernel.fail[X86.nr_kexec_file_load] = err
+    fake_kernel.fail["load"] = err
     t = stage(kconfig).target
     with pytest.raises(LiveUpdError) as e, open_target(t, kconfig) as opened:
         kexec.load(opened, t.cmdline)
@@ -193,7 +193,7 @@ def test_unload_that_leaves_a_kernel_loaded_fails(kexec: RealKexec, machine: Mac
 
 
 def test_unload_busy(kexec: RealKexec, fake_kernel: FakeKernel) -> None:
-    fake_kernel.fail[320] = errno.EBUSY
+    fake_kernel.fail["unload"] = errno.EBUSY
     with pytest.raises(KexecBusy):
         kexec.unload()
 
@@ -250,7 +250,7 @@ def test_reboot_syscall_arguments(fake_kernel: FakeKernel) -> None:
     [call] = fake_kernel.calls
     assert call.number == 169
     assert [int(a) for a in call.args[:3]] == [0xFEE1DEAD, 672274793, 0x45584543]
-    fake_kernel.fail[169] = errno.EPERM
+    fake_kernel.fail["reboot"] = errno.EPERM
     with pytest.raises(OSError) as e:
         syscalls.reboot_kexec(X86)
     assert e.value.errno == errno.EPERM
