@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import sys
 
 from liveupd.errors import Failed
 from liveupd.storage.plan import FreezePlan, plan_freeze
@@ -94,6 +95,9 @@ class FlushStep(BuiltinStep):
         )
         if ctx.mode is ExecMode.SYSTEMD:
             return
+        # An import after the freeze must not try to write its bytecode cache (it would
+        # block forever on a frozen /usr); the unit sets PYTHONDONTWRITEBYTECODE too.
+        sys.dont_write_bytecode = True
         frozen: list[str] = []
         try:
             for mp in plan.freeze:
