@@ -45,6 +45,8 @@ class LoadAttempt:
     lockdown: Lockdown | None
     need_bytes: int = 0
     available_bytes: int | None = None
+    signed: bool | None = None  # the image has an embedded signature (None: unknown)
+    efi: bool = True  # the machine booted through EFI
 
 
 def errno_name(err: int) -> str:
@@ -56,13 +58,7 @@ def load_error(err: int, a: LoadAttempt) -> LiveUpdError:
     what = a.kernel_path + (f" with {a.initrd_path}" if a.initrd_path else "")
     locked = a.lockdown in (Lockdown.INTEGRITY, Lockdown.CONFIDENTIALITY)
     if err in SIGNATURE_ERRNOS or (err == errno.EPERM and locked):
-        mode = f"lockdown is {a.lockdown}" if a.lockdown else "lockdown is not available"
-        return SignatureRejected(
-            f"the kernel refused {a.kernel_path}: its signature is missing or does not verify "
-            f"against the kernel's trusted keys ({name}; {mode}). Use the distribution's "
-            "signed kernel, or sign this one with a key the kernel trusts (enrolled in the "
-            "firmware db or MOK)"
-        )
+        return SignatureRejected(_signature_message(name, a))
     if err == errno.EACCES:
         return SignatureRejected(
             f"the kernel's security policy refused {a.kernel_path} (EACCES: IMA appraisal or an "
@@ -124,6 +120,32 @@ def load_error(err: int, a: LoadAttempt) -> LiveUpdError:
             "were given"
         )
     return Failed(f"kexec_file_load of {what} failed: {name} ({_strerror(err)})")
+
+
+def _signature_message(name: str, a: LoadAttempt) -> str:
+    mode = f"lockdown is {a.lockdown}" if a.lockdown else "lockdown is not available"
+    if a.signed is False:
+        what = f"{a.kernel_path} has no embedded signature, and a valid one is required here"
+    elif a.signed:
+        what = (
+            f"{a.kernel_path} is signed, but its signature does not verify against the keys "
+            "this kernel trusts"
+        )
+    else:
+        what = f"the signature of {a.kernel_path} is missing or does not verify"
+    fix = (
+        "Use the distribution's signed kernel, or sign this one with a key the kernel trusts "
+        "(enrolled in the firmware db or MOK)"
+    )
+    if a.signed and not a.efi:
+        fix = (
+            "This machine booted without EFI: the certificates distributions sign kernels "
+            "with reach the kernel through the firmware db and shim's MOK list, which exist "
+            "only under EFI, so no distribution kernel can be verified here. Boot through EFI "
+            "with Secure Boot and shim, use a kernel signed with a key built into the running "
+            "kernel, or boot without lockdown"
+        )
+    return f"the kernel refused to load it: {what} ({name}; {mode}). {fix}"
 
 
 def unload_error(err: int) -> LiveUpdError:

@@ -91,7 +91,7 @@ class RealKexec:
 
     def load(self, kernel: OpenedKernel, cmdline: str) -> None:
         facts = self.facts()
-        need = self._footprint(kernel)
+        need, signed = self._footprint(kernel)
         problem = memory_problem(need, facts.mem_available)
         if problem:
             raise OutOfMemory(f"not loading {kernel.kernel_path}: {problem}")
@@ -102,6 +102,8 @@ class RealKexec:
             lockdown=facts.lockdown,
             need_bytes=need,
             available_bytes=facts.mem_available,
+            signed=signed,
+            efi=facts.efi,
         )
         flags = syscalls.KexecFileFlag.NONE
         try:
@@ -179,11 +181,12 @@ class RealKexec:
                 "loaded. Check the system manager's state (systemctl is-system-running)"
             )
 
-    def _footprint(self, kernel: OpenedKernel) -> int:
+    def _footprint(self, kernel: OpenedKernel) -> tuple[int, bool | None]:
+        """Memory the load needs, and whether what is loaded carries a signature."""
         size = os.fstat(kernel.kernel_fd).st_size
         initrd = os.fstat(kernel.initrd_fd).st_size if kernel.initrd_fd is not None else 0
         try:
             image = parse_image(read_all(kernel.kernel_fd))
         except ImageError:
-            return size * 2 + 2 * initrd
-        return load_footprint(image, size, initrd)
+            return size * 2 + 2 * initrd, None
+        return load_footprint(image, size, initrd), image.signed
