@@ -13,13 +13,13 @@ build, boot, agent) is an error with the serial console's tail in the report.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.vm.guest_vm import GuestVM
+from tests.vm.guest_vm import GuestVM, VMFactory
 from tests.vm.image import GuestImage, ensure_image
 from tests.vm.qemu import qemu_unusable_reason
 
@@ -28,8 +28,6 @@ VM_DIR = Path(__file__).resolve().parent
 # first VM test may build the image (about 1.5-2 min cold). The harness has its own
 # deadlines on every wait; this is only the outer bound.
 VM_TEST_TIMEOUT = 1800
-
-MakeVM = Callable[..., GuestVM]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -78,7 +76,7 @@ def vm_image(qemu_usable: None) -> GuestImage:
 
 
 @pytest.fixture
-def vm_factory(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[MakeVM]:
+def vm_factory(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[VMFactory]:
     made: list[GuestVM] = []
 
     def make_vm(kernel: str | None = None, append_extra: str = "", **kwargs: Any) -> GuestVM:
@@ -100,6 +98,6 @@ def vm_factory(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator
 
 
 @pytest.fixture
-def vm(vm_factory: MakeVM) -> GuestVM:
+def vm(vm_factory: VMFactory) -> GuestVM:
     """A guest booted on kernel A (the older of the two kernels)."""
     return vm_factory()

@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
+from tests.vm import runlock
 from tests.vm.agent_client import AgentClient, AgentTimeoutError
 from tests.vm.image import GuestImage
 from tests.vm.qemu import BASE_APPEND, QemuConfig, QemuProcess, create_overlay
@@ -68,6 +69,14 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+
+class VMFactory(Protocol):
+    """The `vm_factory` fixture: boot a GuestVM that is killed when the test ends."""
+
+    def __call__(
+        self, kernel: str | None = None, append_extra: str = "", **kwargs: Any
+    ) -> GuestVM: ...
 
 
 class GuestCommandError(AssertionError):
@@ -131,6 +140,7 @@ class GuestVM:
         self.agent: AgentClient | None = None
         self.boot: BootInfo | None = None  # the boot the harness last saw
         self.boot_seconds: float | None = None  # QEMU start to first marker
+        self._run_locked = False
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> GuestVM:
@@ -152,6 +162,8 @@ class GuestVM:
         self.stop()
 
     def start(self) -> BootInfo:
+        """Boot the guest; returns once its marker is seen and its agent answers."""
+        self._run_locked = runlock.acquire()
         create_overlay(self.image.root_disk, self._config.root_disk)
         create_overlay(self.image.data_disk, self._config.data_disk)
         t0 = time.monotonic()
@@ -170,10 +182,15 @@ class GuestVM:
 
     def stop(self) -> None:
         """Kill QEMU and clean up. Safe to call more than once."""
-        self.qemu.stop()
-        for part in (self.agent, self.console):
-            if part is not None:
-                part.close()
+        try:
+            self.qemu.stop()
+            for part in (self.agent, self.console):
+                if part is not None:
+                    part.close()
+        finally:
+            if self._run_locked:
+                self._run_locked = False
+                runlock.release()
         if not self.keep_run_dir:
             # Keep the serial log for a post-mortem; drop the big overlays.
             for name in ("root.qcow2", "data.qcow2"):
