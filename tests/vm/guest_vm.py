@@ -30,7 +30,7 @@ from tests.vm import runlock
 from tests.vm.agent_client import AgentClient, AgentTimeoutError
 from tests.vm.image import GuestImage
 from tests.vm.qemu import BASE_APPEND, QemuConfig, QemuProcess, create_overlay
-from tests.vm.serial import BootMarker, SerialConsole
+from tests.vm.serial import BootMarker, ConsoleClosedError, SerialConsole
 
 # Deadlines: about 25x the medians measured under TCG (docs/vm-harness.md).
 BOOT_TIMEOUT = 300.0  # QEMU start to boot marker (median ~10 s)
@@ -98,6 +98,14 @@ def _show(cmd: Command) -> str:
     return cmd if isinstance(cmd, str) else shlex.join(cmd)
 
 
+def _make_run_dir() -> Path:
+    # The sockets live here: a unix socket path must fit in 108 bytes.
+    base = tempfile.gettempdir()
+    if len(base) > 60:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="liveupd-vm-", dir=base))
+
+
 def _log(msg: str) -> None:
     print(f"[vm {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -123,7 +131,7 @@ class GuestVM:
         self.append = f"{BASE_APPEND} {append_extra}".strip()
         self.boot_timeout = boot_timeout
         self.keep_run_dir = keep_run_dir or bool(os.environ.get("LIVEUPD_VM_KEEP"))
-        self.run_dir = Path(tempfile.mkdtemp(prefix="liveupd-vm-"))
+        self.run_dir = _make_run_dir()
         self.serial_log = self.run_dir / "serial.log"
         self._config = QemuConfig(
             kernel=self.kernel.vmlinuz,
@@ -210,7 +218,13 @@ class GuestVM:
         start: int = 0,
     ) -> BootMarker:
         assert self.console is not None
-        marker = self.console.wait_for_marker(deadline, predicate, start)
+        try:
+            marker = self.console.wait_for_marker(deadline, predicate, start)
+        except ConsoleClosedError:
+            self.qemu.stop()  # reap it, for its exit code in the report
+            raise GuestBootError(
+                f"QEMU exited while waiting for {what}\n{self.failure_report()}"
+            ) from None
         if marker is None:
             raise GuestBootError(
                 f"no boot marker for {what} before the deadline\n{self.failure_report()}"
