@@ -91,7 +91,7 @@ def vm_factory(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator
         failed = _test_failed(request.node)
         for vm in made:
             if failed:
-                _progress(vm.failure_report())
+                _progress(vm.failure_report(journal=True))
             vm.stop()
             if not failed:
                 vm.cleanup()

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from tests.vm import runlock
-from tests.vm.agent_client import AgentClient, AgentTimeoutError
+from tests.vm.agent_client import AgentClient, AgentClosedError, AgentError, AgentTimeoutError
 from tests.vm.image import GuestImage
 from tests.vm.qemu import BASE_APPEND, QemuConfig, QemuProcess, create_overlay
 from tests.vm.serial import BootMarker, ConsoleClosedError, SerialConsole
@@ -166,7 +166,7 @@ class GuestVM:
         tb: TracebackType | None,
     ) -> None:
         if exc is not None:
-            print(self.failure_report(), file=sys.stderr, flush=True)
+            print(self.failure_report(journal=True), file=sys.stderr, flush=True)
         self.stop()
 
     def start(self) -> BootInfo:
@@ -392,7 +392,25 @@ class GuestVM:
     def serial_tail(self, lines: int = 60) -> str:
         return self.console.tail(lines) if self.console else ""
 
-    def failure_report(self, lines: int = 60) -> str:
+    def journal_tail(self, lines: int = 80, timeout: float = 15.0) -> str:
+        """The current boot's journal tail, if the guest still answers (else why not)."""
+        if self.agent is None or self.qemu.poll() is not None:
+            return "(guest not running)"
+        try:
+            result = self.run(
+                ["journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-n", str(lines)],
+                timeout=timeout,
+                check=False,
+            )
+        except (AgentError, AgentTimeoutError, AgentClosedError) as exc:
+            return f"(no journal: {exc})"
+        return result.stdout
+
+    def failure_report(self, lines: int = 60, journal: bool = False) -> str:
+        """A post-mortem: console tail, QEMU's state and stderr, optionally the journal.
+
+        `journal=True` asks the agent (with a short deadline) for the journal's tail.
+        """
         parts = [
             f"=== liveupd VM (kernel {self.kernel.release}, run dir {self.run_dir}) ===",
             f"QEMU pid {self.qemu.pid}, exit code {self.qemu.poll()}"
@@ -403,4 +421,6 @@ class GuestVM:
         qemu_err = self.qemu.stderr_tail()
         if qemu_err:
             parts += ["--- QEMU stderr ---", qemu_err]
+        if journal:
+            parts += ["--- guest journal (this boot) ---", self.journal_tail()]
         return "\n".join(parts)

@@ -96,6 +96,10 @@ class ImageBuildError(RuntimeError):
     pass
 
 
+class KernelDownloadError(ImageBuildError):
+    """apt's lists name a kernel the mirror no longer has (stale lists)."""
+
+
 def _stderr_log(msg: str) -> None:
     print(f"[vm-image {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -155,11 +159,14 @@ class _Builder:
         for k in self.kernels:
             matches = sorted(dest.glob(f"{k.package}_{k.version.replace(':', '%3a')}_*.deb"))
             if not matches:
-                self.step(
-                    f"download {k.package}={k.version}",
-                    ["apt-get", "download", "-q", f"{k.package}={k.version}"],
-                    cwd=dest,
-                )
+                try:
+                    self.step(
+                        f"download {k.package}={k.version}",
+                        ["apt-get", "download", "-q", f"{k.package}={k.version}"],
+                        cwd=dest,
+                    )
+                except ImageBuildError as exc:
+                    raise KernelDownloadError(str(exc)) from exc
                 matches = sorted(dest.glob(f"{k.package}_{k.version.replace(':', '%3a')}_*.deb"))
             if not matches:
                 raise ImageBuildError(f"apt-get download left no .deb for {k.package} in {dest}")
@@ -385,6 +392,16 @@ def current_key() -> tuple[str, tuple[recipe.KernelPackage, ...], tuple[str, ...
 
 def ensure_image(*, rebuild: bool = False, log: Log = _stderr_log) -> GuestImage:
     """The cached image for the current recipe, built first if needed."""
+    try:
+        return _ensure_image(rebuild, log)
+    except KernelDownloadError as exc:
+        # The mirror keeps only recent kernels: stale lists may name one it dropped.
+        log(f"{exc}\nrefreshing apt's package lists and choosing the kernels again")
+        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        return _ensure_image(rebuild, log)
+
+
+def _ensure_image(rebuild: bool, log: Log) -> GuestImage:
     key, kernels, deps = current_key()
     final = cache.images_dir() / key
     if not rebuild and (final / MANIFEST).is_file():

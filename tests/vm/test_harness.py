@@ -31,7 +31,7 @@ def chain_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[G
     finally:
         failed = request.session.testsfailed > failed_before
         if failed:
-            print(vm.failure_report(), flush=True)
+            print(vm.failure_report(journal=True), flush=True)
         vm.stop()
         if not failed:
             vm.cleanup()

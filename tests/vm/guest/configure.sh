@@ -19,7 +19,8 @@ for unit in apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
         fstrim.service man-db.timer man-db.service systemd-pstore.service \
         getty@tty1.service serial-getty@ttyS0.service console-getty.service \
         systemd-networkd-wait-online.service kexec-load.service kexec.service \
-        systemd-timesyncd.service systemd-tmpfiles-clean.timer; do
+        systemd-timesyncd.service systemd-tmpfiles-clean.timer \
+        systemd-update-utmp.service systemd-update-utmp-runlevel.service; do
     ln -sf /dev/null "/etc/systemd/system/$unit"
 done
 rm -f /etc/systemd/system/getty.target.wants/getty@tty1.service \
