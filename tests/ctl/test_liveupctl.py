@@ -25,6 +25,7 @@ from tests.dbus.buses import (
     Processes,
     Recorder,
     liveupctl,
+    wait_until,
 )
 from tests.dbus.fixtures import DaemonFactory, Polkit
 
@@ -148,8 +149,8 @@ def test_exec_failure_exits_1_with_the_reason(
 def test_exec_reports_the_daemon_going_away(
     daemon: Daemon, bus: PrivateBus, make_hook: HookFactory, procs: Processes, tmp_path: Path
 ) -> None:
-    started = tmp_path / "started"
-    make_hook("10-slow", "quiesce", f"touch {started}; sleep 60")
+    pidfile = tmp_path / "hook.pid"
+    make_hook("10-slow", "quiesce", f"echo $$ > {pidfile}; exec sleep 60")
     ok(liveupctl(bus, "stage"))
     client = procs.start(
         [LIVEUPCTL, "--bus", bus.address, "exec"],
@@ -159,12 +160,13 @@ def test_exec_reports_the_daemon_going_away(
         text=True,
         env=bus.env(),
     )
-    from tests.dbus.buses import wait_until
-
-    wait_until(started.exists, "the slow hook to start")
-    assert daemon.proc is not None
-    os.kill(daemon.proc.pid, signal.SIGKILL)  # as if it died (or the machine jumped)
-    out, err = client.communicate(timeout=60)
+    hook = int(wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), "the hook"))
+    try:
+        assert daemon.proc is not None
+        os.kill(daemon.proc.pid, signal.SIGKILL)  # as if it died (or the machine jumped)
+        out, err = client.communicate(timeout=60)
+    finally:
+        os.killpg(hook, signal.SIGKILL)  # the hook runs in its own session: not left behind
     assert client.returncode == ExitCode.FAILED, (out, err)
     assert "liveupd went away during the quiesce phase" in err
 

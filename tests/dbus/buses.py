@@ -321,6 +321,12 @@ class Daemon:
         assert self.proc is not None
         return self.procs.stop(self.proc)
 
+    def terminate(self) -> int:
+        """SIGTERM to the daemon alone, as systemd's KillMode=mixed stops it."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(DEADLINE)
+
     def log(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
 

@@ -280,7 +280,7 @@ def test_stop_rolls_back_a_running_transition(
     tid, path = stage(bus)
     execute(bus)
     recorder.wait_for(lambda s: expect.phases([s], path) == ["quiesce"], "quiesce")
-    assert daemon.stop() == 0
+    assert daemon.terminate() == 0
     assert "event=service.stopping" in daemon.log()
     journal = json.loads((daemon.state_dir / "transitions" / tid / "journal.json").read_text())
     assert journal["state"] == "cancelled"

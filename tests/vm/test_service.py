@@ -1,0 +1,144 @@
+"""liveupd as installed, under systemd, on the real system bus of a Debian guest.
+
+One guest (kernel A), the project installed with `make install`, then in order:
+units verified by the guest's own systemd; bus activation through the shipped
+activation file and Type=notify readiness; introspection on the real system bus
+equal to the shipped XML; the unprivileged user (tester, uid 1000) denied by the
+real polkitd, with nothing staged; root stages and cancels through liveupctl;
+stopping the service.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+
+from tests.dbus.test_shipped_files import XML, normalize
+from tests.vm.guest_vm import GuestVM
+from tests.vm.image import GuestImage
+
+NAME = "org.liveupd.LiveUpdate1"
+PATH = "/org/liveupd/LiveUpdate1"
+MANAGER = "org.liveupd.LiveUpdate1.Manager"
+TRANSITION = "org.liveupd.LiveUpdate1.Transition"
+
+
+@pytest.fixture(scope="module")
+def svc_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
+    failed_before = request.session.testsfailed
+    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
+    try:
+        vm.start()
+        vm.install_project()
+        yield vm
+    finally:
+        failed = request.session.testsfailed > failed_before
+        if failed:
+            print(vm.failure_report(), flush=True)
+            print(vm.run("journalctl -b -u liveupd --no-pager | tail -40", check=False).stdout)
+        vm.stop()
+        if not failed:
+            vm.cleanup()
+
+
+def show(vm: GuestVM, *props: str) -> dict[str, str]:
+    out = vm.run(["systemctl", "show", "liveupd.service", *(f"--property={p}" for p in props)])
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def test_units_verify_in_the_guest(svc_vm: GuestVM) -> None:
+    result = svc_vm.run(
+        "systemd-analyze verify /usr/lib/systemd/system/liveupd.service "
+        "/usr/lib/systemd/system/liveupd-verify.service",
+        check=False,
+    )
+    assert result.rc == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_bus_activation_and_notify_readiness(svc_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = svc_vm
+    assert show(vm, "ActiveState")["ActiveState"] == "inactive"
+    # The first call activates the service through the bus (SystemdService=liveupd.service).
+    # It is answered once the name is owned; the unit is "active" only after READY=1,
+    # which follows recovery.
+    state = vm.run(["busctl", "get-property", NAME, PATH, MANAGER, "State"], timeout=180)
+    assert state.stdout.strip() == 's "idle"'
+    vm.run("until systemctl is-active -q liveupd.service; do sleep 0.1; done", timeout=120)
+    props = show(
+        vm,
+        "ActiveState",
+        "SubState",
+        "Type",
+        "BusName",
+        "StatusText",
+        "WatchdogUSec",
+        "NRestarts",
+        "Environment",
+    )
+    assert props["ActiveState"] == "active" and props["SubState"] == "running"
+    assert props["Type"] == "notify" and props["BusName"] == NAME
+    assert props["StatusText"] == f"Idle; running {vm_image.kernel_a.release}"
+    assert props["WatchdogUSec"] == "1min"
+    assert props["NRestarts"] == "0"
+    assert "PYTHONDONTWRITEBYTECODE=1" in props["Environment"]
+    journal = vm.run("journalctl -b -u liveupd --no-pager -o cat").stdout
+    assert "event=service.name-owned" in journal and "event=service.ready" in journal
+    assert "dry_run=False" in journal
+    assert json.loads(vm.run(["liveupctl", "status", "--json"]).stdout)["unsupported"] is None
+
+
+def test_introspection_on_the_real_system_bus(svc_vm: GuestVM) -> None:
+    live = svc_vm.run(["busctl", "introspect", "--xml-interface", NAME, PATH]).stdout
+    shipped = normalize(ET.parse(XML).getroot(), {MANAGER, TRANSITION})
+    assert normalize(ET.fromstring(live), {MANAGER}) == {MANAGER: shipped[MANAGER]}
+    installed = svc_vm.read_text(f"/usr/share/dbus-1/interfaces/{NAME}.xml")
+    assert installed == XML.read_text()
+
+
+def test_unprivileged_user_is_denied_by_polkit(svc_vm: GuestVM) -> None:
+    vm = svc_vm
+    assert vm.run(["id", "-u"], user="tester").stdout.strip() == "1000"
+    stage = vm.run(
+        ["busctl", "call", NAME, PATH, MANAGER, "Stage", "sssa{sv}", "", "", "", "0"],
+        user="tester",
+        check=False,
+    )
+    assert stage.rc != 0
+    assert "Access denied" in stage.stderr  # busctl prints only this for AccessDenied
+    ctl = vm.run(["liveupctl", "stage"], user="tester", check=False)
+    assert ctl.rc == 4, ctl.stderr
+    assert "uid 1000 is not allowed" in ctl.stderr and "org.liveupd.stage" in ctl.stderr
+    can = vm.run(["busctl", "call", NAME, PATH, MANAGER, "CanLiveUpdate"], user="tester")
+    assert can.stdout.strip() in ('s "no"', 's "challenge"')
+    # Reading is open, and nothing was staged or loaded.
+    status = json.loads(vm.run(["liveupctl", "status", "--json"], user="tester").stdout)
+    assert status["state"] == "idle" and status["staged"] is None
+    assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "0"
+    journal = vm.run("journalctl -b -u liveupd --no-pager -o cat").stdout
+    assert "event=auth.denied" in journal and "uid=1000" in journal
+
+
+def test_root_stages_and_cancels(svc_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = svc_vm
+    b = vm_image.kernel_b.release
+    staged = vm.run(["liveupctl", "stage", b], timeout=300)
+    assert f"Staged {b} as transition" in staged.stdout
+    assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "1"
+    status = json.loads(vm.run(["liveupctl", "status", "--json"]).stdout)
+    assert status["state"] == "staged" and status["staged"]["target_release"] == b
+    assert show(vm, "StatusText")["StatusText"].startswith(f"Staged {b}")
+    vm.run(["liveupctl", "cancel"], timeout=300)
+    assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "0"
+    history = json.loads(vm.run(["liveupctl", "history", "--json", "--limit", "1"]).stdout)
+    assert history[0]["state"] == "cancelled" and history[0]["new_release"] == b
+
+
+def test_stop(svc_vm: GuestVM) -> None:
+    vm = svc_vm
+    vm.run(["systemctl", "stop", "liveupd.service"], timeout=300)
+    assert show(vm, "ActiveState", "Result") == {"ActiveState": "inactive", "Result": "success"}
+    assert "event=service.stopping" in vm.run("journalctl -b -u liveupd -o cat").stdout
