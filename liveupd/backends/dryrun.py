@@ -325,6 +325,7 @@ class DryRunStorage:
         self.m.update("freeze", change, mountpoint=mountpoint)
 
     def thaw(self, mountpoint: str) -> None:
+        _injected(self.m, "thaw", mountpoint)
         frozen = self._frozen()
         if mountpoint in frozen:
             frozen.remove(mountpoint)

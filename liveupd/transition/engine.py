@@ -253,7 +253,8 @@ class Engine:
         t.phase = Phase.ROLLBACK
         self.events(PhaseChanged(t.id, Phase.ROLLBACK))
         undone, undo_failures = await undo_journal(ctx, after_crash=after_crash)
-        ctx.release_writes()
+        # Held writes are released by the thaw undo once every filesystem thawed;
+        # releasing them here after a failed thaw would block forever on a frozen one.
         if undo_failures:
             state = TransitionState.ROLLBACK_FAILED
         elif isinstance(error, Cancelled):

@@ -263,3 +263,30 @@ def test_systemd_mode_neither_unbinds_nor_freezes(config: Config) -> None:
     checkpoint = json.loads((t.ctx.dir / "checkpoint.json").read_text())
     # The shutdown helper and the verifier still know which devices to handle.
     assert [b["name"] for b in checkpoint["bindings"]] == ["virtio0"]
+
+
+def test_a_failed_thaw_keeps_writes_held_rather_than_block_on_a_frozen_fs(
+    config: Config, tmp_path: Path
+) -> None:
+    machine = json.loads(json.dumps(dryrun.DEFAULT_MACHINE))
+    machine["errors"] = {"thaw": {"/": "EIO"}}
+    machine_file = tmp_path / "machine.json"
+    machine_file.write_text(json.dumps(machine))
+    rec = Recorder()
+    engine = Engine(config, dryrun.make(config.state_dir, machine_file), events=rec)
+
+    async def go() -> Transition:
+        t = await engine.stage(StageRequest(kernel=TARGET))
+        engine.backends.kexec.unload()  # the jump fails after the freeze
+        await engine.start_execute(t, ExecMode.DIRECT)
+        return t
+
+    t = asyncio.run(go())
+    assert t.state is TransitionState.ROLLBACK_FAILED
+    assert t.error is not None
+    failed = [e for e in rec.events if isinstance(e, TransitionFailed)]
+    assert "fsfreeze -u" in failed[0].message
+    # "/" holds the state directory and is still frozen: nothing was written to it
+    # after the freeze, so the journal on disk still says running.
+    on_disk = json.loads((t.ctx.dir / "journal.json").read_text())
+    assert on_disk["state"] == "running"
