@@ -360,7 +360,7 @@ def shutdown_helper(tmp_path: Path, verb: str, pending: bool) -> tuple[int, list
     record = tmp_path / "calls"
     record.unlink(missing_ok=True)
     fake = bindir / "python3"
-    fake.write_text(f'#!/bin/sh\necho "$PYTHONDONTWRITEBYTECODE $*" >> {record}\nexit 7\n')
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {record}\nexit 7\n')
     fake.chmod(0o755)
     env = {"PATH": f"{bindir}:/usr/bin:/bin", "LIVEUPD_STATE_DIR": str(state)}
     out = subprocess.run(
@@ -378,7 +378,7 @@ def shutdown_helper(tmp_path: Path, verb: str, pending: bool) -> tuple[int, list
 def test_shutdown_helper_only_for_a_pending_kexec(tmp_path: Path) -> None:
     assert shutdown_helper(tmp_path, "kexec", pending=True) == (
         0,  # a failing helper never fails the shutdown
-        ["1 -m liveupd.devices.shutdown"],
+        ["-B -m liveupd.devices.shutdown kexec"],
     )
     for verb in ("reboot", "poweroff", "halt"):
         assert shutdown_helper(tmp_path, verb, pending=True) == (0, [])
