@@ -53,6 +53,7 @@ from liveupd.transition.phases import ExecMode
 
 LOG = logs.get("service")
 
+RECOVERY_WAIT = 90.0  # seconds a change waits for start-up recovery
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 STAGE_OPTIONS = {"append": "s", "sha256": "s", "interactive": "b"}
 EXECUTE_OPTIONS = {"mode": "s", "ignore-inhibitors": "b", "interactive": "b"}
@@ -76,7 +77,8 @@ class ManagerInterface(ServiceInterface):
         super().__init__(names.MANAGER_INTERFACE)
         self.parts = parts
         self.manager = parts.manager
-        self.ready = False  # False while recovering at start: changes are refused
+        self._ready = asyncio.Event()  # set once start-up recovery is done
+        self.stopping = False
         self._published: dict[str, Any] = {}
         self._status = ""
 
@@ -88,12 +90,26 @@ class ManagerInterface(ServiceInterface):
 
     # ------------------------------------------------------------ helpers --
 
-    def _refuse_until_ready(self) -> None:
-        if not self.ready:
+    def set_ready(self) -> None:
+        self._ready.set()
+
+    async def _wait_until_ready(self, call: caller.Call) -> None:
+        """Changes wait for start-up recovery (the call that activated us comes first)."""
+        if self.stopping:
+            raise Busy("liveupd is stopping; call again once it has (it restarts on demand)")
+        if self._ready.is_set():
+            return
+        logs.event(LOG, "method.waiting-for-recovery", member=call.member, sender=call.sender)
+        try:
+            await asyncio.wait_for(self._ready.wait(), RECOVERY_WAIT)
+        except TimeoutError:
             raise Busy(
-                "liveupd is still recovering after it started (finishing or undoing an "
-                "earlier transition); try again in a moment"
-            )
+                f"liveupd is still recovering after it started (finishing or undoing an "
+                f"earlier transition) after {RECOVERY_WAIT:.0f} s; see 'systemctl status "
+                "liveupd' and try again"
+            ) from None
+        if self.stopping:
+            raise Busy("liveupd is stopping; call again once it has (it restarts on demand)")
 
     def _staged_path(self) -> str:
         t = self.manager.staged
@@ -175,7 +191,7 @@ class ManagerInterface(ServiceInterface):
                 f"Stage: option 'sha256' must be 64 hexadecimal digits, not {sha256!r}; "
                 "compute it with sha256sum"
             )
-        self._refuse_until_ready()
+        await self._wait_until_ready(call)
         interactive = bool(opts.get("interactive", False)) or call.interactive
         uid = await self.parts.authorizer.require(call, names.ACTION_STAGE, interactive=interactive)
         request = StageRequest(
@@ -205,7 +221,7 @@ class ManagerInterface(ServiceInterface):
             raise InvalidArgument(
                 f"Execute: option 'mode' must be 'direct' or 'systemd', not {opts['mode']!r}"
             ) from None
-        self._refuse_until_ready()
+        await self._wait_until_ready(call)
         interactive = bool(opts.get("interactive", False)) or call.interactive
         uid = await self.parts.authorizer.require(
             call, names.ACTION_EXECUTE, interactive=interactive
@@ -247,7 +263,7 @@ class ManagerInterface(ServiceInterface):
     @dbus_errors
     async def Cancel(self) -> Nothing:
         call = caller.current()
-        self._refuse_until_ready()
+        await self._wait_until_ready(call)
         uid = await self.parts.authorizer.require(
             call, names.ACTION_STAGE, interactive=call.interactive
         )

@@ -1,7 +1,7 @@
 """Serve org.liveupd.LiveUpdate1: connect, export, own the name, recover, run.
 
 Start-up order, for ``Type=notify``: connect; export the Manager object (it
-refuses changes with Busy until ready); own the name; recover what a previous
+holds changes back until it is ready); own the name; recover what a previous
 run left behind (``Manager.start()``; ``Recovered`` is signalled for each
 transition verified on this new kernel); then READY=1.  The name is owned
 before recovery so that the Recovered signals go out under it.
@@ -117,7 +117,7 @@ async def _run(
         if r.action == "handed-to-verify":
             obj = registry.get(r.id)
             iface.Recovered(obj.path, r.state is TransitionState.COMPLETED, obj.report())
-    iface.ready = True
+    iface.set_ready()
     iface.publish()
     sdnotify.ready(iface.status_text())
     logs.event(LOG, "service.ready", state=str(manager.state))
@@ -131,7 +131,7 @@ async def _run(
     try:
         await asyncio.wait({stopped, dropped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        iface.ready = False
+        iface.stopping = True
         sdnotify.stopping("Stopping")
         for task in (watchdog, stopped, dropped):
             task.cancel()

@@ -283,7 +283,8 @@ class Daemon:
         self.proc: subprocess.Popen[Any] | None = None
         self.notifications: list[str] = []
 
-    def start(self) -> Daemon:
+    def start(self, *, wait: bool = True) -> Daemon:
+        """Start it; with ``wait``, return once it sent READY=1 (else once it is spawned)."""
         notify_path = self.bus.dir / f"notify-{time.monotonic_ns()}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(notify_path))
@@ -302,6 +303,9 @@ class Daemon:
         env = self.bus.env(NOTIFY_SOCKET=str(notify_path), **self.extra_env)
         with self.log_file.open("a") as log:
             self.proc = self.procs.start(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if not wait:
+            sock.close()
+            return self
         try:
             end = time.monotonic() + DEADLINE
             while not any(n.startswith("READY=1") for n in self.notifications):

@@ -42,9 +42,12 @@ def start_daemon(
 ) -> DaemonFactory:
     """Start liveupd --dry-run on ``bus`` (extra TOML config, extra environment)."""
 
-    def start(extra_config: str = "", env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        extra_config: str = "", env: dict[str, str] | None = None, *, wait: bool = True
+    ) -> Daemon:
         config = write_config(extra_config)
-        return Daemon(procs, bus, tmp_path / "liveupd.conf", config.state_dir, env=env).start()
+        daemon = Daemon(procs, bus, tmp_path / "liveupd.conf", config.state_dir, env=env)
+        return daemon.start(wait=wait)
 
     return start
 

@@ -18,6 +18,7 @@ from tests.dbus.buses import (
     Processes,
     Recorder,
     as_user,
+    wait_until,
 )
 from tests.dbus.fixtures import DaemonFactory
 
@@ -34,6 +35,19 @@ def stage(bus: PrivateBus, kernel: str = "") -> tuple[str, str]:
 def execute(bus: PrivateBus, mode: str = "direct") -> tuple[str, str]:
     tid, path = bus.call("Execute", "a{sv}", "1", "mode", "s", mode)
     return str(tid), str(path)
+
+
+def booted(tmp_path: Path, tid: str) -> dict[str, str]:
+    """The simulated machine after the jump: the target kernel, a new boot, our cmdline."""
+    machine = tmp_path / "booted.json"
+    system = {
+        **DEFAULT_MACHINE["system"],
+        "release": TARGET,
+        "boot_id": "00000000-0000-4000-8000-000000000002",
+        "cmdline": f"{DEFAULT_MACHINE['system']['cmdline']} liveupd.transition={tid}",
+    }
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "system": system}))
+    return {"LIVEUPD_DRY_RUN_MACHINE": str(machine)}
 
 
 def test_properties_and_kernels(daemon: Daemon, bus: PrivateBus) -> None:
@@ -294,22 +308,14 @@ def test_recovered_on_the_new_kernel(
     tid, path = stage(bus)
     execute(bus)
     recorder.wait_for(expect.is_state(path, "exec"), "exec")
-    first.stop()
-    # The simulated machine "booted" the target kernel: another boot id, the new release.
-    machine = tmp_path / "booted.json"
-    system = {
-        **DEFAULT_MACHINE["system"],
-        "release": TARGET,
-        "boot_id": "00000000-0000-4000-8000-000000000002",
-    }
-    machine.write_text(json.dumps({**DEFAULT_MACHINE, "system": system}))
-    start_daemon(env={"LIVEUPD_DRY_RUN_MACHINE": str(machine)})
+    first.terminate()
+    start_daemon(env=booted(tmp_path, tid))
     recovered = recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
     _, ok, report_json = recovered["body"]
     report = json.loads(report_json)
     assert report["id"] == tid
-    assert ok == (report["state"] == "completed")
-    assert bus.get("State", path=path, interface=TRANSITION) == report["state"]
+    assert (ok, report["state"]) == (True, "completed"), report
+    assert bus.get("State", path=path, interface=TRANSITION) == "completed"
     assert bus.get("RunningKernel") == TARGET
 
 
@@ -336,3 +342,48 @@ def test_nobody_may_read(daemon: Daemon, bus: PrivateBus) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 's "idle"'
     assert json.loads(bus.call("GetHistory", "u", "0", uid=65534)[0]) == []
+
+
+def test_changes_wait_for_start_up_recovery(
+    start_daemon: DaemonFactory,
+    bus: PrivateBus,
+    recorder: Recorder,
+    make_hook: HookFactory,
+    procs: Processes,
+    tmp_path: Path,
+) -> None:
+    """The call that bus-activates the daemon arrives as soon as it owns its name,
+    before recovery is done: it waits for recovery instead of being refused."""
+    first = start_daemon()
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    first.terminate()
+    go = tmp_path / "go"
+    make_hook("10-slow-verify", "verify", f"while [ ! -e {go} ]; do sleep 0.05; done")
+    second = start_daemon(env=booted(tmp_path, tid), wait=False)
+    bus.wait_for_name(BUS_NAME)
+    argv = [
+        "gdbus",
+        "call",
+        "--address",
+        bus.address,
+        "--dest",
+        BUS_NAME,
+        "--object-path",
+        OBJECT_PATH,
+        "--method",
+        "org.liveupd.LiveUpdate1.Manager.Stage",
+        RUNNING,
+        "",
+        "",
+        "{}",
+    ]
+    call = procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: "event=method.waiting-for-recovery" in second.log(), "the call to wait")
+    assert call.poll() is None
+    go.touch()
+    _, err = call.communicate(timeout=60)
+    assert call.returncode == 0, err
+    recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+    assert bus.get("State") == "staged"
