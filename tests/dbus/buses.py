@@ -77,6 +77,7 @@ class Processes:
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[Any]] = []
+        self.dirs: list[Path] = []  # removed once every process is gone
 
     def start(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(list(argv), start_new_session=True, **kw)
@@ -100,6 +101,8 @@ class Processes:
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             self.stop(proc)
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ buses --
@@ -111,6 +114,7 @@ class PrivateBus:
     def __init__(self, procs: Processes, config: str | None = None) -> None:
         self.procs = procs
         self.dir = Path(tempfile.mkdtemp(prefix="liveupd-bus-"))
+        procs.dirs.append(self.dir)
         self.dir.chmod(0o755)
         self.socket = self.dir / "bus"
         self.config_file = self.dir / "bus.conf"
