@@ -121,8 +121,8 @@ class ManagerInterface(ServiceInterface):
             "StagedTransition": self._staged_path(),
         }
         if full:  # these read the disk: not on every engine event
-            values["LatestKernel"] = self.manager.latest_kernel()
-            values["Unsupported"] = self.manager.unsupported()
+            values["LatestKernel"] = self._latest_kernel()
+            values["Unsupported"] = self._unsupported()
         return values
 
     def publish(self, *, full: bool = True) -> None:
@@ -142,6 +142,26 @@ class ManagerInterface(ServiceInterface):
 
     def seen(self) -> None:
         self._published = self.snapshot()
+
+    # Properties read the disk; a failure must not fail GetAll (a status display):
+    # it is logged, and the value errs on the safe side.
+    def _latest_kernel(self) -> str:
+        try:
+            return self.manager.latest_kernel()
+        except Exception as e:
+            logs.event(
+                LOG, "property.failed", level=logging.WARNING, name="LatestKernel", error=repr(e)
+            )
+            return ""
+
+    def _unsupported(self) -> str:
+        try:
+            return self.manager.unsupported()
+        except Exception as e:
+            logs.event(
+                LOG, "property.failed", level=logging.WARNING, name="Unsupported", error=repr(e)
+            )
+            return f"cannot tell whether kexec works here ({e}); see 'journalctl -u liveupd'"
 
     def status_text(self) -> str:
         state = self.manager.state
@@ -297,11 +317,11 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def LatestKernel(self) -> Str:
-        return self.manager.latest_kernel()
+        return self._latest_kernel()
 
     @dbus_property(access=PropertyAccess.READ)
     def Unsupported(self) -> Str:
-        return self.manager.unsupported()
+        return self._unsupported()
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> Str:
