@@ -40,7 +40,7 @@ import time
 import uuid
 from typing import Any
 
-PORT = "/dev/virtio-ports/org.liveupd.test.agent"
+PORT_NAME = "org.liveupd.test.agent"
 BOOT_ID = open("/proc/sys/kernel/random/boot_id").read().strip()  # noqa: SIM115
 RELEASE = os.uname().release
 MAX_OUTPUT = 64 * 1024 * 1024
@@ -234,9 +234,38 @@ def handle(fd: int, line: bytes) -> None:
         log(f"cannot send reply to {req.get('id')!r}: {exc}")
 
 
+def find_port() -> str | None:
+    """The port's device node, found through sysfs.
+
+    devtmpfs creates /dev/vportNpM as soon as virtio_console (loaded by the initrd)
+    sees the port, long before udev makes the /dev/virtio-ports/<name> symlink: going
+    by sysfs lets the agent start right after the root filesystem is writable.
+    """
+    base = "/sys/class/virtio-ports"
+    try:
+        entries = sorted(os.listdir(base))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            with open(f"{base}/{entry}/name") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name == PORT_NAME and os.path.exists(f"/dev/{entry}"):
+            return f"/dev/{entry}"
+    link = f"/dev/virtio-ports/{PORT_NAME}"
+    return link if os.path.exists(link) else None
+
+
 def main() -> int:
-    fd = os.open(PORT, os.O_RDWR | os.O_CLOEXEC)
-    log(f"listening on {PORT} (boot_id {BOOT_ID}, kernel {RELEASE})")
+    port = find_port()
+    if port is None:
+        # systemd restarts us; udev also starts us when the port appears.
+        log(f"no virtio-serial port named {PORT_NAME} (yet)")
+        return 1
+    fd = os.open(port, os.O_RDWR | os.O_CLOEXEC)
+    log(f"listening on {port} (boot_id {BOOT_ID}, kernel {RELEASE})")
     # A previous boot may have been cut off in the middle of a reply: end that line so
     # the harness can parse the next one.
     try:
