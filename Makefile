@@ -25,7 +25,7 @@ APT_PACKAGES := \
 	qemu-system-x86 qemu-utils debootstrap e2fsprogs zstd cpio busybox-static \
 	dbus-daemon dbus-bin libdbus-1-dev libglib2.0-dev pkg-config \
 	libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 \
-	libxml2-utils systemd util-linux iproute2 kmod
+	libxml2-utils polkitd systemd util-linux iproute2 kmod
 
 .PHONY: all setup host-deps venv lint typecheck check test demo bench install clean
 
@@ -88,6 +88,9 @@ install:
 	rm -rf $(DESTDIR)$(PYTHONDIR)/liveupd
 	cp -r liveupd $(DESTDIR)$(PYTHONDIR)/liveupd
 	find $(DESTDIR)$(PYTHONDIR)/liveupd -name __pycache__ -prune -exec rm -rf {} +
+	# Byte-compile now: the service never writes bytecode (a frozen filesystem
+	# must not be written to), and compiling at every start would be slow.
+	$(PYTHON) -m compileall -q -s "$(DESTDIR)" -p / $(DESTDIR)$(PYTHONDIR)/liveupd
 	for s in liveupd:liveupd.daemon.main liveupctl:liveupd.ctl.main; do \
 		name=$${s%%:*}; mod=$${s#*:}; \
 		printf '#!%s\nimport sys\nfrom %s import main\nsys.exit(main())\n' \
@@ -109,6 +112,10 @@ install:
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SHUTDOWNDIR) $(DESTDIR)$(TMPFILESDIR)
 	for f in units/*.service units/*.target; do [ -e "$$f" ] || continue; \
 		install -m 0644 "$$f" $(DESTDIR)$(UNITDIR)/; done
+	# Verification must run on every boot that follows a transition: enabled
+	# statically, as systemd's own units are (its Condition skips other boots).
+	install -d $(DESTDIR)$(UNITDIR)/sysinit.target.wants
+	ln -sf ../liveupd-verify.service $(DESTDIR)$(UNITDIR)/sysinit.target.wants/liveupd-verify.service
 	if [ -f units/liveupd.tmpfiles ]; then \
 		install -m 0644 units/liveupd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/liveupd.conf; fi
 	if [ -f units/liveupd-shutdown ]; then \
