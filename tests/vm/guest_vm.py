@@ -168,6 +168,8 @@ class GuestVM:
         if exc is not None:
             print(self.failure_report(journal=True), file=sys.stderr, flush=True)
         self.stop()
+        if exc is None:
+            self.cleanup()  # on failure the run dir (serial log) stays for a post-mortem
 
     def start(self) -> BootInfo:
         """Boot the guest; returns once its marker is seen and its agent answers."""
