@@ -9,6 +9,7 @@ loads the descriptors it checked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import os
@@ -53,6 +54,9 @@ class Choice:
     initrd_path: str | None
     cmdline: str | None  # a BLS entry's options
     origin: str  # for messages: where the base command line comes from
+    # Why the kernel has no initrd when it needs one: raised only after the image
+    # itself passed its checks, so a file that is not a kernel is named as such.
+    missing_initrd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,12 +165,16 @@ def _with_initrd(
         others = [k for k in kernels if k.initrd_path and k.kernel_path != choice.kernel_path]
         if others:
             release = choice.release or "RELEASE"
-            raise InvalidKernel(
-                f"{choice.kernel_path}: no initrd found for it (looked for initrd.img-{release}, "
-                f"initramfs-{release}.img and initrd-{release} beside it), while the other "
-                f"installed kernels have one ({others[0].initrd_path}). Build it "
-                f"(update-initramfs -c -k {release}, or dracut --kver {release}), or stage "
-                f'with initrd "{NO_INITRD}" if this kernel boots without one'
+            return dataclasses.replace(
+                choice,
+                missing_initrd=(
+                    f"{choice.kernel_path}: no initrd found for it (looked for "
+                    f"initrd.img-{release}, initramfs-{release}.img and initrd-{release} beside "
+                    f"it), while the other installed kernels have one "
+                    f"({others[0].initrd_path}). Build it (update-initramfs -c -k {release}, or "
+                    f'dracut --kver {release}), or stage with initrd "{NO_INITRD}" if this '
+                    "kernel boots without one"
+                ),
             )
     return choice
 
@@ -318,6 +326,8 @@ def resolve(
     ) as c:
         release, image, digest = c.release, c.image, c.sha256
         initrd_digest, extracted = c.initrd_sha256, c.extracted
+    if choice.missing_initrd:
+        raise InvalidKernel(choice.missing_initrd)
     if request.cmdline.strip():
         base, origin = request.cmdline, "the given command line"
     elif choice.cmdline is not None:

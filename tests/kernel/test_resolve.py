@@ -94,6 +94,18 @@ def test_non_kernel_and_wrong_magic_name_the_file(kconfig: Config, boot_dir: Pat
     assert e.message.startswith(f"{path}: has an x86 boot sector but no setup header magic")
 
 
+def test_non_kernel_without_initrd_is_named_as_not_a_kernel(
+    kconfig: Config, boot_dir: Path
+) -> None:
+    # The image check comes before the missing-initrd complaint.
+    path = boot_dir / "vmlinuz-9.9.9-notakernel"
+    path.write_bytes(b"\x7fELF" + b"\0" * 4096)
+    e = error(kconfig, kernel=str(path))
+    assert isinstance(e, InvalidKernel)
+    assert e.message.startswith(f"{path}: ")
+    assert "no initrd found" not in e.message and "not a boot image" in e.message
+
+
 def test_missing_initrd_when_the_others_have_one(kconfig: Config, boot_dir: Path) -> None:
     install_kernel(boot_dir, "6.1.0-60-cloud-amd64", initrd=False)
     e = error(kconfig, kernel="6.1.0-60-cloud-amd64")
