@@ -6,7 +6,38 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from liveupd.transition.checkpoint import load_checkpoint
 from liveupd.transition.journal import Journal
+
+DEVICE_CHECKS = ("device", "interface", "mac")
+
+
+def _devices_and_filesystems(journal: Journal) -> tuple[list[dict[str, Any]], list[str]]:
+    """What the transition unbound and froze (from its checkpoint), and what came back."""
+    checkpoint = load_checkpoint(journal.dir)
+    if checkpoint is None:
+        return [], []
+    verification = journal.data.get("verification") or {}
+    verified = "finished" in verification
+    problems = [
+        p.get("message", "")
+        for p in verification.get("problems", [])
+        if p.get("check") in DEVICE_CHECKS
+    ]
+    devices = [
+        {
+            "sys_path": b.sys_path,
+            "driver": b.driver,
+            "interfaces": [f"{n.ifname} {n.mac}" for n in b.net],
+            # None until the new kernel verified it.
+            "bound_again": (
+                not any(b.sys_path in m or b.name in m for m in problems) if verified else None
+            ),
+        }
+        for b in checkpoint.bindings
+    ]
+    frozen = list(checkpoint.freeze) if checkpoint.mode == "direct" else []
+    return devices, frozen
 
 
 def summary(journal: Journal) -> dict[str, Any]:
@@ -23,6 +54,7 @@ def summary(journal: Journal) -> dict[str, Any]:
         for s in d.get("steps", [])
         if s["key"].startswith("hook:")
     ]
+    devices, frozen = _devices_and_filesystems(journal)
     return {
         "id": d["id"],
         "state": d["state"],
@@ -37,6 +69,8 @@ def summary(journal: Journal) -> dict[str, Any]:
         "cmdline": target.get("cmdline"),
         "phases_usec": d.get("phases", {}),
         "hooks": hooks,
+        "devices": devices,
+        "frozen": frozen,
         "error": d.get("error"),
         "undone": d.get("undone", []),
         "undo_failures": d.get("undo_failures", []),

@@ -290,3 +290,17 @@ def test_a_failed_thaw_keeps_writes_held_rather_than_block_on_a_frozen_fs(
     # after the freeze, so the journal on disk still says running.
     on_disk = json.loads((t.ctx.dir / "journal.json").read_text())
     assert on_disk["state"] == "running"
+
+
+def test_history_reports_devices_and_frozen_filesystems(config: Config) -> None:
+    from liveupd.transition.history import history
+
+    engine, _ = engine_for(config)
+    t = asyncio.run(run_transition(engine))
+    (entry,) = history(config.state_dir)
+    assert entry["id"] == t.id and entry["state"] == "exec"
+    assert entry["frozen"] == ["/data", "/"]
+    (device,) = entry["devices"]
+    assert device["driver"] == "virtio_net"
+    assert device["interfaces"] == ["eth0 52:54:00:12:34:56"]
+    assert device["bound_again"] is None  # not verified yet: that happens on the new kernel
