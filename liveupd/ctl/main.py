@@ -23,11 +23,16 @@ from liveupd.ctl import agent, hooks, render
 from liveupd.ctl.client import BusChoice, Client, RemoteError
 from liveupd.ctl.progress import Follower, renderer_for
 from liveupd.errors import ExitCode, LiveUpdError
+from liveupd.fleet.reboot_required import newer_kernel, reboot_required
 from liveupd.service import names
 
 FALLBACK_ENV = "LIVEUPCTL_FALLBACK_COMMAND"
 HOST_TEST_ENV = "LIVEUPD_HOST_TEST"
 DEFAULT_FALLBACK = ("systemctl", "reboot")
+# Never run as a fallback on a test host (LIVEUPD_HOST_TEST), injected or not.
+REBOOTING_PROGRAMS = frozenset(
+    {"systemctl", "reboot", "shutdown", "halt", "poweroff", "kexec", "init", "telinit"}
+)
 # Stage errors after which `reboot --fallback` does not reboot the slow way.
 NO_FALLBACK = frozenset(
     {
@@ -127,14 +132,28 @@ def parser() -> argparse.ArgumentParser:
     rb = sub.add_parser(
         "reboot",
         parents=[common],
-        help="stage (latest) and switch, non-interactively (package managers, fleet tools)",
+        help="stage the newest kernel and switch to it, without asking (package managers, "
+        "fleet tools)",
+        description="Stage the newest installed kernel (or KERNEL; the running one makes a fast "
+        "reboot into the same kernel) and switch to it, without asking anything. A staged "
+        "transition is executed as it is.",
+        epilog="Exit codes: 0 the switch was requested (or, with --fallback, the normal "
+        "reboot); 1 failed, the machine runs on unchanged; 2 usage; 3 no reboot needed "
+        "(--if-needed); 4 not authorized; 5 kexec is unsupported here (without --fallback).",
     )
-    rb.add_argument("kernel", nargs="?", default="", help="path or release (default: latest)")
+    rb.add_argument("kernel", nargs="?", default="", help="path or release (default: newest)")
     _exec_options(rb, default_mode="systemd")
     rb.add_argument(
         "--fallback",
         action="store_true",
-        help="reboot normally (systemctl reboot) if kexec is unsupported or staging fails",
+        help="reboot normally (systemctl reboot) if kexec is unsupported here, liveupd cannot "
+        "be reached, or staging fails",
+    )
+    rb.add_argument(
+        "--if-needed",
+        action="store_true",
+        help="exit 3 without rebooting unless a newer kernel is installed, a kernel is staged, "
+        "or /run/reboot-required exists",
     )
     return p
 
@@ -169,7 +188,7 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
     path = manager.get("StagedTransition", names.NO_TRANSITION)
     if path != names.NO_TRANSITION:
         staged = await client.transition(path)
-    data = render.status_json(manager, staged, await client.can_live_update())
+    data = render.status_json(manager, staged, await client.can_live_update(), reboot_required())
     if args.json:
         render.print_json(data)
     else:
@@ -281,35 +300,49 @@ async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
 async def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
     """Stage (unless the right kernel is staged) and execute, without asking anything."""
     manager = await client.properties()
+    running = str(manager.get("RunningKernel") or "")
+    staged_path = str(manager.get("StagedTransition", names.NO_TRANSITION))
+    if args.if_needed and not reboot_needed(manager, explicit=bool(args.kernel)):
+        print(
+            f"No reboot needed: running the newest installed kernel ({running}), nothing is "
+            "staged, and no package asked for a reboot (/run/reboot-required)"
+        )
+        return int(ExitCode.NOTHING_TO_DO)
     if manager.get("Unsupported"):
         raise KexecUnsupported(str(manager["Unsupported"]))
-    staged_path = str(manager.get("StagedTransition", names.NO_TRANSITION))
-    need_stage = True
     if staged_path != names.NO_TRANSITION:
         staged = await client.transition(staged_path)
-        if not args.kernel or args.kernel in (staged["TargetRelease"], staged["KernelPath"]):
-            need_stage = False
-        else:
+        if args.kernel and args.kernel not in (staged["TargetRelease"], staged["KernelPath"]):
             die(
                 f"another kernel ({staged['TargetRelease']}) is staged; run 'liveupctl cancel' "
                 "first, or reboot into it with 'liveupctl reboot'",
                 ExitCode.FAILED,
             )
-    if need_stage:
-        if not args.kernel and manager.get("LatestKernel") == manager.get("RunningKernel"):
-            print(f"Already running the latest kernel ({manager.get('RunningKernel')})")
-            return int(ExitCode.NOTHING_TO_DO)
+        print(f"Switching to the staged kernel {staged['TargetRelease']} ({staged['Id']})")
+    else:
         try:
-            tid, _ = await client.stage(args.kernel)
+            tid, path = await client.stage(args.kernel)
         except RemoteError as e:
             raise StageFailed(e) from e
-        print(f"Staged transition {tid}")
+        target = str((await client.transition(path)).get("TargetRelease", ""))
+        same = " (the running kernel: a fast reboot)" if target == running else ""
+        print(f"Staged {target} as transition {tid}{same}")
     return await execute(
         client,
         mode=args.mode,
         ignore_inhibitors=args.ignore_inhibitors,
         interactive=False,
         wait=True,
+    )
+
+
+def reboot_needed(manager: dict[str, Any], *, explicit: bool) -> bool:
+    """A kernel was named or is staged, a newer one is installed, or a package asks for it."""
+    return (
+        explicit
+        or manager.get("StagedTransition", names.NO_TRANSITION) != names.NO_TRANSITION
+        or newer_kernel(manager.get("RunningKernel"), manager.get("LatestKernel")) is not None
+        or reboot_required() is not None
     )
 
 
@@ -324,18 +357,22 @@ class StageFailed(Exception):
 
 
 def fallback_command(override: Sequence[str] | None) -> list[str]:
+    """The command ``reboot --fallback`` runs; never one that reboots a test host."""
     if override is not None:
-        return list(override)
-    env = os.environ.get(FALLBACK_ENV)
-    if env:
-        return shlex.split(env)
-    if os.environ.get(HOST_TEST_ENV):
+        argv = list(override)
+    elif os.environ.get(FALLBACK_ENV):
+        argv = shlex.split(os.environ[FALLBACK_ENV])
+    else:
+        argv = list(DEFAULT_FALLBACK)
+    if not argv:
+        die(f"{FALLBACK_ENV} is set but empty; give the command to run", ExitCode.USAGE)
+    if os.environ.get(HOST_TEST_ENV) and Path(argv[0]).name in REBOOTING_PROGRAMS:
         die(
-            f"refusing to run '{' '.join(DEFAULT_FALLBACK)}': {HOST_TEST_ENV} is set, so this "
-            f"is a test host; set {FALLBACK_ENV} to a harmless command to test --fallback",
+            f"refusing to run '{shlex.join(argv)}': {HOST_TEST_ENV} is set, so this is a test "
+            f"host; set {FALLBACK_ENV} to a harmless command to test --fallback",
             ExitCode.FAILED,
         )
-    return list(DEFAULT_FALLBACK)
+    return argv
 
 
 def run_fallback(reason: str, override: Sequence[str] | None) -> int:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from liveupd.fleet.reboot_required import RebootRequired, newer_kernel
 from liveupd.service import names
 
 
@@ -45,7 +46,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 # ---------------------------------------------------------------- status ----
 
 
-def status_json(manager: dict[str, Any], staged: dict[str, Any] | None, can: str) -> dict[str, Any]:
+def status_json(
+    manager: dict[str, Any],
+    staged: dict[str, Any] | None,
+    can: str,
+    flag: RebootRequired | None = None,
+) -> dict[str, Any]:
+    """liveupctl status --json.  Keys are an interface: add new ones, never rename."""
     return {
         "state": manager.get("State"),
         "staged_transition": None
@@ -57,6 +64,12 @@ def status_json(manager: dict[str, Any], staged: dict[str, Any] | None, can: str
         "unsupported": manager.get("Unsupported") or None,
         "can_live_update": can,
         "version": manager.get("Version"),
+        # For update managers: a newer kernel than the running one is installed
+        # (its release, else null), and a package asked for a reboot.
+        "newer_kernel": newer_kernel(manager.get("RunningKernel"), manager.get("LatestKernel")),
+        "reboot_required": flag is not None,
+        "reboot_required_file": flag.file if flag else None,
+        "reboot_required_packages": list(flag.packages) if flag else [],
     }
 
 
@@ -87,7 +100,11 @@ def status_text(data: dict[str, Any]) -> str:
     latest = data["latest_kernel"] or "-"
     if latest == data["running_kernel"]:
         latest += " (running)"
+    elif data.get("newer_kernel"):
+        is_staged = staged and staged["target_release"] == data["newer_kernel"]
+        latest += " (newer than the running kernel" + ("; staged)" if is_staged else ")")
     lines.append(f"Latest kernel:  {latest}")
+    lines.append(f"Reboot needed:  {reboot_needed_text(data)}")
     if data.get("unsupported"):
         lines.append(f"Live update:    not possible here: {data['unsupported']}")
     else:
@@ -95,6 +112,20 @@ def status_text(data: dict[str, Any]) -> str:
         lines.append(f"Live update:    {ANSWERS.get(can, can)}")
     lines.append(f"Version:        {data['version']}")
     return "\n".join(lines)
+
+
+def reboot_needed_text(data: dict[str, Any]) -> str:
+    reasons = []
+    if data.get("newer_kernel"):
+        reasons.append(f"{data['newer_kernel']} is installed")
+    if data.get("reboot_required"):
+        packages = data.get("reboot_required_packages") or []
+        why = f"{data['reboot_required_file']} exists"
+        reasons.append(why + (f" (packages: {', '.join(packages)})" if packages else ""))
+    if not reasons:
+        return "no"
+    how = "reboot normally" if data.get("unsupported") else "run 'liveupctl reboot'"
+    return "yes: " + "; ".join(reasons) + f" ({how})"
 
 
 ANSWERS = {

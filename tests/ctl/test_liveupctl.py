@@ -48,8 +48,9 @@ def machine(tmp_path: Path, **changes: Any) -> dict[str, str]:
 # ---------------------------------------------------------------- reading --
 
 
-def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus) -> None:
-    status = json.loads(ok(liveupctl(bus, "status", "--json")))
+def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus, tmp_path: Path) -> None:
+    no_flag = {"LIVEUPCTL_REBOOT_REQUIRED": str(tmp_path / "reboot-required")}
+    status = json.loads(ok(liveupctl(bus, "status", "--json", env=no_flag)))
     assert status == {
         "state": bus.get("State"),
         "staged_transition": None,
@@ -59,6 +60,10 @@ def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus) -> None
         "unsupported": None,
         "can_live_update": "yes",
         "version": bus.get("Version"),
+        "newer_kernel": TARGET,
+        "reboot_required": False,
+        "reboot_required_file": None,
+        "reboot_required_packages": [],
     }
     tid, path = bus.call("Stage", "sssa{sv}", "", "", "", "0")
     status = json.loads(ok(liveupctl(bus, "status", "--json")))  # --bus before the command
@@ -215,7 +220,7 @@ def test_cannot_reach_the_daemon(bus: PrivateBus) -> None:
 
 def test_reboot_stages_the_latest_and_jumps(daemon: Daemon, bus: PrivateBus) -> None:
     out = ok(liveupctl(bus, "reboot", "--mode", "direct"))
-    assert "Staged transition" in out
+    assert f"Staged {TARGET} as transition" in out
     assert out.splitlines()[-1] == f"the jump into {TARGET} was requested"
     history = json.loads(bus.call("GetHistory", "u", "0")[0])
     assert [(h["state"], h["new_release"]) for h in history] == [("exec", TARGET)]
@@ -228,14 +233,16 @@ def test_reboot_executes_what_is_staged(daemon: Daemon, bus: PrivateBus) -> None
     assert [(h["id"], h["state"], h["mode"]) for h in history] == [(tid, "exec", "systemd")]
 
 
-def test_reboot_nothing_to_do_on_the_latest_kernel(
+def test_reboot_if_needed_nothing_to_do_on_the_latest_kernel(
     start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
 ) -> None:
     system = {**DEFAULT_MACHINE["system"], "release": TARGET}
     start_daemon(env=machine(tmp_path, system=system))
-    result = liveupctl(bus, "reboot", "--fallback")
+    no_flag = {"LIVEUPCTL_REBOOT_REQUIRED": str(tmp_path / "reboot-required")}
+    result = liveupctl(bus, "reboot", "--if-needed", "--fallback", env=no_flag)
     assert result.returncode == ExitCode.NOTHING_TO_DO
-    assert f"Already running the latest kernel ({TARGET})" in result.stdout
+    assert f"No reboot needed: running the newest installed kernel ({TARGET})" in result.stdout
+    assert bus.get("State") == "idle"
 
 
 def test_reboot_fallback_runs_the_injected_command(

@@ -1,0 +1,267 @@
+"""``liveupctl reboot`` as a fleet tool's reboot command: what it does, and its exit codes.
+
+0 the switch was requested (or, with --fallback, the normal reboot ran); 1 failed
+and the machine runs on unchanged; 2 usage; 3 no reboot needed (--if-needed);
+4 not authorized; 5 kexec unsupported (without --fallback).  The fallback
+command is always injected here (LIVEUPCTL_FALLBACK_COMMAND): a harmless
+``touch``; the real ``systemctl reboot`` is refused on a test host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liveupd.backends.dryrun import DEFAULT_MACHINE
+from liveupd.errors import ExitCode
+from tests.conftest import HookFactory
+from tests.dbus.buses import NOBODY, Daemon, PrivateBus, liveupctl, wait_until
+from tests.dbus.fixtures import DaemonFactory, Polkit
+
+RUNNING = "6.1.0-55-cloud-amd64"
+LATEST = "6.1.0-56-cloud-amd64"
+
+
+def machine(tmp_path: Path, **changes: Any) -> dict[str, str]:
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps({**DEFAULT_MACHINE, **changes}))
+    return {"LIVEUPD_DRY_RUN_MACHINE": str(path)}
+
+
+def on_the_latest(tmp_path: Path) -> dict[str, str]:
+    return machine(tmp_path, system={**DEFAULT_MACHINE["system"], "release": LATEST})
+
+
+class Fallback:
+    """An injected fallback command that leaves a marker instead of rebooting."""
+
+    def __init__(self, tmp_path: Path, *, status: int = 0) -> None:
+        self.marker = tmp_path / "fell-back"
+        self.sentinel = tmp_path / "reboot-required"  # absent unless a test writes it
+        command = f"sh -c 'touch {self.marker}; exit {status}'"
+        self.env = {
+            "LIVEUPCTL_FALLBACK_COMMAND": command,
+            "LIVEUPCTL_REBOOT_REQUIRED": str(self.sentinel),
+        }
+
+    @property
+    def taken(self) -> bool:
+        return self.marker.exists()
+
+
+@pytest.fixture
+def fallback(tmp_path: Path) -> Fallback:
+    return Fallback(tmp_path)
+
+
+def reboot(
+    bus: PrivateBus, fb: Fallback, *args: str, uid: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    return liveupctl(bus, "reboot", *args, env=fb.env, uid=uid, timeout=60)
+
+
+def history(bus: PrivateBus) -> list[tuple[str, str]]:
+    entries = json.loads(bus.call("GetHistory", "u", "0")[0])
+    return [(e["new_release"], e["state"]) for e in entries]
+
+
+# ---------------------------------------------------------------- exit 0 --
+
+
+def test_0_stages_the_newest_kernel_and_switches(
+    daemon: Daemon, bus: PrivateBus, fallback: Fallback
+) -> None:
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"Staged {LATEST} as transition ")
+    assert lines[-1] == f"the jump into {LATEST} was requested"
+    assert "(systemd mode)" in result.stdout  # services stop cleanly by default
+    assert history(bus) == [(LATEST, "exec")]
+    assert not fallback.taken
+
+
+def test_0_on_the_newest_kernel_is_a_fast_reboot_into_it(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path, fallback: Fallback
+) -> None:
+    """What kured asks for after a libc update: a reboot, with the same kernel."""
+    start_daemon(env=on_the_latest(tmp_path))
+    result = reboot(bus, fallback)
+    assert result.returncode == 0, result.stderr
+    assert f"Staged {LATEST} as transition" in result.stdout
+    assert "(the running kernel: a fast reboot)" in result.stdout
+    assert history(bus) == [(LATEST, "exec")]
+
+
+def test_0_executes_a_staged_transition_as_it_is(
+    daemon: Daemon, bus: PrivateBus, fallback: Fallback
+) -> None:
+    tid, _ = bus.call("Stage", "sssa{sv}", RUNNING, "", "", "0")
+    result = reboot(bus, fallback, "--if-needed")
+    assert result.returncode == 0, result.stderr
+    assert f"Switching to the staged kernel {RUNNING} ({tid})" in result.stdout
+    assert history(bus) == [(RUNNING, "exec")]
+
+
+# ---------------------------------------------------------------- exit 3 --
+
+
+def test_3_if_needed_and_nothing_is(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path, fallback: Fallback
+) -> None:
+    start_daemon(env=on_the_latest(tmp_path))
+    result = reboot(bus, fallback, "--if-needed", "--fallback")
+    assert result.returncode == ExitCode.NOTHING_TO_DO
+    assert result.stdout.startswith("No reboot needed: running the newest installed kernel")
+    assert bus.get("State") == "idle" and not fallback.taken
+    # A package asks for a reboot: now it is needed (into the same kernel).
+    fallback.sentinel.write_text("*** System restart required ***\n")
+    needed = reboot(bus, fallback, "--if-needed")
+    assert needed.returncode == 0, needed.stderr
+    assert history(bus) == [(LATEST, "exec")]
+
+
+def test_if_needed_with_a_newer_kernel_installed(
+    daemon: Daemon, bus: PrivateBus, fallback: Fallback
+) -> None:
+    result = reboot(bus, fallback, "--if-needed")
+    assert result.returncode == 0, result.stderr
+    assert history(bus) == [(LATEST, "exec")]
+
+
+# ---------------------------------------------------------------- exit 1 --
+
+
+def test_1_while_a_transition_runs_and_no_fallback(
+    daemon: Daemon, bus: PrivateBus, make_hook: HookFactory, tmp_path: Path, fallback: Fallback
+) -> None:
+    go = tmp_path / "go"
+    make_hook("10-wait", "quiesce", f"while [ ! -e {go} ]; do sleep 0.05; done")
+    bus.call("Stage", "sssa{sv}", "", "", "", "0")
+    bus.call("Execute", "a{sv}", "0")
+    wait_until(lambda: bus.get("State") == "running", "the transition to run")
+    try:
+        result = reboot(bus, fallback, "--fallback")
+    finally:
+        go.touch()
+    assert result.returncode == ExitCode.FAILED
+    assert "already running" in result.stderr
+    assert not fallback.taken  # someone else's transition is on its way
+
+
+def test_1_when_the_transition_fails_and_rolls_back(
+    daemon: Daemon, bus: PrivateBus, make_hook: HookFactory, fallback: Fallback
+) -> None:
+    make_hook("10-db", "quiesce", "echo 'database refuses to stop' >&2; exit 1")
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == ExitCode.FAILED
+    assert "database refuses to stop" in result.stderr
+    assert history(bus) == [(LATEST, "failed")]
+    # The machine is as it was: rebooting it the slow way is the operator's call.
+    assert not fallback.taken
+
+
+def test_1_when_another_kernel_is_staged(
+    daemon: Daemon, bus: PrivateBus, fallback: Fallback
+) -> None:
+    bus.call("Stage", "sssa{sv}", RUNNING, "", "", "0")
+    result = reboot(bus, fallback, LATEST, "--fallback")
+    assert result.returncode == ExitCode.FAILED
+    assert f"another kernel ({RUNNING}) is staged; run 'liveupctl cancel' first" in result.stderr
+    assert bus.get("State") == "staged" and not fallback.taken
+
+
+def test_1_when_the_fallback_itself_fails(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
+) -> None:
+    start_daemon(env=machine(tmp_path, preflight=["kexec_load_disabled is 1"]))
+    broken = Fallback(tmp_path, status=7)
+    result = reboot(bus, broken, "--fallback")
+    assert result.returncode == ExitCode.FAILED
+    assert broken.taken and "failed with exit status 7" in result.stderr
+
+
+# ---------------------------------------------------------- exit 2, 4, 5 --
+
+
+def test_2_usage(bus: PrivateBus, fallback: Fallback) -> None:
+    assert reboot(bus, fallback, "--mode", "sideways").returncode == ExitCode.USAGE
+
+
+def test_4_not_authorized_never_falls_back(
+    daemon: Daemon, bus: PrivateBus, polkit: Polkit, fallback: Fallback
+) -> None:
+    result = reboot(bus, fallback, "--fallback", uid=NOBODY)
+    assert result.returncode == ExitCode.NOT_AUTHORIZED
+    assert "not allowed" in result.stderr
+    assert "rebooting the normal way" not in result.stderr
+    assert bus.get("State") == "idle"
+
+
+def test_5_unsupported_without_fallback(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path, fallback: Fallback
+) -> None:
+    start_daemon(env=machine(tmp_path, preflight=["kexec_load_disabled is 1"]))
+    result = reboot(bus, fallback)
+    assert result.returncode == ExitCode.UNSUPPORTED
+    assert "kexec cannot work on this machine: kexec_load_disabled is 1" in result.stderr
+    assert not fallback.taken
+
+
+# -------------------------------------------------------------- fallback --
+
+
+def test_fallback_when_kexec_is_unsupported(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path, fallback: Fallback
+) -> None:
+    start_daemon(env=machine(tmp_path, preflight=["kexec_load_disabled is 1"]))
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    assert fallback.taken
+    assert result.stderr.startswith(
+        "liveupctl: kexec cannot work on this machine: kexec_load_disabled is 1; "
+        "rebooting the normal way (sh -c"
+    )
+    assert bus.get("State") == "idle"
+
+
+def test_fallback_when_staging_fails(
+    daemon: Daemon, bus: PrivateBus, boot_dir: Path, fallback: Fallback
+) -> None:
+    (boot_dir / f"vmlinuz-{LATEST}").write_bytes(b"not a kernel")
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    assert fallback.taken and "liveupctl: staging failed: " in result.stderr
+
+
+def test_fallback_when_liveupd_cannot_be_reached(bus: PrivateBus, fallback: Fallback) -> None:
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    assert fallback.taken and "cannot reach liveupd" in result.stderr
+
+
+def test_a_rebooting_fallback_is_refused_on_a_test_host(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
+) -> None:
+    """Even injected: a program named like systemctl never runs as the fallback here.
+
+    The "systemctl" below is a stand-in that only leaves a marker, so the test is
+    harmless even if the refusal broke.
+    """
+    start_daemon(env=machine(tmp_path, preflight=["no kexec here"]))
+    fake = tmp_path / "bin" / "systemctl"
+    fake.parent.mkdir()
+    marker = tmp_path / "ran"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    fake.chmod(0o755)
+    env = {"LIVEUPCTL_FALLBACK_COMMAND": f"{fake} reboot", "LIVEUPD_HOST_TEST": "1"}
+    assert os.environ.get("LIVEUPD_HOST_TEST")  # tests/conftest.py sets it for every test
+    result = liveupctl(bus, "reboot", "--fallback", env=env)
+    assert result.returncode == ExitCode.FAILED
+    assert f"refusing to run '{fake} reboot': LIVEUPD_HOST_TEST is set" in result.stderr
+    assert not marker.exists()
