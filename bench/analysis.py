@@ -1,0 +1,88 @@
+"""Pure helpers: liveupd's own cost from a transition journal, per-method summaries.
+
+Everything here works on plain JSON (a transition's ``journal.json``, the
+benchmark's result records), so the report can be regenerated from saved
+results and tested without a VM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from bench.stats import Summary
+
+EXECUTE_PHASES = ("quiesce", "unbind", "checkpoint", "flush", "exec")
+
+
+def hook_prefix(name: str) -> str:
+    """The NN of an ``NN-name`` hook (hooks of one phase sharing it run concurrently)."""
+    return name.split("-", 1)[0]
+
+
+def hooks_seconds(steps: Iterable[Mapping[str, Any]], phases: Sequence[str]) -> float:
+    """Time inside hooks: sequential groups add up, a concurrent group costs its longest."""
+    groups: dict[tuple[str, str], float] = {}
+    for s in steps:
+        key = str(s.get("key", ""))
+        if not key.startswith("hook:") or s.get("phase") not in phases:
+            continue
+        usec = s.get("usec")
+        if usec is None:
+            continue
+        group = (str(s["phase"]), hook_prefix(key.split(":", 1)[1]))
+        groups[group] = max(groups.get(group, 0.0), float(usec) / 1e6)
+    return sum(groups.values())
+
+
+def own_cost(journal: Mapping[str, Any], exec_stamp: float | None) -> dict[str, Any]:
+    """liveupd's own cost of one Execute, from its journal and exec stamp (seconds).
+
+    ``execute_to_stamp``: from Execute (``execute_requested``) to the exec
+    stamp, the last durable moment before the jump (direct mode: just before
+    the state directory's filesystem freezes; systemd mode: just before
+    kexec.target is started).  ``hooks``: time inside hooks of the execute
+    phases.  ``own``: the difference, i.e. planning, journaling, the built-in
+    steps (unbind, checkpoint, sync) and process handling.  ``steps``: each
+    step's duration as journaled (steps that ended after the freeze are not
+    journaled).
+    """
+    requested = journal.get("execute_requested")
+    steps = [s for s in journal.get("steps", []) if s.get("phase") in EXECUTE_PHASES]
+    hooks = hooks_seconds(steps, EXECUTE_PHASES)
+    out: dict[str, Any] = {
+        "hooks": hooks,
+        "hook_count": sum(1 for s in steps if str(s.get("key", "")).startswith("hook:")),
+        "execute_to_stamp": None,
+        "own": None,
+        "steps": {
+            str(s["key"]): float(s["usec"]) / 1e6 for s in steps if s.get("usec") is not None
+        },
+    }
+    if isinstance(requested, int | float) and exec_stamp is not None:
+        total = exec_stamp - float(requested)
+        out["execute_to_stamp"] = total
+        out["own"] = total - hooks
+    storage = next((s for s in steps if s.get("key") == "storage:storage"), None)
+    if storage is not None and exec_stamp is not None and storage.get("started"):
+        out["steps"].setdefault("storage:storage (to the stamp)", exec_stamp - storage["started"])
+    return out
+
+
+def by_method(runs: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Runs grouped by method, in the order the methods first appear."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        out.setdefault(str(r["method"]), []).append(r)
+    return out
+
+
+def summary(runs: Iterable[Mapping[str, Any]], field: str) -> Summary | None:
+    """Median/min/max of ``field`` over the runs that completed (no error)."""
+    return Summary.of(r.get(field) for r in runs if not r.get("error") and r.get(field) is not None)
+
+
+def count(runs: Iterable[Mapping[str, Any]], predicate: str) -> tuple[int, int]:
+    """(runs where ``predicate`` is true, runs where it is known) among completed runs."""
+    known = [r for r in runs if not r.get("error") and r.get(predicate) is not None]
+    return sum(1 for r in known if r[predicate]), len(known)

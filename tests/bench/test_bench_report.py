@@ -1,0 +1,239 @@
+"""The benchmark's pure parts: statistics, clock placement, journal analysis, the report.
+
+Host only and fast: no VM, no daemon.  The full benchmark is `make bench`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.analysis import by_method, count, hooks_seconds, own_cost
+from bench.clock import PingSample, offset_interval
+from bench.report import paired_ratios, render, targets
+from bench.stats import Summary, fmt_summary, linear_fit
+
+
+def test_summary_skips_missing_values() -> None:
+    s = Summary.of([3.0, None, 1.0, 2.0])
+    assert s == Summary(n=3, median=2.0, min=1.0, max=3.0, missing=1)
+    assert Summary.of([None]) is None
+    assert fmt_summary(s, 1) == "2.0 (1.0\u20133.0)"
+    assert Summary.from_json(s.to_json()) == s
+
+
+def test_linear_fit() -> None:
+    assert linear_fit([(0, 40.0), (10, 80.0), (100, 440.0)]) == pytest.approx((40.0, 4.0))
+    assert linear_fit([(10, 1.0), (10, 2.0)]) is None
+
+
+def test_offset_is_the_intersection_of_the_pings() -> None:
+    # True offset 100.0: a guest reading at host time t prints floor((t - 100) * 100) / 100.
+    samples = []
+    for i in range(20):
+        sent = 105.0 + i * 0.0137
+        read = sent + 0.002
+        received = read + 0.002
+        uptime = int((read - 100.0) * 100) / 100
+        samples.append(PingSample(sent, received, uptime))
+    off = offset_interval(samples)
+    assert off.consistent
+    assert off.value == pytest.approx(100.0, abs=off.error + 1e-9)
+    assert off.error < 0.005
+    assert off.host_time(1.5) == pytest.approx(101.5, abs=0.005)
+
+
+def test_offset_falls_back_on_the_tightest_ping_when_the_clock_jumped() -> None:
+    samples = [PingSample(10.0, 10.01, 5.0), PingSample(11.0, 11.002, 9.0)]
+    off = offset_interval(samples)
+    assert not off.consistent
+    assert off.min_rtt == pytest.approx(0.002)
+    assert off.value == pytest.approx((11.0 - 9.0 - 0.01 + 11.002 - 9.0) / 2)
+
+
+JOURNAL: dict[str, Any] = {
+    "execute_requested": 1000.0,
+    "steps": [
+        {"key": "kernel-check:kernel-check", "phase": "check", "usec": 900_000},
+        {"key": "hook:20-a", "phase": "quiesce", "usec": 100_000},
+        {"key": "hook:30-b", "phase": "quiesce", "usec": 200_000},
+        {"key": "hook:30-c", "phase": "quiesce", "usec": 300_000},
+        {"key": "devices:devices", "phase": "unbind", "usec": 400_000},
+        {"key": "storage:storage", "phase": "flush", "started": 1001.5},
+    ],
+}
+
+
+def test_hooks_sharing_a_prefix_cost_their_longest() -> None:
+    assert hooks_seconds(JOURNAL["steps"], ("quiesce",)) == pytest.approx(0.4)
+    assert hooks_seconds(JOURNAL["steps"], ("verify",)) == 0
+
+
+def test_own_cost_is_execute_to_stamp_minus_hooks() -> None:
+    cost = own_cost(JOURNAL, 1002.0)
+    assert cost["execute_to_stamp"] == pytest.approx(2.0)
+    assert cost["hooks"] == pytest.approx(0.4)
+    assert cost["own"] == pytest.approx(1.6)
+    assert cost["hook_count"] == 3
+    assert "kernel-check:kernel-check" not in cost["steps"]  # staging is not Execute
+    assert cost["steps"]["storage:storage (to the stamp)"] == pytest.approx(0.5)
+    assert own_cost(JOURNAL, None)["own"] is None
+
+
+def _run(method: str, rnd: int, total: float, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "method": method,
+        "round": rnd,
+        "total_s": total,
+        "old_side_s": 1.0,
+        "handover_s": 0.5,
+        "new_side_s": total - 1.6,
+        "serial_latency_s": 0.1,
+        "agent_latency_s": 0.05,
+        "calibration_error_s": 0.004,
+        "payload": "intact",
+        "payload_intact": True,
+        "ext4_recovery": [],
+        "journal_replayed": False,
+        "boot_state": "running",
+        "from_release": "a",
+        "new_release": "b",
+    }
+    base.update(kw)
+    return base
+
+
+def results() -> dict[str, Any]:
+    cost = {"execute_to_stamp": 1.2, "hooks": 0.3, "own": 0.9, "steps": {"hook:20-x": 0.3}}
+    runs = []
+    for rnd in range(3):
+        runs += [
+            _run(
+                "liveupd-direct",
+                rnd,
+                22.0 + rnd,
+                own_cost=cost,
+                transition_state="completed",
+                recovered_s=25.0,
+                execute_at_s=0.1,
+                exec_stamp_at_s=1.3,
+            ),
+            _run("kexec-e", rnd, 20.0 + rnd, ext4_recovery=["vda"], journal_replayed=True),
+            _run("systemctl-kexec", rnd, 30.0),
+            _run("reboot", rnd, 31.0, handover_s=2.0),
+            _run("kexec-e-nosync", rnd, 19.0, payload="missing", payload_intact=False),
+        ]
+    runs.append(_run("reboot", 3, 0.0, error="RunFailed: boom"))
+    hook_runs = [
+        {
+            "case": "0 hooks",
+            "hooks": 0,
+            "shared_prefix": False,
+            "total_s": 20.0,
+            "own_cost": {"execute_to_stamp": 0.5, "hooks": 0.0, "own": 0.5},
+        },
+        {
+            "case": "10 seq",
+            "hooks": 10,
+            "shared_prefix": False,
+            "total_s": 21.0,
+            "own_cost": {"execute_to_stamp": 1.5, "hooks": 0.5, "own": 1.0},
+        },
+        {
+            "case": "10 conc",
+            "hooks": 10,
+            "shared_prefix": True,
+            "total_s": 21.0,
+            "own_cost": {"execute_to_stamp": 1.0, "hooks": 0.1, "own": 0.9},
+        },
+    ]
+    summ = Summary.of([40.0, 42.0]).to_json()  # type: ignore[union-attr]
+    return {
+        "meta": {
+            "date_utc": "2026-01-01 00:00",
+            "commit": "abc",
+            "rounds": 3,
+            "methods": ["liveupd-direct", "kexec-e"],
+        },
+        "host": {
+            "orchestration": {
+                "repeat": 3,
+                "state_fs": "ext4",
+                "cases": [
+                    {
+                        "case": "0 hooks",
+                        "hooks": 0,
+                        "shared_prefix": False,
+                        "program": ["/bin/true"],
+                        "tmpfs": False,
+                        "total_ms": summ,
+                        "inside_hooks_ms": summ,
+                        "own_cost_ms": summ,
+                    }
+                ],
+                "fit": {"base_ms": 40.0, "per_hook_ms": 4.0},
+                "profile": {
+                    "hooks": 100,
+                    "profiled_total_ms": 100.0,
+                    "top_self": [
+                        {"where": "fsync", "calls": 3, "self_ms": 50.0, "cumulative_ms": 50.0}
+                    ],
+                    "top_cumulative_liveupd": [],
+                },
+            },
+            "daemon": {
+                "name_owned_s": Summary.of([0.3, 0.4]).to_json(),  # type: ignore[union-attr]
+                "idle_rss_mib": Summary.of([39.0]).to_json(),  # type: ignore[union-attr]
+                "loads": [{"clients": 16, "procs": 1, "rate": 5000.0}],
+            },
+        },
+        "vm": {
+            "runs": runs,
+            "hook_runs": hook_runs,
+            "kernels": [{"release": "a", "version": "1"}, {"release": "b", "version": "2"}],
+        },
+    }
+
+
+def test_grouping_and_counting() -> None:
+    runs = results()["vm"]["runs"]
+    groups = by_method(runs)
+    assert list(groups) == [
+        "liveupd-direct",
+        "kexec-e",
+        "systemctl-kexec",
+        "reboot",
+        "kexec-e-nosync",
+    ]
+    assert count(groups["kexec-e-nosync"], "payload_intact") == (0, 3)
+    assert paired_ratios(runs, "liveupd-direct") == pytest.approx([1.1, 23 / 21, 24 / 22])
+
+
+def test_targets_are_judged_from_the_numbers() -> None:
+    rows = targets(results())
+    verdict = {target: v for target, _measured, v in rows}
+    assert verdict["liveupd `direct` below `systemctl kexec`"] == "met"
+    assert rows[0][1].startswith("1.10x") and rows[0][2] == "met"
+    rss = next(r for r in rows if "RSS" in r[0])
+    assert rss[2] == "met only if MB means MiB"  # 39 MiB is 40.9 MB
+    orchestration = next(r for r in rows if r[0].startswith("orchestration"))
+    assert orchestration[1:] == ("40.0 ms + 4.00 ms/hook", "met")
+
+
+def test_report_renders_every_section() -> None:
+    text = render(results())
+    for heading in (
+        "## Downtime",
+        "## Safety beside speed",
+        "## Residual error",
+        "## A physical server",
+        "## liveupd's own cost",
+        "## The daemon",
+        "## Targets of issue 7",
+        "## All runs",
+    ):
+        assert heading in text
+    assert "| `kexec -e --no-sync` | 3/3 lost it (missing)" in text
+    assert "1.10x" in text
+    assert render({}).startswith("# Benchmarks")  # an empty result still renders
