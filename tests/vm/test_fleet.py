@@ -1,0 +1,237 @@
+"""Package managers and fleet tools, end to end in a Debian guest.
+
+One guest, booted once on kernel A (kernel B installed), the project installed
+with `make install` (kernel hooks included), then in order:
+
+    status on A: B is newer; /run/reboot-required and its packages reported
+    auto-stage on:  dpkg -r B (nothing staged), dpkg -i B -> B staged by the hook
+    dpkg -r B       -> the staged transition is cancelled by the postrm hook
+    auto-stage off: dpkg -i B -> nothing staged, the hook says why
+    liveupctl reboot          -> kexec A -> B, verified completed on B
+    kexec_load_disabled=1, liveupctl reboot --fallback
+                              -> systemctl reboot through the firmware (back on A
+                                 under QEMU -kernel), new boot id
+
+Two kernel installs and two boots in all (dpkg -i of B is ~25-40 s under TCG).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.vm.guest_vm import GuestVM, RunResult
+from tests.vm.image import GuestImage
+
+DROPIN = "/etc/liveupd/liveupd.conf.d/50-auto-stage.conf"
+OUT = "/var/tmp/liveupctl-reboot.out"  # on the root disk: survives the reboot
+
+
+@pytest.fixture(scope="module")
+def fleet_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
+    failed_before = request.session.testsfailed
+    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
+    try:
+        vm.start()
+        vm.install_project()
+        yield vm
+    finally:
+        failed = request.session.testsfailed > failed_before
+        if failed:
+            print(vm.failure_report(), flush=True)
+            for unit in ("liveupd", "liveupd-verify"):
+                print(vm.run(f"journalctl -b -u {unit} --no-pager | tail -30", check=False).stdout)
+        vm.stop()
+        if not failed:
+            vm.cleanup()
+
+
+def status(vm: GuestVM) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(vm.run(["liveupctl", "status", "--json"]).stdout)
+    return data
+
+
+def newest_transition(vm: GuestVM) -> dict[str, Any]:
+    entries = json.loads(vm.run(["liveupctl", "history", "--json", "--limit", "1"]).stdout)
+    return entries[0] if entries else {}
+
+
+def kexec_loaded(vm: GuestVM) -> bool:
+    return vm.read_text("/sys/kernel/kexec_loaded").strip() == "1"
+
+
+def dpkg(vm: GuestVM, *args: str) -> RunResult:
+    start = time.monotonic()
+    result = vm.run(["dpkg", *args], timeout=900)
+    print(f"\n[fleet] dpkg {' '.join(args)}: {time.monotonic() - start:.1f} s")
+    return result
+
+
+def hook_journal(vm: GuestVM) -> str:
+    return vm.run("journalctl -b -t liveupd-kernel-hook --no-pager -o cat", check=False).stdout
+
+
+def wait_verified(vm: GuestVM) -> str:
+    """Wait for liveupd-verify.service to finish on this boot; its ActiveState."""
+    vm.run(
+        "until s=$(systemctl show -P ActiveState liveupd-verify.service); "
+        '[ "$s" = active ] || [ "$s" = failed ]; do sleep 0.2; done',
+        timeout=600,
+    )
+    return vm.run(
+        ["systemctl", "show", "-P", "ActiveState", "liveupd-verify.service"]
+    ).stdout.strip()
+
+
+def reboot_output(vm: GuestVM) -> tuple[str, int | None]:
+    """What the detached liveupctl printed before the machine went down, and its exit
+    status if the shell lived long enough to record it."""
+    text = vm.read_text(OUT)
+    rc = next((int(line[3:]) for line in text.splitlines() if line.startswith("rc=")), None)
+    return text, rc
+
+
+# ------------------------------------------------------------------ status --
+
+
+def test_status_reports_a_newer_kernel_and_reboot_required(
+    fleet_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    vm = fleet_vm
+    a, b = vm_image.kernel_a, vm_image.kernel_b
+    vm.run("rm -f /run/reboot-required /run/reboot-required.pkgs")
+    data = status(vm)
+    assert (data["running_kernel"], data["newer_kernel"]) == (a.release, b.release)
+    assert data["reboot_required"] is False
+    # What Debian's packages (unattended-upgrades' kernel hook, libc6...) leave behind.
+    vm.write_file("/run/reboot-required", "*** System restart required ***\n")
+    vm.write_file("/run/reboot-required.pkgs", f"{b.package}\nlibc6\n{b.package}\n")
+    data = json.loads(vm.run(["liveupctl", "status", "--json"], user="tester").stdout)
+    assert data["reboot_required"] is True
+    assert data["reboot_required_file"] == "/run/reboot-required"
+    assert data["reboot_required_packages"] == [b.package, "libc6"]
+    text = vm.run(["liveupctl", "status"], user="tester").stdout
+    assert f"Latest kernel:  {b.release} (newer than the running kernel)" in text
+    assert f"Reboot needed:  yes: {b.release} is installed; /run/reboot-required exists" in text
+    vm.run("rm -f /run/reboot-required /run/reboot-required.pkgs")
+
+
+# --------------------------------------------------------------- the hooks --
+
+
+def test_installing_a_kernel_package_stages_it_when_auto_stage_is_on(
+    fleet_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    vm = fleet_vm
+    b = vm_image.kernel_b
+    for path in (
+        "/etc/kernel/postinst.d/zz-liveupd",
+        "/etc/kernel/postrm.d/zz-liveupd",
+        "/usr/lib/kernel/install.d/99-liveupd.install",
+    ):
+        vm.run(["test", "-x", path])
+    removed = dpkg(vm, "-r", b.package)  # nothing is staged: the postrm hook is quiet
+    assert "liveupd:" not in removed.stderr, removed.stderr
+    vm.run(["mkdir", "-p", "/etc/liveupd/liveupd.conf.d"])
+    vm.write_file(DROPIN, "[kernel]\nauto-stage = true\n")
+    installed = dpkg(vm, "-i", b.guest_deb)
+    data = status(vm)
+    assert data["state"] == "staged", installed.stderr
+    staged = data["staged"]
+    assert staged["target_release"] == b.release
+    assert staged["initrd"] == f"/boot/initrd.img-{b.release}"  # the initrd hook ran first
+    assert kexec_loaded(vm)
+    assert (
+        f"liveupd: staged {b.release} as transition {staged['id']}; 'liveupctl reboot'"
+        in installed.stderr
+    )
+    journal = hook_journal(vm)
+    assert "event=autostage.staged" in journal and f"transition={staged['id']}" in journal
+    assert "source=debian-postinst" in journal
+
+
+def test_removing_the_staged_kernel_cancels_its_transition(
+    fleet_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    vm = fleet_vm
+    b = vm_image.kernel_b
+    tid = status(vm)["staged"]["id"]
+    removed = dpkg(vm, "-r", b.package)
+    assert f"liveupd: cancelled transition {tid}: its kernel {b.release}" in removed.stderr
+    assert status(vm)["state"] == "idle"
+    assert not kexec_loaded(vm)
+    assert (newest_transition(vm)["id"], newest_transition(vm)["state"]) == (tid, "cancelled")
+    assert "event=unstage.cancelled" in hook_journal(vm)
+
+
+def test_installing_a_kernel_package_stages_nothing_when_auto_stage_is_off(
+    fleet_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    vm = fleet_vm
+    b = vm_image.kernel_b
+    vm.run(["rm", "-f", DROPIN])
+    installed = dpkg(vm, "-i", b.guest_deb)
+    assert (
+        f"liveupd: not staging {b.release}: auto-stage is off ([kernel] auto-stage in "
+        "liveupd.conf)" in installed.stderr
+    ), installed.stderr
+    assert status(vm)["state"] == "idle"
+    assert not kexec_loaded(vm)
+    vm.run(f"test -s /boot/vmlinuz-{b.release} && test -s /boot/initrd.img-{b.release}")
+
+
+# ------------------------------------------------------------------ reboot --
+
+
+def test_reboot_lands_on_the_newest_kernel(fleet_vm: GuestVM, vm_image: GuestImage) -> None:
+    vm = fleet_vm
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    old = vm.boot_info()
+    assert old.release == a
+    start = time.monotonic()
+    vm.spawn(f"liveupctl reboot >{OUT} 2>&1; echo rc=$? >>{OUT}")
+    new = vm.wait_for_new_boot(old.boot_id)
+    print(f"\n[fleet] liveupctl reboot A->B to agent answering: {time.monotonic() - start:.1f} s")
+    assert (new.release, vm.run("uname -r").stdout.strip()) == (b, b)
+    assert new.boot_id != old.boot_id
+    assert wait_verified(vm) == "active"
+    entry = newest_transition(vm)
+    assert (entry["state"], entry["old_release"], entry["new_release"]) == ("completed", a, b)
+    assert entry["mode"] == "systemd"  # liveupctl reboot's default: services stop cleanly
+    text, rc = reboot_output(vm)
+    assert f"Staged {b} as transition {entry['id']}" in text, text
+    assert rc in (None, 0), text
+    status_on_b = status(vm)
+    assert status_on_b["newer_kernel"] is None and status_on_b["state"] == "idle"
+
+
+def test_fallback_reboots_through_the_firmware_when_kexec_is_disabled(
+    fleet_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    vm = fleet_vm
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    last = newest_transition(vm)["id"]
+    vm.run("echo 1 > /proc/sys/kernel/kexec_load_disabled")  # as sysctl would
+    assert "kexec_load_disabled" in (status(vm)["unsupported"] or "")
+    refused = vm.run(["liveupctl", "reboot"], check=False)  # without --fallback: exit 5
+    assert refused.rc == 5, refused.stderr
+    old = vm.boot_info()
+    assert old.release == b
+    start = time.monotonic()
+    vm.spawn(f"liveupctl reboot --fallback >{OUT} 2>&1; echo rc=$? >>{OUT}")
+    new = vm.wait_for_new_boot(old.boot_id)
+    took = time.monotonic() - start
+    print(f"\n[fleet] liveupctl reboot --fallback to agent answering: {took:.1f} s")
+    # A firmware reboot under QEMU -kernel boots the -kernel again: kernel A.
+    assert new.release == a and new.boot_id != old.boot_id
+    assert vm.read_text("/proc/sys/kernel/kexec_load_disabled").strip() == "0"
+    text, rc = reboot_output(vm)
+    assert "liveupctl: kexec cannot work on this machine: kexec is disabled" in text, text
+    assert "rebooting the normal way (systemctl reboot)" in text, text
+    assert rc in (None, 0), text
+    assert newest_transition(vm)["id"] == last  # no transition: the firmware did it
+    assert "liveupd.transition=" not in vm.read_text("/proc/cmdline")
