@@ -7,7 +7,6 @@ from typing import NoReturn
 
 from liveupd.errors import ExitCode, LiveUpdError
 
-
 # Module files that show up as argv[0] under `python -m`; the console scripts'
 # own names are what users know.
 _MODULE_NAMES = {"main.py": "liveupd", "__main__.py": "liveupd"}
