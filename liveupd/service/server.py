@@ -113,10 +113,17 @@ async def _run(
 
     sdnotify.status("Recovering unfinished transitions")
     iface.seen()
-    for r in await manager.start():
-        if r.action == "handed-to-verify":
-            obj = registry.get(r.id)
-            iface.Recovered(obj.path, r.state is TransitionState.COMPLETED, obj.report())
+    await manager.start()
+    # Every transition in the history is an object again (a restart or a new kernel
+    # must not lose them), and those verified on this boot, by this daemon or by
+    # liveupd-verify.service before it started, are announced with Recovered.
+    boot_id = manager.backends.system.boot_id()
+    for entry in reversed(manager.history()):
+        obj = registry.get(str(entry["id"]))
+        verification = entry.get("verification") or {}
+        if verification.get("boot_id") == boot_id and "finished" in verification:
+            ok = entry["state"] == TransitionState.COMPLETED
+            iface.Recovered(obj.path, ok, obj.report())
     iface.set_ready()
     iface.publish()
     sdnotify.ready(iface.status_text())

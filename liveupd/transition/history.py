@@ -6,10 +6,27 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from liveupd.transition.checkpoint import load_checkpoint
+from liveupd.transition.checkpoint import load_checkpoint, read_exec_stamp
 from liveupd.transition.journal import Journal
 
 DEVICE_CHECKS = ("device", "interface", "mac")
+
+
+def _phases(journal: Journal) -> dict[str, int]:
+    """Per-phase durations.  The flush phase ends with filesystems frozen, so its
+    duration never reaches the journal: derive it from the flush step's start and
+    the exec timestamp, written just before the last freeze."""
+    phases = dict(journal.data.get("phases", {}))
+    if "flush" not in phases:
+        stamp = read_exec_stamp(journal.dir)
+        started = [
+            float(s["started"])
+            for s in journal.data.get("steps", [])
+            if s.get("phase") == "flush" and "started" in s
+        ]
+        if stamp is not None and started:
+            phases["flush"] = max(0, int((stamp - min(started)) * 1e6))
+    return phases
 
 
 def _devices_and_filesystems(journal: Journal) -> tuple[list[dict[str, Any]], list[str]]:
@@ -67,7 +84,7 @@ def summary(journal: Journal) -> dict[str, Any]:
         "kernel": target.get("kernel_path"),
         "initrd": target.get("initrd_path"),
         "cmdline": target.get("cmdline"),
-        "phases_usec": d.get("phases", {}),
+        "phases_usec": _phases(journal),
         "hooks": hooks,
         "devices": devices,
         "frozen": frozen,

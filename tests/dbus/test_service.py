@@ -319,6 +319,34 @@ def test_recovered_on_the_new_kernel(
     assert bus.get("RunningKernel") == TARGET
 
 
+def test_a_restarted_daemon_exports_past_transitions_and_announces_this_boots(
+    start_daemon: DaemonFactory, bus: PrivateBus, recorder: Recorder, tmp_path: Path
+) -> None:
+    """Verified by liveupd-verify.service before the daemon started (here: by a first
+    daemon on the new boot), the transition is still an object with its Report, and
+    the next daemon on that boot announces it with Recovered."""
+    first = start_daemon()
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    first.terminate()
+    env = booted(tmp_path, tid)
+    second = start_daemon(env=env)
+    recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+    second.terminate()
+
+    def recovered() -> list[dict[str, object]]:
+        return [sig for sig in recorder.signals() if expect.is_member("Recovered", path)(sig)]
+
+    before = len(recovered())
+    start_daemon(env=env)
+    report = json.loads(bus.get("Report", path=path, interface=TRANSITION))
+    assert (report["id"], report["state"]) == (tid, "completed")
+    assert bus.get("Id", path=path, interface=TRANSITION) == tid
+    wait_until(lambda: len(recovered()) > before, "Recovered from the restarted daemon")
+    assert recovered()[-1]["body"][1] is True
+
+
 def test_nobody_may_read(daemon: Daemon, bus: PrivateBus) -> None:
     """Reading is open to every uid (the session-style test bus lets nobody connect)."""
     out = subprocess.run(

@@ -304,3 +304,22 @@ def test_history_reports_devices_and_frozen_filesystems(config: Config) -> None:
     assert device["driver"] == "virtio_net"
     assert device["interfaces"] == ["eth0 52:54:00:12:34:56"]
     assert device["bound_again"] is None  # not verified yet: that happens on the new kernel
+
+
+def test_flush_duration_is_derived_when_the_frozen_journal_could_not_record_it(
+    config: Config,
+) -> None:
+    from liveupd.transition.history import history
+    from liveupd.transition.journal import Journal
+
+    engine, _ = engine_for(config)
+    t = asyncio.run(run_transition(engine))
+    # On a real machine the journal is frozen before the flush phase ends.
+    journal = Journal.load(t.ctx.journal.path)
+    del journal.data["phases"]["flush"]
+    journal.save()
+    (entry,) = history(config.state_dir)
+    started = min(s["started"] for s in journal.steps() if s["phase"] == "flush")
+    stamp = int((t.ctx.dir / "exec-stamp").read_text()) / 1e9
+    assert entry["phases_usec"]["flush"] == int((stamp - started) * 1e6)
+    assert entry["phases_usec"]["flush"] > 0
