@@ -70,7 +70,7 @@ class BusChoice:
     address: str = ""
 
     def describe(self) -> str:
-        return self.address or f"{self.kind} bus"
+        return f"bus at {self.address}" if self.address else f"{self.kind} bus"
 
 
 @dataclass(frozen=True)
@@ -107,13 +107,15 @@ class Client:
 
     @classmethod
     async def connect(cls, choice: BusChoice) -> Client:
-        if choice.address:
-            bus = MessageBus(bus_address=choice.address)
-        elif choice.kind == "session":
-            bus = MessageBus(bus_type=BusType.SESSION)
-        else:
-            bus = MessageBus(bus_type=BusType.SYSTEM)
         try:
+            # Creating the bus parses its address (DBUS_SESSION_BUS_ADDRESS for the
+            # session bus): a missing or bad one fails here, not in connect().
+            if choice.address:
+                bus = MessageBus(bus_address=choice.address)
+            elif choice.kind == "session":
+                bus = MessageBus(bus_type=BusType.SESSION)
+            else:
+                bus = MessageBus(bus_type=BusType.SYSTEM)
             await bus.connect()
         except Exception as e:
             raise RemoteError(

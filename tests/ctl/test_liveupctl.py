@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +391,23 @@ def test_follower_outcomes() -> None:
     jumped, died = asyncio.run(run())
     assert jumped.code == ExitCode.OK and f"booting {TARGET}" in jumped.message
     assert died.code == ExitCode.FAILED and "during the flush phase" in died.message
+
+
+def test_a_missing_or_bad_bus_address_is_a_clear_error_not_a_traceback() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
+    env.pop("DISPLAY", None)
+    for args, expected in (
+        (["--session"], "cannot connect to the session bus: DBUS_SESSION_BUS_ADDRESS not set"),
+        (["--bus", "nonsense:"], "cannot connect to the bus at nonsense:"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "liveupd.ctl.main", *args, "status"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 1, out.stderr
+        assert out.stderr.startswith("liveupctl: ") and expected in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
