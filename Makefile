@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 # (python-dbusmock), xmllint and the DTDs for the shipped XML files, shellcheck
 # for the shell hooks, node to check the example polkit rule.
 APT_PACKAGES := \
-	qemu-system-x86 qemu-utils debootstrap e2fsprogs zstd cpio busybox-static \
+	qemu-system-x86 qemu-utils debootstrap e2fsprogs \
 	dbus-daemon dbus-bin libdbus-1-dev libglib2.0-dev pkg-config \
 	libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 \
 	libxml2-utils polkitd systemd util-linux iproute2 kmod shellcheck nodejs
