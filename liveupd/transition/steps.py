@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from liveupd.errors import Cancelled, HookFailed
 from liveupd.hooks.manifest import Hook
@@ -25,6 +25,7 @@ from liveupd.transition.phases import Phase
 UndoRecord = dict[str, Any]
 UndoHandler = Callable[[TransitionContext, UndoRecord], Awaitable[None]]
 _UNDO_HANDLERS: dict[str, UndoHandler] = {}
+_Handler = TypeVar("_Handler", bound=UndoHandler)
 
 # Orders of built-in steps relative to hooks' NN prefixes (00-99).
 FIRST = -1  # before every hook of the phase
@@ -32,10 +33,10 @@ MIDDLE = 50  # after hooks 00-50, before 51-99
 LAST = 100  # after every hook of the phase
 
 
-def undo_handler(kind: str) -> Callable[[UndoHandler], UndoHandler]:
+def undo_handler(kind: str) -> Callable[[_Handler], _Handler]:
     """Register the function that undoes records of ``kind``."""
 
-    def register(fn: UndoHandler) -> UndoHandler:
+    def register(fn: _Handler) -> _Handler:
         if kind in _UNDO_HANDLERS:
             raise ValueError(f"undo handler {kind!r} registered twice")
         _UNDO_HANDLERS[kind] = fn
