@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.dbus.buses import MANAGER, OBJECT_PATH, TRANSITION
 
+__all__ = [
+    "MANAGER",
+    "Signal",
+    "SignalPredicate",
+    "changed",
+    "is_member",
+    "is_state",
+    "manager_signals",
+    "manager_states",
+    "phases",
+    "transition_states",
+]
+
 Signal = dict[str, Any]
+SignalPredicate = Callable[[Signal], bool]
 
 
 def changed(signals: list[Signal], path: str, interface: str, prop: str) -> list[Any]:
@@ -45,9 +60,9 @@ def phases(signals: list[Signal], path: str) -> list[str]:
     return [b[1] for b in manager_signals(signals, "PhaseChanged", path)]
 
 
-def is_state(path: str, state: str) -> Any:
+def is_state(path: str, state: str) -> SignalPredicate:
     def match(s: Signal) -> bool:
-        return (
+        return bool(
             s["member"] == "PropertiesChanged"
             and s["path"] == path
             and s["body"][0] == TRANSITION
@@ -57,7 +72,7 @@ def is_state(path: str, state: str) -> Any:
     return match
 
 
-def is_member(member: str, path: str | None = None) -> Any:
+def is_member(member: str, path: str | None = None) -> SignalPredicate:
     def match(s: Signal) -> bool:
         return s["member"] == member and (path is None or s["body"][0] == path)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -57,7 +58,9 @@ async def main(address: str, out_path: str) -> None:
     assert owner.message_type is MessageType.METHOD_RETURN
     out.write("ready\n")
     out.flush()
-    await bus.wait_for_disconnect()
+    # dbus-fast leaves wait_for_disconnect unannotated; it resolves to None on disconnect.
+    wait_for_disconnect = cast(Callable[[], Coroutine[Any, Any, None]], bus.wait_for_disconnect)
+    await wait_for_disconnect()
 
 
 if __name__ == "__main__":

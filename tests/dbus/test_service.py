@@ -335,7 +335,7 @@ def test_a_restarted_daemon_exports_past_transitions_and_announces_this_boots(
     recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
     second.terminate()
 
-    def recovered() -> list[dict[str, object]]:
+    def recovered() -> list[expect.Signal]:
         return [sig for sig in recorder.signals() if expect.is_member("Recovered", path)(sig)]
 
     before = len(recovered())

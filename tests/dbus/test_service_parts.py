@@ -101,13 +101,18 @@ def test_unexpected_exceptions_become_named_errors(bus: PrivateBus) -> None:
     assert refuse.body[0] == "busy now; try again later"
 
 
+def unique_name(client: MessageBus) -> str:
+    assert client.unique_name is not None, "a connected bus has a unique name"
+    return client.unique_name
+
+
 def test_each_call_sees_its_own_sender(bus: PrivateBus) -> None:
     async def run() -> list[tuple[str, str]]:
         server, _ = await serve_demo(bus.address)
         clients = [await MessageBus(bus_address=bus.address).connect() for _ in range(5)]
         try:
             replies = await asyncio.gather(*(call(c, "Who") for _ in range(20) for c in clients))
-            expected = [c.unique_name for _ in range(20) for c in clients]
+            expected = [unique_name(c) for _ in range(20) for c in clients]
             return [(r.body[0], e) for r, e in zip(replies, expected, strict=True)]
         finally:
             for c in clients:
@@ -232,9 +237,11 @@ def test_progress_alone_is_coalesced_state_is_not() -> None:
         sent: list[dict[str, Any]] = []
         flushed = asyncio.get_running_loop().create_future()
 
-        def emit(changed: dict[str, Any], invalidated: list[str] | None = None) -> None:
-            sent.append(dict(changed))
-            if changed.get("Progress") == 40 and not flushed.done():
+        def emit(
+            changed_properties: dict[str, Any], invalidated_properties: list[str] | None = None
+        ) -> None:
+            sent.append(dict(changed_properties))
+            if changed_properties.get("Progress") == 40 and not flushed.done():
                 flushed.set_result(None)
 
         obj.emit_properties_changed = emit  # type: ignore[method-assign]

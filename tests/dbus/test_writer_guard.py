@@ -13,6 +13,8 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 import pytest
 from dbus_fast import Message, MessageType
@@ -31,6 +33,7 @@ async def burst(bus: PrivateBus, *, guarded: bool) -> tuple[bool, list[int], int
     sender = await MessageBus(bus_address=bus.address).connect()
     guard = writer_guard.install(sender) if guarded else None
     assert not guarded or guard is not None, "the guard does not fit this dbus-fast"
+    assert sender._sock is not None, "a connected bus has a socket"
     sender._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
     reader = await MessageBus(bus_address=bus.address).connect()
@@ -62,7 +65,9 @@ async def burst(bus: PrivateBus, *, guarded: bool) -> tuple[bool, list[int], int
         # dbus-fast fails the send future of the message it dropped the connection on
         # and then raises from send() itself, so that future is nobody's to collect.
         asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)
-    dropped = asyncio.ensure_future(sender.wait_for_disconnect())
+    # dbus-fast leaves wait_for_disconnect unannotated; it resolves to None on disconnect.
+    wait_for_disconnect = cast(Callable[[], Coroutine[Any, Any, None]], sender.wait_for_disconnect)
+    dropped = asyncio.ensure_future(wait_for_disconnect())
     os.kill(bus.proc.pid, signal.SIGSTOP)  # the bus daemon stops reading our socket
     try:
         for i in range(COUNT):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import lzma
 import struct
+from typing import TypedDict
 
 import pytest
 
@@ -28,6 +29,14 @@ from tests.kernels import (
 )
 
 R = "6.1.0-56-cloud-amd64"
+
+
+class HeaderFields(TypedDict, total=False):
+    """The setup-header fields of ``bzimage`` a case overrides."""
+
+    protocol: int
+    loadflags: int
+    xloadflags: int
 
 
 def test_valid_bzimage() -> None:
@@ -106,7 +115,7 @@ def test_a_truncated_signature_is_reported() -> None:
     ],
 )
 def test_x86_64_kexec_needs_a_64_bit_relocatable_bzimage(
-    kwargs: dict[str, int], problem: str
+    kwargs: HeaderFields, problem: str
 ) -> None:
     assert problem in parse_image(bzimage(R, **kwargs)).kexec64_problem
 

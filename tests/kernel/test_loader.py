@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -267,17 +268,18 @@ def test_signature_messages_say_what_is_wrong() -> None:
     from liveupd.kernel.errnos import LoadAttempt, load_error
     from liveupd.kernel.signature import Lockdown
 
-    base = {"kernel_path": "/boot/vmlinuz-6.1", "initrd_path": None, "cmdline_bytes": 10}
-    unsigned = load_error(
-        errno.EPERM, LoadAttempt(**base, lockdown=Lockdown.INTEGRITY, signed=False)
+    base = LoadAttempt(
+        kernel_path="/boot/vmlinuz-6.1",
+        initrd_path=None,
+        cmdline_bytes=10,
+        lockdown=Lockdown.INTEGRITY,
     )
+    unsigned = load_error(errno.EPERM, replace(base, signed=False))
     assert isinstance(unsigned, SignatureRejected)
     assert "/boot/vmlinuz-6.1 has no embedded signature" in unsigned.message
     assert "(EPERM; lockdown is integrity)" in unsigned.message
-    no_efi = load_error(
-        errno.EPERM, LoadAttempt(**base, lockdown=Lockdown.INTEGRITY, signed=True, efi=False)
-    )
+    no_efi = load_error(errno.EPERM, replace(base, signed=True, efi=False))
     assert "/boot/vmlinuz-6.1 is signed, but its signature does not verify" in no_efi.message
     assert "booted without EFI" in no_efi.message
-    forced = load_error(errno.EKEYREJECTED, LoadAttempt(**base, lockdown=Lockdown.NONE))
+    forced = load_error(errno.EKEYREJECTED, replace(base, lockdown=Lockdown.NONE))
     assert "(EKEYREJECTED; lockdown is none)" in forced.message

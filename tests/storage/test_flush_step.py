@@ -90,9 +90,9 @@ def test_exec_stamp_is_written_just_before_the_state_filesystem_freezes(
     seen: list[bool] = []
     real_freeze = storage.freeze
 
-    def freeze(mp: str) -> None:
+    def freeze(mountpoint: str) -> None:
         seen.append((ctx.dir / STAMP_NAME).exists())
-        real_freeze(mp)
+        real_freeze(mountpoint)
 
     storage.freeze = freeze  # type: ignore[method-assign]
     apply(ctx)
