@@ -96,6 +96,10 @@ async def _run(
     bus: str,
     dry_run: bool,
 ) -> int:
+    # Past transitions are objects before the name is owned: the call that
+    # bus-activated us may be a Get on one of them, delivered as soon as we own it.
+    for entry in manager.history():
+        registry.get(str(entry["id"]))
     reply = await conn.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise Failed(
@@ -114,9 +118,9 @@ async def _run(
     sdnotify.status("Recovering unfinished transitions")
     iface.seen()
     await manager.start()
-    # Every transition in the history is an object again (a restart or a new kernel
-    # must not lose them), and those verified on this boot, by this daemon or by
-    # liveupd-verify.service before it started, are announced with Recovered.
+    # Transitions recovery created are objects too, and those verified on this
+    # boot, by this daemon or by liveupd-verify.service before it started, are
+    # announced with Recovered.
     boot_id = manager.backends.system.boot_id()
     for entry in reversed(manager.history()):
         obj = registry.get(str(entry["id"]))

@@ -347,6 +347,37 @@ def test_a_restarted_daemon_exports_past_transitions_and_announces_this_boots(
     assert recovered()[-1]["body"][1] is True
 
 
+def test_past_transitions_are_objects_as_soon_as_the_name_is_owned(
+    start_daemon: DaemonFactory,
+    bus: PrivateBus,
+    recorder: Recorder,
+    make_hook: HookFactory,
+    tmp_path: Path,
+) -> None:
+    """A bus-activating call (a Get on a transition's Report) is delivered as soon as
+    the daemon owns its name, while start-up recovery may still be running."""
+    first = start_daemon()
+    old_tid, old_path = stage(bus)
+    bus.call("Cancel")
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    first.terminate()
+    readies = first.log().count("event=service.ready")
+    go = tmp_path / "go"
+    make_hook("10-slow-verify", "verify", f"while [ ! -e {go} ]; do sleep 0.05; done")
+    second = start_daemon(env=booted(tmp_path, tid), wait=False)
+    bus.wait_for_name(BUS_NAME)
+    try:
+        # Recovery is blocked in the verify hook, yet the history is already there.
+        assert second.log().count("event=service.ready") == readies
+        report = json.loads(bus.get("Report", path=old_path, interface=TRANSITION))
+        assert (report["id"], report["state"]) == (old_tid, "cancelled")
+    finally:
+        go.touch()
+    recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+
+
 def test_nobody_may_read(daemon: Daemon, bus: PrivateBus) -> None:
     """Reading is open to every uid (the session-style test bus lets nobody connect)."""
     out = subprocess.run(
