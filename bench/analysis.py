@@ -66,7 +66,43 @@ def own_cost(journal: Mapping[str, Any], exec_stamp: float | None) -> dict[str, 
     storage = next((s for s in steps if s.get("key") == "storage:storage"), None)
     if storage is not None and exec_stamp is not None and storage.get("started"):
         out["steps"].setdefault("storage:storage (to the stamp)", exec_stamp - storage["started"])
+    if out["execute_to_stamp"] is not None:
+        assert isinstance(requested, int | float) and exec_stamp is not None
+        out["between_steps"] = out["execute_to_stamp"] - covered(
+            steps, float(requested), exec_stamp
+        )
     return out
+
+
+def covered(steps: Iterable[Mapping[str, Any]], start: float, end: float) -> float:
+    """Seconds of [start, end] inside at least one step (a step without a duration runs to end).
+
+    What is left of Execute outside every step is the engine's own bookkeeping:
+    journal writes before and after each step, events, planning.
+    """
+    spans = []
+    for s in steps:
+        began = s.get("started")
+        if not isinstance(began, int | float):
+            continue
+        usec = s.get("usec")
+        finish = began + usec / 1e6 if usec is not None else end
+        lo, hi = max(start, float(began)), min(end, float(finish))
+        if hi > lo:
+            spans.append((lo, hi))
+    total = 0.0
+    cur_lo: float | None = None
+    cur_hi = 0.0
+    for lo, hi in sorted(spans):
+        if cur_lo is None or lo > cur_hi:
+            if cur_lo is not None:
+                total += cur_hi - cur_lo
+            cur_lo, cur_hi = lo, hi
+        else:
+            cur_hi = max(cur_hi, hi)
+    if cur_lo is not None:
+        total += cur_hi - cur_lo
+    return total
 
 
 def by_method(runs: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -86,3 +122,34 @@ def count(runs: Iterable[Mapping[str, Any]], predicate: str) -> tuple[int, int]:
     """(runs where ``predicate`` is true, runs where it is known) among completed runs."""
     known = [r for r in runs if not r.get("error") and r.get(predicate) is not None]
     return sum(1 for r in known if r[predicate]), len(known)
+
+
+def phase_breakdown(timeline: Sequence[Sequence[Any]]) -> dict[str, float]:
+    """Execute's time by phase, from a run's timeline (seconds after Execute).
+
+    ``[t, "log phase.started NAME"]`` entries delimit the phases; the unbind phase is
+    split at ``start devices:devices`` into planning the unbind (the step's prepare:
+    enumerating devices, journaling the undo) and the step itself; the last phase ends
+    at the exec stamp.
+    """
+    events = [(float(t), str(what)) for t, what in timeline]
+    starts = [(t, w.split()[-1]) for t, w in events if w.startswith("log phase.started ")]
+    stamp = next((t for t, w in events if w == "exec stamp"), None)
+    out: dict[str, float] = {}
+    if starts:
+        out["before the first phase"] = starts[0][0]
+    for i, (t, name) in enumerate(starts):
+        if name in ("verify", "restore"):
+            break
+        end = starts[i + 1][0] if i + 1 < len(starts) else stamp
+        if end is None or (stamp is not None and t >= stamp):
+            break
+        end = min(end, stamp) if stamp is not None else end
+        if name == "unbind":
+            step = next((x for x, w in events if w == "start devices:devices" and x >= t), None)
+            if step is not None and step <= end:
+                out["unbind: planning (prepare)"] = step - t
+                out["unbind: the step"] = end - step
+                continue
+        out[name] = end - t
+    return out

@@ -39,7 +39,6 @@ from liveupd.transition.phases import ExecMode
 from tests.kernels import install_kernel
 
 TARGET = "6.1.0-56-cloud-amd64"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -168,11 +167,12 @@ def _where(key: tuple[str, int, str]) -> str:
     filename, _line, func = key
     if filename == "~":  # a builtin
         return func
-    path = Path(filename)
-    try:
-        rel = str(path.relative_to(REPO))
-    except ValueError:
-        rel = "/".join(path.parts[-2:])
+    parts = Path(filename).parts
+    if "liveupd" in parts:  # ours, wherever the checkout is
+        at = len(parts) - 1 - parts[::-1].index("liveupd")
+        rel = "/".join(parts[at:])
+    else:
+        rel = "/".join(parts[-2:])
     return f"{rel}:{func}"
 
 
@@ -218,6 +218,29 @@ def profile(hooks: int = 100, top: int = 15) -> dict[str, Any]:
     }
 
 
+def enumeration(repeat: int = 5) -> dict[str, Any] | None:
+    """This host's real device enumeration, as the devices step does it (read-only).
+
+    The dry-run machine has a handful of devices; a real one has hundreds, and the
+    devices step enumerates them all through udev when it plans (prepare) and again per
+    device when it checks holders (apply).
+    """
+    try:
+        from liveupd.devices.enumerate import udev_devices
+        from liveupd.devices.sysfs import Sysfs
+
+        times, count = [], 0
+        for _ in range(repeat):
+            start = time.perf_counter()
+            count = len(udev_devices(Sysfs()))
+            times.append((time.perf_counter() - start) * 1000)
+    except Exception as e:  # no udev database here, no pyudev, ...
+        return {"error": repr(e)}
+    s = Summary.of(times)
+    assert s is not None
+    return {"devices": count, "ms": s.to_json()}
+
+
 def run_all(repeat: int, quick: bool = False, with_profile: bool = True) -> dict[str, Any]:
     quiet_logs()
     results = [measure(c, repeat) for c in (QUICK_CASES if quick else CASES)]
@@ -227,6 +250,7 @@ def run_all(repeat: int, quick: bool = False, with_profile: bool = True) -> dict
         "cases": results,
         "fit": per_hook(results),
         "profile": profile() if with_profile else None,
+        "enumeration": enumeration(),
     }
 
 

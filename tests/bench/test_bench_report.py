@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bench.analysis import by_method, count, hooks_seconds, own_cost
+from bench.analysis import by_method, count, hooks_seconds, own_cost, phase_breakdown
 from bench.clock import PingSample, offset_interval
 from bench.report import paired_ratios, render, targets
 from bench.stats import Summary, fmt_summary, linear_fit
@@ -55,11 +55,11 @@ def test_offset_falls_back_on_the_tightest_ping_when_the_clock_jumped() -> None:
 JOURNAL: dict[str, Any] = {
     "execute_requested": 1000.0,
     "steps": [
-        {"key": "kernel-check:kernel-check", "phase": "check", "usec": 900_000},
-        {"key": "hook:20-a", "phase": "quiesce", "usec": 100_000},
-        {"key": "hook:30-b", "phase": "quiesce", "usec": 200_000},
-        {"key": "hook:30-c", "phase": "quiesce", "usec": 300_000},
-        {"key": "devices:devices", "phase": "unbind", "usec": 400_000},
+        {"key": "kernel-check:kernel-check", "phase": "check", "started": 990.0, "usec": 900_000},
+        {"key": "hook:20-a", "phase": "quiesce", "started": 1000.1, "usec": 100_000},
+        {"key": "hook:30-b", "phase": "quiesce", "started": 1000.3, "usec": 200_000},
+        {"key": "hook:30-c", "phase": "quiesce", "started": 1000.3, "usec": 300_000},
+        {"key": "devices:devices", "phase": "unbind", "started": 1000.7, "usec": 400_000},
         {"key": "storage:storage", "phase": "flush", "started": 1001.5},
     ],
 }
@@ -78,6 +78,8 @@ def test_own_cost_is_execute_to_stamp_minus_hooks() -> None:
     assert cost["hook_count"] == 3
     assert "kernel-check:kernel-check" not in cost["steps"]  # staging is not Execute
     assert cost["steps"]["storage:storage (to the stamp)"] == pytest.approx(0.5)
+    # Covered: 0.1-0.2, 0.3-0.6, 0.7-1.1, 1.5-2.0 = 1.3 s of 2.0 s.
+    assert cost["between_steps"] == pytest.approx(0.7)
     assert own_cost(JOURNAL, None)["own"] is None
 
 
@@ -237,3 +239,27 @@ def test_report_renders_every_section() -> None:
     assert "| `kexec -e --no-sync` | 3/3 lost it (missing)" in text
     assert "1.10x" in text
     assert render({}).startswith("# Benchmarks")  # an empty result still renders
+
+
+def test_phase_breakdown_from_a_timeline() -> None:
+    timeline = [
+        [0.05, "log transition.execute"],
+        [0.4, "log phase.started quiesce"],
+        [1.4, "log phase.started unbind"],
+        [3.6, "start devices:devices"],
+        [6.1, "log phase.started checkpoint"],
+        [6.2, "log phase.started flush"],
+        [6.5, "exec stamp"],
+        [30.0, "log phase.started verify"],
+    ]
+    got = phase_breakdown(timeline)
+    assert got == pytest.approx(
+        {
+            "before the first phase": 0.4,
+            "quiesce": 1.0,
+            "unbind: planning (prepare)": 2.2,
+            "unbind: the step": 2.5,
+            "checkpoint": 0.1,
+            "flush": 0.3,
+        }
+    )
