@@ -9,9 +9,8 @@
   constructed pending record: completed (real udev settle, real device checks,
   the shipped network verify/restore hooks), recovery-failed for a device that
   is not what was recorded, superseded for a record the boot does not name.
-* A whole direct-mode transition A -> B through the engine with the real
-  backends (network quiesce hook, unbind, checkpoint, freeze of /data and /,
-  kexec), then `liveupd --verify` on kernel B: completed, with downtime.
+
+Whole transitions through the installed daemon are in test_live_update.py.
 """
 
 from __future__ import annotations
@@ -318,44 +317,3 @@ def test_verification_of_a_constructed_pending_record(guest: GuestVM) -> None:
     j = journal(guest, "/var/lib/liveupd-other", "VMT9")
     assert j["state"] == "superseded"
     assert "no liveupd.transition=VMT9" in j["verification"]["superseded"]
-
-
-def test_transition_a_to_b_then_verified_on_b(vm_factory: Any, vm_image: GuestImage) -> None:
-    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
-    vm: GuestVM = vm_factory(kernel=a)
-    vm.install_project()
-    conf = "/etc/liveupd-vmtest.conf"
-    vm.write_file(
-        conf,
-        '[daemon]\nstate-dir = "/var/lib/liveupd"\n[verify]\nsettle-timeout = 60\n'
-        '[storage]\nfreeze = "auto"\n',
-    )
-    vm.write_file("/root/transition.py", TRANSITION, mode=0o700)
-    before = vm.boot_info()
-    vm.spawn(["python3", "/root/transition.py", conf, b])
-    after = vm.wait_for_new_boot(before.boot_id)
-    assert after.release == b
-
-    verify(vm, "/var/lib/liveupd")
-    (tid,) = vm.run("ls /var/lib/liveupd/transitions").stdout.split()
-    j = journal(vm, "/var/lib/liveupd", tid)
-    print(f"\n[transition {a} -> {b}] {json.dumps(j, indent=1)[-6000:]}")
-    assert j["state"] == "completed", j.get("verification") or j.get("error")
-    v = j["verification"]
-    assert v["running_release"] == b and v["problems"] == []
-    assert v["downtime"]["exec_stamp_source"] == "exec-stamp"
-    assert 0 < v["downtime"]["downtime_s"] < 600
-    checkpoint = json.loads(vm.read_text(f"/var/lib/liveupd/transitions/{tid}/checkpoint.json"))
-    assert [x["sys_path"] for x in checkpoint["bindings"]] == [f"{NIC}/virtio0"]
-    assert checkpoint["freeze"][-1] == "/" and "/data" in checkpoint["freeze"]
-    assert checkpoint["old"]["release"] == a
-    assert checkpoint["old"]["kernel_path"] == f"/boot/vmlinuz-{a}"
-    keys = [s["key"] for s in j["steps"]]
-    assert keys.index("hook:20-network") < keys.index("devices:devices")
-    assert "hook:50-network-verify" in keys and "hook:20-network-restore" in keys
-    assert MAC in vm.run("cat /sys/class/net/*/address").stdout.split()
-    assert vm.run("ip -4 route show default").stdout.strip()
-    print(
-        "[transition] ext4 on the new kernel:\n"
-        + vm.run("dmesg | grep -i ext4", check=False).stdout
-    )

@@ -5,10 +5,8 @@ units verified by the guest's own systemd; bus activation through the shipped
 activation file and Type=notify readiness; introspection on the real system bus
 equal to the shipped XML; the unprivileged user (tester, uid 1000) denied by the
 real polkitd, with nothing staged; root stages and cancels through liveupctl;
-stopping the service.  Then whole transitions through the service, hardening
-and all: A -> B in ``direct`` mode, B -> A in ``systemd`` mode (kexec.target and
-the system-shutdown helper), each verified on the new kernel by
-liveupd-verify.service.
+stopping the service.  Whole transitions through the installed service, in
+both exec modes, are in test_live_update.py.
 """
 
 from __future__ import annotations
@@ -145,50 +143,3 @@ def test_stop(svc_vm: GuestVM) -> None:
     vm.run(["systemctl", "stop", "liveupd.service"], timeout=300)
     assert show(vm, "ActiveState", "Result") == {"ActiveState": "inactive", "Result": "success"}
     assert "event=service.stopping" in vm.run("journalctl -b -u liveupd -o cat").stdout
-
-
-def wait_verified(vm: GuestVM) -> str:
-    """Wait for liveupd-verify.service to finish on this boot; its ActiveState."""
-    vm.run(
-        "until s=$(systemctl show -P ActiveState liveupd-verify.service); "
-        '[ "$s" = active ] || [ "$s" = failed ]; do sleep 0.2; done',
-        timeout=600,
-    )
-    return vm.run(
-        ["systemctl", "show", "-P", "ActiveState", "liveupd-verify.service"]
-    ).stdout.strip()
-
-
-def transition(vm: GuestVM, release: str, mode: str) -> dict[str, object]:
-    """Stage ``release``, exec in ``mode`` through the service, and return the verified entry."""
-    vm.run(["liveupctl", "stage", release], timeout=300)
-    old = vm.boot_info()
-    vm.spawn(f"liveupctl exec --mode {mode} >/dev/null 2>&1")
-    info = vm.wait_for_new_boot(old.boot_id)
-    assert info.release == release
-    assert "liveupd.transition=" in vm.read_text("/proc/cmdline")
-    assert wait_verified(vm) == "active", vm.run(
-        "journalctl -b -u liveupd-verify --no-pager -o cat", check=False
-    ).stdout
-    assert not vm.run("test -e /var/lib/liveupd/pending", check=False).ok
-    entry: dict[str, object] = json.loads(
-        vm.run(["liveupctl", "history", "--json", "--limit", "1"], timeout=300).stdout
-    )[0]
-    return entry
-
-
-def test_direct_transition_through_the_service(svc_vm: GuestVM, vm_image: GuestImage) -> None:
-    vm = svc_vm
-    # make install enabled the verifier (sysinit.target.wants): nothing to enable here.
-    assert vm.run(["systemctl", "is-enabled", "liveupd-verify.service"]).stdout.strip() == "static"
-    b = vm_image.kernel_b.release
-    entry = transition(vm, b, "direct")
-    assert (entry["state"], entry["mode"], entry["new_release"]) == ("completed", "direct", b)
-    assert entry["old_release"] == vm_image.kernel_a.release
-
-
-def test_systemd_transition_through_the_service(svc_vm: GuestVM, vm_image: GuestImage) -> None:
-    vm = svc_vm
-    a = vm_image.kernel_a.release
-    entry = transition(vm, a, "systemd")
-    assert (entry["state"], entry["mode"], entry["new_release"]) == ("completed", "systemd", a)
