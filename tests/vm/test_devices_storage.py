@@ -24,6 +24,7 @@ import pytest
 
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
+from tests.vm.shared import module_guest
 
 MAC = "52:54:00:12:34:56"
 NIC = "/sys/devices/pci0000:00/0000:00:03.0"
@@ -225,18 +226,9 @@ def journal(vm: GuestVM, state_dir: str, tid: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def guest(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
     """Kernel A, booted as if by transition VMT1's kexec; the project installed."""
-    failed_before = request.session.testsfailed
-    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release, append_extra="liveupd.transition=VMT1")
-    try:
-        vm.start()
+    with module_guest(vm_image, request, append_extra="liveupd.transition=VMT1") as vm:
         vm.install_project()
         yield vm
-    finally:
-        if request.session.testsfailed > failed_before:
-            print(vm.failure_report(), flush=True)
-        vm.stop()
-        if request.session.testsfailed == failed_before:
-            vm.cleanup()
 
 
 def test_unbind_and_rebind_the_nic(guest: GuestVM) -> None:

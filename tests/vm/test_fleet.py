@@ -26,6 +26,8 @@ import pytest
 
 from tests.vm.guest_vm import GuestVM, RunResult
 from tests.vm.image import GuestImage
+from tests.vm.liveupd_guest import kexec_loaded, wait_verified
+from tests.vm.shared import module_guest
 
 DROPIN = "/etc/liveupd/liveupd.conf.d/50-auto-stage.conf"
 OUT = "/var/tmp/liveupctl-reboot.out"  # on the root disk: survives the reboot
@@ -33,21 +35,9 @@ OUT = "/var/tmp/liveupctl-reboot.out"  # on the root disk: survives the reboot
 
 @pytest.fixture(scope="module")
 def fleet_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    failed_before = request.session.testsfailed
-    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
-    try:
-        vm.start()
+    with module_guest(vm_image, request) as vm:
         vm.install_project()
         yield vm
-    finally:
-        failed = request.session.testsfailed > failed_before
-        if failed:
-            print(vm.failure_report(), flush=True)
-            for unit in ("liveupd", "liveupd-verify"):
-                print(vm.run(f"journalctl -b -u {unit} --no-pager | tail -30", check=False).stdout)
-        vm.stop()
-        if not failed:
-            vm.cleanup()
 
 
 def status(vm: GuestVM) -> dict[str, Any]:
@@ -60,10 +50,6 @@ def newest_transition(vm: GuestVM) -> dict[str, Any]:
     return entries[0] if entries else {}
 
 
-def kexec_loaded(vm: GuestVM) -> bool:
-    return vm.read_text("/sys/kernel/kexec_loaded").strip() == "1"
-
-
 def dpkg(vm: GuestVM, *args: str) -> RunResult:
     start = time.monotonic()
     result = vm.run(["dpkg", *args], timeout=900)
@@ -73,18 +59,6 @@ def dpkg(vm: GuestVM, *args: str) -> RunResult:
 
 def hook_journal(vm: GuestVM) -> str:
     return vm.run("journalctl -b -t liveupd-kernel-hook --no-pager -o cat", check=False).stdout
-
-
-def wait_verified(vm: GuestVM) -> str:
-    """Wait for liveupd-verify.service to finish on this boot; its ActiveState."""
-    vm.run(
-        "until s=$(systemctl show -P ActiveState liveupd-verify.service); "
-        '[ "$s" = active ] || [ "$s" = failed ]; do sleep 0.2; done',
-        timeout=600,
-    )
-    return vm.run(
-        ["systemctl", "show", "-P", "ActiveState", "liveupd-verify.service"]
-    ).stdout.strip()
 
 
 def reboot_output(vm: GuestVM) -> tuple[str, int | None]:

@@ -21,22 +21,13 @@ from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
 from tests.vm.qemu import NIC_MAC, NIC_PCI_ADDRESS
 from tests.vm.recipe import DATA_LABEL
+from tests.vm.shared import module_guest
 
 
 @pytest.fixture(scope="module")
 def chain_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    failed_before = request.session.testsfailed
-    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
-    try:
-        vm.start()
+    with module_guest(vm_image, request) as vm:
         yield vm
-    finally:
-        failed = request.session.testsfailed > failed_before
-        if failed:
-            print(vm.failure_report(journal=True), flush=True)
-        vm.stop()
-        if not failed:
-            vm.cleanup()
 
 
 def test_boots_kernel_a_and_agent_answers(chain_vm: GuestVM, vm_image: GuestImage) -> None:

@@ -21,24 +21,14 @@ from tests.vm import liveupd_guest as g
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
 from tests.vm.qemu import NIC_MAC, NIC_PCI_ADDRESS
+from tests.vm.shared import module_guest
 
 
 @pytest.fixture(scope="module")
 def guest(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    failed_before = request.session.testsfailed
-    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
-    try:
-        vm.start()
+    with module_guest(vm_image, request) as vm:
         g.install(vm)
         yield vm
-    finally:
-        failed = request.session.testsfailed > failed_before
-        if failed:
-            print(vm.failure_report(), flush=True)
-            print(vm.run("journalctl -b --no-pager -o cat | tail -60", check=False).stdout)
-        vm.stop()
-        if not failed:
-            vm.cleanup()
 
 
 def assert_landed(vm: GuestVM, old_boot: str, target: str, payload: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 from tests.dbus.test_shipped_files import XML, normalize
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
+from tests.vm.shared import module_guest
 
 NAME = "org.liveupd.LiveUpdate1"
 PATH = "/org/liveupd/LiveUpdate1"
@@ -29,20 +30,9 @@ TRANSITION = "org.liveupd.LiveUpdate1.Transition"
 
 @pytest.fixture(scope="module")
 def svc_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    failed_before = request.session.testsfailed
-    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
-    try:
-        vm.start()
+    with module_guest(vm_image, request) as vm:
         vm.install_project()
         yield vm
-    finally:
-        failed = request.session.testsfailed > failed_before
-        if failed:
-            print(vm.failure_report(), flush=True)
-            print(vm.run("journalctl -b -u liveupd --no-pager | tail -40", check=False).stdout)
-        vm.stop()
-        if not failed:
-            vm.cleanup()
 
 
 def show(vm: GuestVM, *props: str) -> dict[str, str]:

@@ -1,0 +1,33 @@
+"""One guest shared by the tests of a module (a chain of scenarios saves boots)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.vm.guest_vm import GuestVM
+from tests.vm.image import GuestImage
+
+
+@contextlib.contextmanager
+def module_guest(
+    image: GuestImage, request: pytest.FixtureRequest, *, append_extra: str = ""
+) -> Iterator[GuestVM]:
+    """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
+
+    A failure prints the console tail, QEMU's state and the guest journal's tail.
+    """
+    failed_before = request.session.testsfailed
+    vm = GuestVM(image, kernel=image.kernel_a.release, append_extra=append_extra)
+    try:
+        vm.start()
+        yield vm
+    finally:
+        failed = request.session.testsfailed > failed_before
+        if failed:
+            print(vm.failure_report(journal=True), flush=True)
+        vm.stop()
+        if not failed:
+            vm.cleanup()
