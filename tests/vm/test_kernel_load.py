@@ -23,6 +23,7 @@ import pytest
 from tests.vm.guest_vm import GuestVM, VMFactory
 from tests.vm.image import GuestImage
 from tests.vm.project import GUEST_SRC
+from tests.vm.shared import module_guest
 
 PROBE = "/root/kexec_probe.py"
 PROBE_SCRIPT = r"""
@@ -129,22 +130,21 @@ def test_lockdown_refuses_an_unsigned_kernel_and_loads_the_signed_one(
     else:
         assert (signed["loaded_after_load"], signed["loaded_after_unload"]) == ("1", "0")
 
+    # The same refusal through the installed daemon, as a user meets it.
+    stage = vm.run(["liveupctl", "stage", unsigned], timeout=300, check=False)
+    assert stage.rc == 1, stage.stdout + stage.stderr
+    assert unsigned in stage.stderr and "lockdown is integrity" in stage.stderr
+    assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "0"
+    entry = json.loads(vm.run(["liveupctl", "history", "--json", "--limit", "1"]).stdout)[0]
+    assert entry["state"] == "failed"
+    assert entry["error"]["dbus_name"] == "org.liveupd.LiveUpdate1.Error.SignatureRejected"
+
 
 @pytest.fixture(scope="module")
 def guest_a(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    failed_before = request.session.testsfailed
-    vm = GuestVM(vm_image, kernel=vm_image.kernel_a.release)
-    try:
-        vm.start()
+    with module_guest(vm_image, request) as vm:
         prepare(vm)
         yield vm
-    finally:
-        failed = request.session.testsfailed > failed_before
-        if failed:
-            print(vm.failure_report(), flush=True)
-        vm.stop()
-        if not failed:
-            vm.cleanup()
 
 
 def test_load_then_unload_kernel_b(guest_a: GuestVM, vm_image: GuestImage) -> None:
