@@ -32,14 +32,19 @@ def requested_selectors(hooks: tuple[Hook, ...]) -> list[DeviceSelector]:
     return [s for h in hooks for s in h.manifest.unbind]
 
 
-def plan_for(ctx: TransitionContext, requested: list[DeviceSelector]) -> UnbindPlan:
-    devices = ctx.backends.devices
-    return plan_unbind(
-        devices.devices(),
+def plan_for(
+    ctx: TransitionContext, requested: list[DeviceSelector]
+) -> tuple[UnbindPlan, list[Device]]:
+    """The plan, and the device list it was made from (one enumeration: it is slow)."""
+    backend = ctx.backends.devices
+    devices = backend.devices()
+    plan = plan_unbind(
+        devices,
         list(ctx.config.devices.unbind) + requested,
         ctx.config.devices.keep,
-        devices.root_devices(),
+        backend.root_devices(),
     )
+    return plan, devices
 
 
 def current_ifname(devices: list[Device], mac: str, fallback: str) -> str:
@@ -50,9 +55,9 @@ def current_ifname(devices: list[Device], mac: str, fallback: str) -> str:
     return fallback
 
 
-def _holders(backend: DeviceBackend, binding: Binding) -> list[str]:
+def _holders(backend: DeviceBackend, binding: Binding, devices: list[Device]) -> list[str]:
     found: list[str] = []
-    for d in backend.devices():
+    for d in devices:
         if d.sys_path == binding.sys_path or d.sys_path.startswith(binding.sys_path + "/"):
             found += [h for h in backend.holders(d) if h not in found]
     return found
@@ -81,7 +86,7 @@ class DevicesCheckStep(BuiltinStep):
         self.requested = requested_selectors(hooks)
 
     async def apply(self, ctx: TransitionContext) -> None:
-        plan = await asyncio.to_thread(plan_for, ctx, self.requested)
+        plan, _ = await asyncio.to_thread(plan_for, ctx, self.requested)
         for path in plan.kept:
             ctx.log("devices.kept", sys_path=path)
         ctx.log("devices.planned", devices=",".join(b.sys_path for b in plan.bindings) or None)
@@ -96,12 +101,12 @@ class UnbindStep(BuiltinStep):
     def __init__(self, hooks: tuple[Hook, ...] = ()) -> None:
         self.requested = requested_selectors(hooks)
 
-    def plan(self, ctx: TransitionContext) -> UnbindPlan:
-        return plan_for(ctx, self.requested)
-
     def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
         # Raises InvalidArgument for the root device: before anything is journaled or done.
-        plan = self.plan(ctx)
+        # The holders check reuses this device list moments later instead of enumerating
+        # every device again for each binding (seconds per enumeration under emulation).
+        plan, devices = plan_for(ctx, self.requested)
+        ctx.facts["devices"] = devices
         ctx.facts["bindings"] = plan.bindings
         ctx.facts["kept"] = plan.kept
         if ctx.mode is ExecMode.SYSTEMD or not plan.bindings:
@@ -111,6 +116,7 @@ class UnbindStep(BuiltinStep):
     async def apply(self, ctx: TransitionContext) -> None:
         bindings: tuple[Binding, ...] = ctx.facts.get("bindings", ())
         kept: tuple[str, ...] = ctx.facts.get("kept", ())
+        listed: list[Device] = ctx.facts.get("devices", [])
         devices = ctx.backends.devices
         for path in kept:
             ctx.log("devices.kept", sys_path=path)
@@ -124,7 +130,7 @@ class UnbindStep(BuiltinStep):
         done: list[Binding] = []
         for b in bindings:
             try:
-                holders = await asyncio.to_thread(_holders, devices, b)
+                holders = await asyncio.to_thread(_holders, devices, b, listed)
                 if holders:
                     ctx.log(
                         "devices.in-use",

@@ -75,6 +75,7 @@ class FakeDevices:
         self.settles = settles
         self.unbound: set[str] = set()
         self.down: set[str] = set()
+        self.enumerations = 0
 
     def _maybe_fail(self, op: str, key: str) -> None:
         code = self.fail.get((op, key))
@@ -82,6 +83,7 @@ class FakeDevices:
             raise OSError(code, f"{op} {key}: {os.strerror(code)}")
 
     def devices(self) -> list[Device]:
+        self.enumerations += 1
         out = []
         for d in self.all:
             if any(d.sys_path.startswith(u + "/") for u in self.unbound) and d.net is not None:
