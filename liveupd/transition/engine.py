@@ -206,9 +206,9 @@ class Engine:
         self._set_state(t, final)
 
     async def _run_group(self, ctx: TransitionContext, group: Group) -> None:
-        records = [(step, step.prepare(ctx)) for step in group.steps]
-        for step, undo in records:
-            ctx.journal.step_started(step.key, step.phase, undo)
+        ctx.journal.steps_started(
+            [(step.key, step.phase, step.prepare(ctx)) for step in group.steps]
+        )
         outcomes = await asyncio.gather(
             *(self._run_step(ctx, step) for step in group.steps), return_exceptions=True
         )
@@ -233,7 +233,8 @@ class Engine:
             ctx.journal.step_status(step.key, StepStatus.FAILED, error=repr(e))
             raise Failed(f"step {step.key} failed unexpectedly: {e!r}") from e
         usec = _usec_since(start)
-        ctx.journal.step_status(step.key, StepStatus.DONE, usec=usec)
+        # Not fsync'd: see transition/journal.py; the next durable write carries it.
+        ctx.journal.step_status(step.key, StepStatus.DONE, durable=False, usec=usec)
         if step.kind != "hook":
             ctx.log("step.finished", step=step.key, phase=str(step.phase), usec=usec)
             self.events(StepFinished(ctx.id, step.kind, step.name, step.phase, "success", usec))

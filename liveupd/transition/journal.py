@@ -1,9 +1,16 @@
 """The durable record of one transition: what was done, so it can be undone.
 
 One JSON file per transition, ``<state-dir>/transitions/<id>/journal.json``,
-rewritten atomically (temp file, fsync, rename, fsync directory) *before* each
-step with side effects starts and again when it ends.  After a crash the
+rewritten atomically (temp file, fsync, rename, fsync directory) *before* the
+steps of a group start, and rewritten again when each ends.  After a crash the
 daemon reads it back and undoes exactly the steps it shows as done.
+
+A step's end (done) is written without fsync: the rewrite survives a crash of
+the daemon (the page cache has it), and the next durable write (the next
+group's start, the checkpoint phase, the final state) carries it to the disk.
+Only a power cut in that window loses it, and then the machine has been
+through its firmware anyway.  After a daemon crash a built-in step still shown
+as started is undone regardless (built-in undos are idempotent).
 
 While the filesystem holding the state directory is frozen nothing may be
 written to it; the journal then keeps changes in memory (``hold()``) and
@@ -128,23 +135,31 @@ class Journal:
         raise KeyError(key)
 
     def step_started(self, key: str, phase: Phase, undo: dict[str, Any] | None) -> None:
-        self.data["steps"].append(
-            {
-                "key": key,
-                "phase": str(phase),
-                "status": StepStatus.STARTED,
-                "undo": undo,
-                "started": time.time(),
-            }
-        )
+        self.steps_started([(key, phase, undo)])
+
+    def steps_started(self, steps: list[tuple[str, Phase, dict[str, Any] | None]]) -> None:
+        """Journal steps about to start (a group that runs concurrently): one durable write."""
+        now = time.time()
+        for key, phase, undo in steps:
+            self.data["steps"].append(
+                {
+                    "key": key,
+                    "phase": str(phase),
+                    "status": StepStatus.STARTED,
+                    "undo": undo,
+                    "started": now,
+                }
+            )
         self.save()
 
     def step_update(self, key: str, *, durable: bool = True, **fields: Any) -> None:
         self._step(key).update(fields)
         self.save(durable=durable)
 
-    def step_status(self, key: str, status: StepStatus, **fields: Any) -> None:
-        self.step_update(key, status=status, **fields)
+    def step_status(
+        self, key: str, status: StepStatus, *, durable: bool = True, **fields: Any
+    ) -> None:
+        self.step_update(key, status=status, durable=durable, **fields)
 
     def steps(self) -> list[dict[str, Any]]:
         return list(self.data["steps"])
