@@ -8,25 +8,23 @@ regenerates the file from the saved results without measuring anything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.analysis import by_method, count, phase_breakdown, summary
-from bench.stats import DASH, Summary, fmt_num, fmt_ratio, fmt_summary, linear_fit, ratio
-
-Run = Mapping[str, Any]
-
-LABELS = {
-    "liveupd-direct": "liveupd `direct`",
-    "liveupd-systemd": "liveupd `systemd`",
-    "kexec-e": "`kexec -e` (floor)",
-    "systemctl-kexec": "`systemctl kexec`",
-    "reboot": "`systemctl reboot` (SeaBIOS)",
-    "kexec-e-nosync": "`kexec -e --no-sync`",
-    "ovmf-reboot": "`systemctl reboot` (OVMF UEFI)",
-    "ovmf-kexec-e": "`kexec -e` (booted by OVMF)",
-}
-FLOOR = "kexec-e"
+from bench.analysis import by_method, phase_breakdown, summary
+from bench.findings import findings, targets
+from bench.stats import DASH, Summary, fmt_num, fmt_ratio, fmt_summary, ratio
+from bench.tables import (
+    FLOOR,
+    Run,
+    fmt_runs,
+    label,
+    median_of,
+    ok_runs,
+    paired_ratios,
+    table,
+    vm_hook_fit,
+)
 
 # Published firmware (POST) and bare-metal reboot times; see "A physical server".
 FIRMWARE_SOURCES: tuple[tuple[str, float, str, str], ...] = (
@@ -54,44 +52,6 @@ FIRMWARE_SOURCES: tuple[tuple[str, float, str, str], ...] = (
         "https://gitlab.com/testing-farm/infrastructure/-/merge_requests/1526",
     ),
 )
-
-
-def label(key: str) -> str:
-    return LABELS.get(key, key)
-
-
-def _ok_runs(runs: Iterable[Run]) -> list[Run]:
-    return [r for r in runs if not r.get("error")]
-
-
-def _s(runs: Iterable[Run], field: str, digits: int = 2) -> str:
-    return fmt_summary(summary(runs, field), digits)
-
-
-def _median(runs: Iterable[Run], field: str) -> float | None:
-    s = summary(runs, field)
-    return s.median if s else None
-
-
-def paired_ratios(runs: Sequence[Run], method: str, floor: str = FLOOR) -> list[float]:
-    """total_s of ``method`` over the floor's in the same round, for each round having both."""
-    floors = {r["round"]: r["total_s"] for r in _ok_runs(runs) if r["method"] == floor}
-    return [
-        r["total_s"] / floors[r["round"]]
-        for r in _ok_runs(runs)
-        if r["method"] == method and r["round"] in floors and floors[r["round"]] > 0
-    ]
-
-
-def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _frac(pair: tuple[int, int]) -> str:
-    n, total = pair
-    return f"{n}/{total}" if total else DASH
 
 
 # ------------------------------------------------------------------ sections --
@@ -134,23 +94,23 @@ def machine_section(res: Mapping[str, Any]) -> str:
 
 def downtime_section(runs: Sequence[Run], floor_key: str = FLOOR) -> str:
     groups = by_method(runs)
-    floor = _median(groups.get(floor_key, []), "total_s")
+    floor = median_of(groups.get(floor_key, []), "total_s")
     rows = []
     for key, rs in groups.items():
-        ok = _ok_runs(rs)
+        ok = ok_runs(rs)
         paired = Summary.of(paired_ratios(runs, key, floor_key)) if key != floor_key else None
         rows.append(
             (
                 label(key),
                 f"{len(ok)}/{len(rs)}",
-                _s(ok, "total_s"),
-                fmt_ratio(ratio(_median(ok, "total_s"), floor)),
+                fmt_runs(ok, "total_s"),
+                fmt_ratio(ratio(median_of(ok, "total_s"), floor)),
                 fmt_summary(paired, 2, "x") if paired else DASH,
-                _s(ok, "old_side_s"),
-                _s(ok, "handover_s"),
-                _s(ok, "new_side_s"),
-                _s(ok, "recovered_s"),
-                _s(ok, "prep_s"),
+                fmt_runs(ok, "old_side_s"),
+                fmt_runs(ok, "handover_s"),
+                fmt_runs(ok, "new_side_s"),
+                fmt_runs(ok, "recovered_s"),
+                fmt_runs(ok, "prep_s"),
             )
         )
     return table(
@@ -173,7 +133,7 @@ def downtime_section(runs: Sequence[Run], floor_key: str = FLOOR) -> str:
 def safety_section(runs: Sequence[Run]) -> str:
     rows = []
     for key, rs in by_method(runs).items():
-        ok = _ok_runs(rs)
+        ok = ok_runs(rs)
         lost = [r for r in ok if r.get("payload") not in (None, "intact")]
         how = sorted({str(r["payload"]) for r in lost})
         replayed = [r for r in ok if r.get("journal_replayed")]
@@ -205,7 +165,7 @@ def safety_section(runs: Sequence[Run]) -> str:
 def residual_section(runs: Sequence[Run]) -> str:
     rows = []
     for key, rs in by_method(runs).items():
-        ok = _ok_runs(rs)
+        ok = ok_runs(rs)
         cal = summary(ok, "calibration_error_s")
         rows.append(
             (
@@ -213,7 +173,7 @@ def residual_section(runs: Sequence[Run]) -> str:
                 fmt_summary(summary(ok, "agent_latency_s"), 3),
                 fmt_summary(summary(ok, "serial_latency_s"), 3),
                 fmt_num(cal.max if cal else None, 3),
-                _s(ok, "handover_s"),
+                fmt_runs(ok, "handover_s"),
             )
         )
     return table(
@@ -231,7 +191,7 @@ def residual_section(runs: Sequence[Run]) -> str:
 def liveupd_section(runs: Sequence[Run]) -> str:
     rows = []
     for key, rs in by_method(runs).items():
-        ok = [r for r in _ok_runs(rs) if r.get("own_cost")]
+        ok = [r for r in ok_runs(rs) if r.get("own_cost")]
         if not ok:
             continue
 
@@ -253,7 +213,7 @@ def liveupd_section(runs: Sequence[Run]) -> str:
                 fmt_summary(own("own"), 3),
                 fmt_summary(own("between_steps"), 3),
                 fmt_summary(stamp_to_last, 2),
-                _s(ok, "liveupd_downtime_s"),
+                fmt_runs(ok, "liveupd_downtime_s"),
             )
         )
     return table(
@@ -274,7 +234,7 @@ def liveupd_section(runs: Sequence[Run]) -> str:
 def phases_section(runs: Sequence[Run]) -> str:
     """Median time of each part of Execute (from the runs' timelines), per liveupd mode."""
     per: dict[str, dict[str, list[float]]] = {}
-    for r in _ok_runs(runs):
+    for r in ok_runs(runs):
         if not r.get("timeline"):
             continue
         for part, seconds in phase_breakdown(r["timeline"]).items():
@@ -295,7 +255,7 @@ def verify_section(runs: Sequence[Run]) -> str:
     """The new side of liveupd runs: when verification ran, on the new kernel's clock."""
     rows = []
     for key, rs in by_method(runs).items():
-        ok = [r for r in _ok_runs(rs) if r.get("verify")]
+        ok = [r for r in ok_runs(rs) if r.get("verify")]
         if not ok:
             continue
 
@@ -325,15 +285,15 @@ def verify_section(runs: Sequence[Run]) -> str:
 
 def model_section(runs: Sequence[Run]) -> str:
     groups = by_method(runs)
-    floor_new = _median(groups.get(FLOOR, []), "total_s")
-    reboot = _ok_runs(groups.get("reboot", []))
-    reboot_total = _median(reboot, "total_s")
-    reboot_handover = _median(reboot, "handover_s") or 0.0
+    floor_new = median_of(groups.get(FLOOR, []), "total_s")
+    reboot = ok_runs(groups.get("reboot", []))
+    reboot_total = median_of(reboot, "total_s")
+    reboot_handover = median_of(reboot, "handover_s") or 0.0
     rows = []
     header = ["method", "measured in the VM s"]
     header += [f"server with {fw:.0f} s firmware ({name}) s" for name, fw, _, _ in FIRMWARE_SOURCES]
     for key, rs in groups.items():
-        med = _median(_ok_runs(rs), "total_s")
+        med = median_of(ok_runs(rs), "total_s")
         if med is None or key.startswith("ovmf"):
             continue
         cells = [label(key), fmt_num(med, 1)]
@@ -406,15 +366,6 @@ def hook_cost_section(hook_runs: Sequence[Run]) -> str:
             f"to {b:.2f} s ({b - a:+.2f} s)."
         )
     return text
-
-
-def vm_hook_fit(ok: Sequence[Run]) -> tuple[float, float] | None:
-    points = [
-        (float(r["hooks"]), float(r["own_cost"]["own"]))
-        for r in ok
-        if not r.get("shared_prefix") and r["own_cost"].get("own") is not None
-    ]
-    return linear_fit(points)
 
 
 def host_orchestration_section(orch: Mapping[str, Any]) -> str:
@@ -554,102 +505,6 @@ def daemon_section(host: Mapping[str, Any] | None, guest: Mapping[str, Any] | No
             )
         )
     return text
-
-
-# --------------------------------------------------------------------- targets --
-
-
-def targets(res: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(target, where it stands, verdict) for each target of the issue."""
-    vm = res.get("vm") or {}
-    runs: list[Run] = list(vm.get("runs", []))
-    groups = by_method(runs)
-    out: list[tuple[str, str, str]] = []
-    direct = _ok_runs(groups.get("liveupd-direct", []))
-    floor = _median(groups.get(FLOOR, []), "total_s")
-    d_med = _median(direct, "total_s")
-    sk_med = _median(groups.get("systemctl-kexec", []), "total_s")
-    r = ratio(d_med, floor)
-    if r is None:
-        out.append(("liveupd direct <= 1.15x raw kexec -e", "not measured", "not measured"))
-    else:
-        intact = count(direct, "payload_intact")
-        completed = sum(1 for x in direct if x.get("transition_state") == "completed")
-        nothing_lost = intact[0] == intact[1] == len(direct) and completed == len(direct)
-        out.append(
-            (
-                "liveupd `direct` downtime within 1.15x of raw `kexec -e`, flush and quiesce done, "
-                "nothing lost",
-                f"{fmt_ratio(r)} ({d_med:.2f} s vs {floor:.2f} s, medians); file intact "
-                f"{_frac(intact)}, transitions completed {completed}/{len(direct)}",
-                "met" if r <= 1.15 and nothing_lost else "missed",
-            )
-        )
-    if d_med is not None and sk_med is not None:
-        out.append(
-            (
-                "liveupd `direct` below `systemctl kexec`",
-                f"{d_med:.2f} s vs {sk_med:.2f} s (medians)",
-                "met" if d_med < sk_med else "missed",
-            )
-        )
-    orch = (res.get("host") or {}).get("orchestration") or {}
-    fit = orch.get("fit")
-    if fit:
-        ok = fit["base_ms"] < 50 and fit["per_hook_ms"] < 5
-        out.append(
-            (
-                "orchestration < 50 ms per transition + < 5 ms per no-op hook (host, dry run)",
-                f"{fit['base_ms']:.1f} ms + {fit['per_hook_ms']:.2f} ms/hook",
-                "met" if ok else "missed",
-            )
-        )
-    hook_ok = [x for x in vm.get("hook_runs", []) if not x.get("error") and x.get("own_cost")]
-    vfit = vm_hook_fit(hook_ok)
-    if vfit:
-        out.append(
-            (
-                "the same in the VM (TCG, real devices and disks)",
-                f"{vfit[0] * 1000:.0f} ms + {vfit[1] * 1000:.1f} ms/hook",
-                "met" if vfit[0] < 0.05 and vfit[1] < 0.005 else "missed (under TCG)",
-            )
-        )
-    daemon = (res.get("host") or {}).get("daemon") or {}
-    rss = daemon.get("idle_rss_mib")
-    if rss:
-        mib = float(rss["median"])
-        mb = mib * 1.048576
-        out.append(
-            (
-                "daemon idle RSS < 40 MB",
-                f"{mib:.1f} MiB = {mb:.1f} MB",
-                "met" if mb < 40 else ("met only if MB means MiB" if mib < 40 else "missed"),
-            )
-        )
-    owned = daemon.get("name_owned_s")
-    if owned:
-        ms = float(owned["median"]) * 1000
-        worst = float(owned["max"]) * 1000
-        out.append(
-            (
-                "bus name owned < 500 ms after start",
-                f"{ms:.0f} ms median, {worst:.0f} ms worst",
-                "met" if worst < 500 else ("met at the median" if ms < 500 else "missed"),
-            )
-        )
-    best = max(
-        (float(x["rate"]) for x in daemon.get("loads", []) if int(x.get("clients", 0)) == 16),
-        default=None,
-    )
-    if best is not None:
-        out.append(
-            (
-                "> 4,000 property reads/s with 16 clients",
-                f"{best:,.0f}/s",
-                "met" if best > 4000 else "missed",
-            )
-        )
-    return out
 
 
 # ------------------------------------------------------------------------ page --
@@ -883,129 +738,3 @@ def all_runs_section(runs: Sequence[Run]) -> str:
         ),
         rows,
     )
-
-
-# -------------------------------------------------------------------- findings --
-
-PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "durable journal writes (fsync, rename, directory fsync)",
-        ("posix.fsync", "posix.replace", "liveupd/fsio.py"),
-    ),
-    ("starting hook processes (fork/exec)", ("fork_exec", "subprocess.py")),
-    (
-        "waiting on threads (asyncio's child watcher starts one per hook; to_thread)",
-        ("_thread.lock",),
-    ),
-    ("encoding the whole journal as JSON, again at every write", ("json/encoder.py",)),
-)
-
-
-def profile_shares(prof: Mapping[str, Any]) -> list[tuple[str, float]]:
-    total = float(prof["profiled_total_ms"]) or 1.0
-    out = []
-    for name, needles in PROFILE_GROUPS:
-        ms = sum(
-            float(r["self_ms"])
-            for r in prof.get("top_self", [])
-            if any(n in str(r["where"]) for n in needles)
-        )
-        out.append((name, ms / total))
-    return out
-
-
-def _case(orch: Mapping[str, Any], hooks: int, tmpfs: bool) -> float | None:
-    for c in orch.get("cases", []):
-        if (
-            c["hooks"] == hooks
-            and bool(c["tmpfs"]) == tmpfs
-            and not c["shared_prefix"]
-            and c["program"] == ["/bin/true"]
-        ):
-            return float(c["own_cost_ms"]["median"])
-    return None
-
-
-def findings(res: Mapping[str, Any]) -> str:
-    """What the numbers say, and what to change in liveupd (proposals, not done here)."""
-    out: list[str] = []
-    vm = res.get("vm") or {}
-    groups = by_method(vm.get("runs", []))
-    med = {k: _median(_ok_runs(v), "total_s") for k, v in groups.items()}
-    old = {k: _median(_ok_runs(v), "old_side_s") for k, v in groups.items()}
-    new = {k: _median(_ok_runs(v), "new_side_s") for k, v in groups.items()}
-    d, f = med.get("liveupd-direct"), med.get(FLOOR)
-    if d is not None and f is not None:
-        out.append(
-            f"- **Downtime.** liveupd `direct` is {d:.2f} s against {f:.2f} s for `kexec -e` "
-            f"({d / f:.2f}x). Old side {fmt_num(old.get('liveupd-direct'))} s vs "
-            f"{fmt_num(old.get(FLOOR))} s: the difference is liveupd's quiesce, unbind, "
-            "checkpoint, sync and freeze (next table); new side "
-            f"{fmt_num(new.get('liveupd-direct'))} s vs {fmt_num(new.get(FLOOR))} s, i.e. "
-            "the new kernel's boot dominates every kexec method and is the same work for all."
-        )
-    sk, sd = med.get("systemctl-kexec"), med.get("liveupd-systemd")
-    if sk is not None and sd is not None:
-        out.append(
-            f"- liveupd `systemd` ({sd:.2f} s) goes through the same systemd shutdown as "
-            f"`systemctl kexec` ({sk:.2f} s), plus its quiesce, unbind and checkpoint before it."
-        )
-    orch = (res.get("host") or {}).get("orchestration") or {}
-    prof = orch.get("profile")
-    if prof:
-        shares = ", ".join(f"{name}: {share:.0%}" for name, share in profile_shares(prof))
-        writes = next(
-            (
-                int(r["calls"])
-                for r in prof.get("top_cumulative_liveupd", [])
-                if str(r["where"]).endswith("journal.py:save")
-            ),
-            None,
-        )
-        per_hook = f" ({writes / prof['hooks']:.1f} journal rewrites per hook)" if writes else ""
-        out.append(
-            f"- **Orchestration profile** (one Execute with {prof['hooks']} no-op hooks): "
-            f"{shares}{per_hook}."
-        )
-    disk0, tmp0 = _case(orch, 0, False), _case(orch, 0, True)
-    disk100, tmp100 = _case(orch, 100, False), _case(orch, 100, True)
-    if None not in (disk0, tmp0, disk100, tmp100):
-        out.append(
-            f"- With the state directory on tmpfs (no real fsync) the own cost falls from "
-            f"{disk0:.0f} to {tmp0:.0f} ms with no hooks and from {disk100:.0f} to "
-            f"{tmp100:.0f} ms with 100: durable journal writes are the largest single cost, "
-            "and they grow with the number of hooks."
-        )
-    out.append(PROPOSALS)
-    return "\n".join(out)
-
-
-PROPOSALS = """\
-- **Proposals for liveupd/** (not made here; for the maintainers):
-  1. *Journal once per group, not three times per hook* (`transition/engine.py:_run_group`,
-     `_run_step`; `transition/journal.py:step_started/step_update/step_status`). Today each
-     hook costs a durable rewrite of the whole journal before it starts, another rewrite to
-     record its process group (`durable=False`, yet still a temp file and a rename, and on
-     ext4 a rename over an existing file also starts writeback of the new one,
-     `auto_da_alloc`) and a durable rewrite when it ends. A hook without `undo` has no undo
-     record to make durable first; the records of one group can go out in one save; the
-     process group ids (needed to kill leftovers after a daemon crash) can be appended to a
-     small side file instead of rewriting the journal. Expected: the per-hook cost falls
-     towards the cost of spawning the process.
-  2. *Append, do not rewrite* (`fsio.atomic_write_json` of the whole journal): the journal
-     grows with every step and is encoded and written whole each time, so 100 hooks cost
-     O(n^2) bytes; an append-only record (one JSON line per change, fsync'd) replayed on
-     load keeps each write small.
-  3. *No thread per hook*: Python 3.11's asyncio uses `ThreadedChildWatcher`, one thread per
-     child process; `asyncio.set_child_watcher(asyncio.PidfdChildWatcher())` (Linux >= 5.3)
-     waits on a pidfd in the event loop instead.
-  4. *Start-up and memory*: pydantic (with pydantic-core and the schemas built at import
-     by `config/model.py` and `hooks/manifest.py`) is the largest single block of the
-     daemon's import time and several MiB of its RSS; validating the TOML with plain
-     dataclasses, or importing the transition machinery (kernel, devices, storage, hooks
-     runner) only at the first Stage, would bring the idle daemon closer to the bare
-     asyncio + dbus-fast floor shown above.
-  5. *Recovery waits for DHCP*: the verify hook `50-network-verify` waits for a
-     default route, so with the shipped hooks liveupd reports recovery only once DHCP has
-     finished; that is correct, but it is why *recovered* trails the boot marker.
-"""

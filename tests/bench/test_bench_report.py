@@ -11,8 +11,10 @@ import pytest
 
 from bench.analysis import by_method, count, hooks_seconds, own_cost, phase_breakdown
 from bench.clock import PingSample, offset_interval
-from bench.report import paired_ratios, render, targets
+from bench.findings import targets
+from bench.report import render
 from bench.stats import Summary, fmt_summary, linear_fit
+from bench.tables import paired_ratios
 
 
 def test_summary_skips_missing_values() -> None:

@@ -1,0 +1,283 @@
+"""The verdicts on the issue's targets and what the numbers say, computed from the results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bench.analysis import by_method, count, phase_breakdown, summary
+from bench.stats import Summary, fmt_num, fmt_ratio, ratio
+from bench.tables import (
+    FLOOR,
+    Run,
+    frac,
+    median_of,
+    ok_runs,
+    vm_hook_fit,
+)
+
+# --------------------------------------------------------------------- targets --
+
+
+def targets(res: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(target, where it stands, verdict) for each target of the issue."""
+    vm = res.get("vm") or {}
+    runs: list[Run] = list(vm.get("runs", []))
+    groups = by_method(runs)
+    out: list[tuple[str, str, str]] = []
+    direct = ok_runs(groups.get("liveupd-direct", []))
+    floor = median_of(groups.get(FLOOR, []), "total_s")
+    d_med = median_of(direct, "total_s")
+    sk_med = median_of(groups.get("systemctl-kexec", []), "total_s")
+    r = ratio(d_med, floor)
+    if r is None:
+        out.append(("liveupd direct <= 1.15x raw kexec -e", "not measured", "not measured"))
+    else:
+        intact = count(direct, "payload_intact")
+        completed = sum(1 for x in direct if x.get("transition_state") == "completed")
+        nothing_lost = intact[0] == intact[1] == len(direct) and completed == len(direct)
+        out.append(
+            (
+                "liveupd `direct` downtime within 1.15x of raw `kexec -e`, flush and quiesce done, "
+                "nothing lost",
+                f"{fmt_ratio(r)} ({d_med:.2f} s vs {floor:.2f} s, medians); file intact "
+                f"{frac(intact)}, transitions completed {completed}/{len(direct)}",
+                "met" if r <= 1.15 and nothing_lost else "missed",
+            )
+        )
+    if d_med is not None and sk_med is not None:
+        out.append(
+            (
+                "liveupd `direct` below `systemctl kexec`",
+                f"{d_med:.2f} s vs {sk_med:.2f} s (medians)",
+                "met" if d_med < sk_med else "missed",
+            )
+        )
+    orch = (res.get("host") or {}).get("orchestration") or {}
+    fit = orch.get("fit")
+    if fit:
+        ok = fit["base_ms"] < 50 and fit["per_hook_ms"] < 5
+        out.append(
+            (
+                "orchestration < 50 ms per transition + < 5 ms per no-op hook (host, dry run)",
+                f"{fit['base_ms']:.1f} ms + {fit['per_hook_ms']:.2f} ms/hook",
+                "met" if ok else "missed",
+            )
+        )
+    hook_ok = [x for x in vm.get("hook_runs", []) if not x.get("error") and x.get("own_cost")]
+    vfit = vm_hook_fit(hook_ok)
+    if vfit:
+        out.append(
+            (
+                "the same in the VM (TCG, real devices and disks)",
+                f"{vfit[0] * 1000:.0f} ms + {vfit[1] * 1000:.1f} ms/hook",
+                "met" if vfit[0] < 0.05 and vfit[1] < 0.005 else "missed (under TCG)",
+            )
+        )
+    daemon = (res.get("host") or {}).get("daemon") or {}
+    rss = daemon.get("idle_rss_mib")
+    if rss:
+        mib = float(rss["median"])
+        mb = mib * 1.048576
+        out.append(
+            (
+                "daemon idle RSS < 40 MB",
+                f"{mib:.1f} MiB = {mb:.1f} MB",
+                "met" if mb < 40 else ("met only if MB means MiB" if mib < 40 else "missed"),
+            )
+        )
+    owned = daemon.get("name_owned_s")
+    if owned:
+        ms = float(owned["median"]) * 1000
+        worst = float(owned["max"]) * 1000
+        out.append(
+            (
+                "bus name owned < 500 ms after start",
+                f"{ms:.0f} ms median, {worst:.0f} ms worst",
+                "met" if worst < 500 else ("met at the median" if ms < 500 else "missed"),
+            )
+        )
+    best = max(
+        (float(x["rate"]) for x in daemon.get("loads", []) if int(x.get("clients", 0)) == 16),
+        default=None,
+    )
+    if best is not None:
+        out.append(
+            (
+                "> 4,000 property reads/s with 16 clients",
+                f"{best:,.0f}/s",
+                "met" if best > 4000 else "missed",
+            )
+        )
+    return out
+
+
+# -------------------------------------------------------------------- findings --
+
+PROFILE_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "durable journal writes (fsync, rename, directory fsync)",
+        ("posix.fsync", "posix.replace", "liveupd/fsio.py"),
+    ),
+    ("starting hook processes (fork/exec)", ("fork_exec", "subprocess.py")),
+    (
+        "waiting on threads (asyncio's child watcher starts one per hook; to_thread)",
+        ("_thread.lock",),
+    ),
+    ("encoding the whole journal as JSON, again at every write", ("json/encoder.py",)),
+)
+
+
+def profile_shares(prof: Mapping[str, Any]) -> list[tuple[str, float]]:
+    total = float(prof["profiled_total_ms"]) or 1.0
+    out = []
+    for name, needles in PROFILE_GROUPS:
+        ms = sum(
+            float(r["self_ms"])
+            for r in prof.get("top_self", [])
+            if any(n in str(r["where"]) for n in needles)
+        )
+        out.append((name, ms / total))
+    return out
+
+
+def _case(orch: Mapping[str, Any], hooks: int, tmpfs: bool) -> float | None:
+    for c in orch.get("cases", []):
+        if (
+            c["hooks"] == hooks
+            and bool(c["tmpfs"]) == tmpfs
+            and not c["shared_prefix"]
+            and c["program"] == ["/bin/true"]
+        ):
+            return float(c["own_cost_ms"]["median"])
+    return None
+
+
+def findings(res: Mapping[str, Any]) -> str:
+    """What the numbers say, and what to change in liveupd (what was done, what is proposed)."""
+    out: list[str] = []
+    vm = res.get("vm") or {}
+    groups = by_method(vm.get("runs", []))
+    med = {k: median_of(ok_runs(v), "total_s") for k, v in groups.items()}
+    old = {k: median_of(ok_runs(v), "old_side_s") for k, v in groups.items()}
+    new = {k: median_of(ok_runs(v), "new_side_s") for k, v in groups.items()}
+    d, f = med.get("liveupd-direct"), med.get(FLOOR)
+    if d is not None and f is not None:
+        out.append(
+            f"- **Downtime.** liveupd `direct` is {d:.2f} s against {f:.2f} s for `kexec -e` "
+            f"({d / f:.2f}x). Old side {fmt_num(old.get('liveupd-direct'))} s vs "
+            f"{fmt_num(old.get(FLOOR))} s: the difference is liveupd's quiesce, unbind, "
+            "checkpoint, sync and freeze (see *liveupd's path*); new side "
+            f"{fmt_num(new.get('liveupd-direct'))} s vs {fmt_num(new.get(FLOOR))} s, i.e. "
+            "the new kernel's boot dominates every kexec method and is the same work for all."
+        )
+    sk, sd = med.get("systemctl-kexec"), med.get("liveupd-systemd")
+    if sk is not None and sd is not None:
+        out.append(
+            f"- liveupd `systemd` ({sd:.2f} s) goes through the same systemd shutdown as "
+            f"`systemctl kexec` ({sk:.2f} s), plus its quiesce, unbind and checkpoint before it."
+        )
+    orch = (res.get("host") or {}).get("orchestration") or {}
+    prof = orch.get("profile")
+    if prof:
+        shares = ", ".join(f"{name}: {share:.0%}" for name, share in profile_shares(prof))
+        writes = next(
+            (
+                int(r["calls"])
+                for r in prof.get("top_cumulative_liveupd", [])
+                if str(r["where"]).endswith("journal.py:save")
+            ),
+            None,
+        )
+        per_hook = f" ({writes / prof['hooks']:.1f} journal rewrites per hook)" if writes else ""
+        out.append(
+            f"- **Orchestration profile** (one Execute with {prof['hooks']} no-op hooks): "
+            f"{shares}{per_hook}."
+        )
+    disk0, tmp0 = _case(orch, 0, False), _case(orch, 0, True)
+    disk100, tmp100 = _case(orch, 100, False), _case(orch, 100, True)
+    if None not in (disk0, tmp0, disk100, tmp100):
+        out.append(
+            f"- With the state directory on tmpfs (no real fsync) the own cost falls from "
+            f"{disk0:.0f} to {tmp0:.0f} ms with no hooks and from {disk100:.0f} to "
+            f"{tmp100:.0f} ms with 100: durable journal writes are the largest single cost, "
+            "and they grow with the number of hooks."
+        )
+    parts: dict[str, list[float]] = {}
+    for r in ok_runs(groups.get("liveupd-direct", [])):
+        for part, seconds in phase_breakdown(r.get("timeline") or []).items():
+            parts.setdefault(part, []).append(seconds)
+    plan = Summary.of(parts.get("unbind: planning (prepare)", []))
+    step = Summary.of(parts.get("unbind: the step", []))
+    execute = summary(ok_runs(groups.get("liveupd-direct", [])), "exec_stamp_at_s")
+    if plan and step and execute:
+        enum = orch.get("enumeration") or {}
+        host_enum = (
+            f" (on this host's own {enum['devices']} devices one enumeration takes "
+            f"{Summary.from_json(enum['ms']).median:.0f} ms)"
+            if enum.get("ms")
+            else ""
+        )
+        out.append(
+            f"- **Where liveupd's old side goes** (direct mode, VM): of "
+            f"{execute.median:.1f} s from the request to the exec stamp, planning the unbind "
+            f"takes {plan.median:.1f} s and the devices step {step.median:.1f} s. Planning "
+            "enumerates every device udev knows once (`devices/enumerate.py:udev_devices`, "
+            "from `devices/steps.py:plan_for` in the step's `prepare`); the step reuses that "
+            "list for the holders check, then sets the link down, unbinds and waits for "
+            f"udev's remove event{host_enum}."
+        )
+    waits = [
+        r["verify"]["verify_started"] - r["verify"]["unit_started"]
+        for r in ok_runs(runs_of(groups, "liveupd-direct", "liveupd-systemd"))
+        if (r.get("verify") or {}).get("verify_started") is not None
+        and (r.get("verify") or {}).get("unit_started") is not None
+    ]
+    wait = Summary.of(waits)
+    if wait:
+        out.append(
+            f"- **Recovery is reported late because of start-up**: `liveupd --verify` begins "
+            f"verifying {wait.median:.1f} s (median) after its unit starts, i.e. after Python "
+            "has imported liveupd (pydantic included) under TCG; on hardware the same imports "
+            "take a few hundred ms (see the daemon's start-up below)."
+        )
+    out.append(PROPOSALS)
+    return "\n".join(out)
+
+
+def runs_of(groups: Mapping[str, list[Run]], *keys: str) -> list[Run]:
+    return [r for k in keys for r in groups.get(k, [])]
+
+
+PROPOSALS = """\
+- **Done after the first measurements** (in liveupd/, kept here so the numbers can be
+  read against them): the unbind step enumerated every device again for each device it
+  unbound (the holders check); it now reuses the plan's list (`devices/steps.py`). Each
+  hook cost two durable rewrites of the journal; a group's steps are now journaled with
+  one durable write before any starts, and a step's end is written without fsync, carried
+  to disk by the next durable write (`transition/engine.py:_run_group`,
+  `transition/journal.py`).
+- **Proposals for liveupd/** (open), biggest first:
+  1. *Enumerate only what matters* (`devices/enumerate.py:udev_devices`): enumerate the
+     subsystems the selectors and `keep` name (pyudev `list_devices(subsystem=...)`), the
+     network interfaces, and the ancestors of what matched, instead of every device udev
+     knows; selectors by driver or property alone still need the full list.
+  2. *Append, do not rewrite* (`fsio.atomic_write_json` of the whole journal): the journal
+     grows with every step and is encoded and written whole each time, so 100 hooks cost
+     O(n^2) bytes; an append-only record (one JSON line per change, fdatasync'd) replayed on
+     load keeps each write small. The process group ids (needed to kill leftovers after a
+     daemon crash) could go to a small side file the same way.
+  3. *No thread per hook*: Python 3.11's asyncio uses `ThreadedChildWatcher`, one thread per
+     child process; `asyncio.set_child_watcher(asyncio.PidfdChildWatcher())` (Linux >= 5.3)
+     waits on a pidfd in the event loop instead.
+  4. *Start-up and memory* (the daemon, and `liveupd --verify` on the new kernel, where it
+     delays the recovery report): pydantic (with pydantic-core and the schemas built at
+     import by `config/model.py` and `hooks/manifest.py`) is the largest single block of
+     import time and several MiB of RSS; validating the TOML with plain dataclasses, and
+     importing the transition machinery (kernel, devices, storage, hooks runner) only when
+     a Stage or a verification needs it, would bring the idle daemon close to the bare
+     asyncio + dbus-fast floor shown above.
+  5. *Recovery waits for DHCP* (not a defect): the verify hook `50-network-verify` waits for
+     a default route, so with the shipped hooks liveupd reports recovery only once DHCP has
+     finished, which is part of why *recovered* trails the boot marker.
+"""
