@@ -67,6 +67,8 @@ test: setup
 demo: setup
 	$(VPY) -m tests.vm.demo
 
+# OVMF for the UEFI reboot beside the SeaBIOS one (bench/vm.py:run_ovmf).
+bench: APT_PACKAGES += ovmf
 bench: setup
 	$(VPY) -m bench.run
 
