@@ -19,7 +19,7 @@ from liveupd.transition.engine import Engine
 from liveupd.transition.events import PhaseChanged
 from liveupd.transition.phases import Phase, StepStatus
 from liveupd.transition.plan import plan
-from liveupd.transition.steps import HookStep
+from liveupd.transition.steps import HookStep, Step
 from liveupd.verify.checks import Check, Problem
 
 
@@ -43,14 +43,13 @@ async def run_phase(engine: Engine, ctx: TransitionContext, phase: Phase) -> lis
     ctx.log("phase.started", phase=str(phase))
     started = time.monotonic()
     for group in groups:
-        for step in group.steps:
-            ctx.journal.step_started(step.key, phase, None)
+        ctx.journal.steps_started([(step.key, phase, None) for step in group.steps])
         outcomes = await asyncio.gather(
-            *(step.apply(ctx) for step in group.steps), return_exceptions=True
+            *(_timed(step, ctx) for step in group.steps), return_exceptions=True
         )
         for step, outcome in zip(group.steps, outcomes, strict=True):
-            if outcome is None:
-                ctx.journal.step_status(step.key, StepStatus.DONE)
+            if isinstance(outcome, int):
+                ctx.journal.step_status(step.key, StepStatus.DONE, usec=outcome)
                 continue
             message = outcome.message if isinstance(outcome, LiveUpdError) else repr(outcome)
             ctx.journal.step_status(step.key, StepStatus.FAILED, error=message)
@@ -59,3 +58,10 @@ async def run_phase(engine: Engine, ctx: TransitionContext, phase: Phase) -> lis
             break
     ctx.journal.phase_time(phase, int((time.monotonic() - started) * 1e6))
     return problems
+
+
+async def _timed(step: Step, ctx: TransitionContext) -> int:
+    """Run the hook; how long it took, in microseconds (as the engine records it)."""
+    started = time.monotonic()
+    await step.apply(ctx)
+    return int((time.monotonic() - started) * 1e6)
