@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from liveupd.transition.phases import NEW_KERNEL_PHASES, OLD_KERNEL_PHASES
 from tests.vm import liveupd_guest as g
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import ensure_image
@@ -86,11 +87,14 @@ def render(update: LiveUpdate) -> str:
         f"Transition {r['id']}: {r['state']}",
         f"  kernel     {r['old_release']} -> {r['new_release']} ({r['mode']} mode)",
         f"  command    {r['cmdline']}",
-        "",
-        "Phases (old kernel):",
     ]
-    for phase, usec in r.get("phases_usec", {}).items():
-        lines.append(f"  {phase:<11} {_ms(usec)}")
+    phases = r.get("phases_usec", {})
+    for title, names in (
+        ("Phases on the old kernel (check and load: at Stage, before Execute):", OLD_KERNEL_PHASES),
+        ("Phases on the new kernel:", NEW_KERNEL_PHASES),
+    ):
+        lines += ["", title]
+        lines += [f"  {p:<11} {_ms(phases[p])}" for p in names if p in phases]
     lines += ["", "Hooks:"]
     for h in r.get("hooks", []) or [{"hook": "(none)", "phase": "", "status": "", "usec": None}]:
         lines.append(f"  {h['hook']:<22} {h['phase']:<10} {h['status']:<8} {_ms(h['usec'])}")

@@ -108,6 +108,20 @@ def test_busctl_direct_b_to_a_as_the_demo_does(guest: GuestVM, vm_image: GuestIm
     assert "bound again" in text and "NOT bound again" not in text
     assert "Filesystems frozen (in order): /data, /" in text
     assert "Data written just before Execute: intact" in text
+    # Phases in the order they ran, each on its side of the jump; hooks timed on both.
+    old_side, new_side = text.split("Phases on the new kernel:")
+    order = [
+        line.split()[0]
+        for line in old_side.split("Phases on the old kernel")[1].splitlines()[1:]
+        if line.strip()
+    ]
+    assert order == ["check", "load", "quiesce", "unbind", "checkpoint", "flush"], text
+    assert "verify" in new_side.split("Hooks:")[0] and "restore" in new_side.split("Hooks:")[0]
+    hook_lines = [
+        line for line in new_side.split("Hooks:")[1].split("Devices")[0].splitlines() if line
+    ]
+    assert any("50-network-verify" in line for line in hook_lines), text
+    assert all(line.endswith(" ms") for line in hook_lines), text
 
 
 def test_liveupctl_systemd_mode_a_to_b(guest: GuestVM, vm_image: GuestImage) -> None:
