@@ -109,14 +109,19 @@ class Binding:
 
 
 class DeviceBackend(Protocol):
-    def devices(self) -> list[Device]:
-        """Every device in the tree (bound or not), parents before children."""
+    def devices(self, subsystems: frozenset[str] | None = None) -> list[Device]:
+        """Every device in the tree (bound or not), parents before children.
+
+        With ``subsystems``, only the devices of those subsystems and their
+        ancestors (enumerating every device is slow).
+        """
 
     def root_devices(self) -> set[str]:
         """sys_paths of the devices that hold the root filesystem (and their parents)."""
 
-    def holders(self, device: Device) -> list[str]:
-        """Processes holding the device's nodes open, as ``'name (pid N)'``."""
+    def holders(self, sys_path: str) -> list[str]:
+        """Processes holding open a node of the device or of any device below it,
+        as ``'name (pid N)'``."""
 
     def set_link(self, ifname: str, up: bool) -> None: ...
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from liveupd.backends.base import Backends, Binding, Device, Mount, NetInterface, OpenedKernel
+from liveupd.devices.select import restrict
 from liveupd.fsio import atomic_write_json
 from liveupd.transition.phases import ExecMode
 
@@ -213,7 +214,10 @@ class DryRunDevices:
             state.update(unbound={}, links_down=[])  # a new boot probed everything again
         return state
 
-    def devices(self) -> list[Device]:
+    def devices(self, subsystems: frozenset[str] | None = None) -> list[Device]:
+        return restrict(self._devices(), subsystems)
+
+    def _devices(self) -> list[Device]:
         state = self._state()
         out = []
         for d in self.m.description["devices"]:
@@ -249,9 +253,13 @@ class DryRunDevices:
     def root_devices(self) -> set[str]:
         return set(self.m.description.get("root_devices", ()))
 
-    def holders(self, device: Device) -> list[str]:
+    def holders(self, sys_path: str) -> list[str]:
         holders: dict[str, list[str]] = self.m.description.get("holders", {})
-        return list(holders.get(device.sys_path, ()))
+        found: list[str] = []
+        for path, names in sorted(holders.items()):
+            if path == sys_path or path.startswith(sys_path + "/"):
+                found += [n for n in names if n not in found]
+        return found
 
     def set_link(self, ifname: str, up: bool) -> None:
         _injected(self.m, "set_link", ifname)

@@ -9,6 +9,7 @@ conversion is tested with plain objects over a temporary sysfs tree.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -93,8 +94,14 @@ def convert(devices: Iterable[UdevDevice], sysfs: Sysfs) -> list[Device]:
     return sorted(out, key=tree_order)
 
 
-def udev_devices(sysfs: Sysfs) -> list[Device]:
-    """Every device udev knows, with its ancestors, parents first."""
+def udev_devices(sysfs: Sysfs, subsystems: frozenset[str] | None = None) -> list[Device]:
+    """Every device udev knows (or those of ``subsystems``), with its ancestors, parents first."""
     import pyudev
 
-    return convert(pyudev.Context().list_devices(), sysfs)
+    context = pyudev.Context()
+    if subsystems is None:
+        return convert(context.list_devices(), sysfs)
+    found = itertools.chain.from_iterable(
+        context.list_devices(subsystem=s) for s in sorted(subsystems)
+    )
+    return convert(found, sysfs)

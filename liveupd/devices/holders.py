@@ -47,7 +47,11 @@ def _holds(fd_dir: Path, keys: set[DevKey]) -> bool:
 
 def holders(devnodes: Iterable[str], *, proc: Path = Path("/proc")) -> list[str]:
     """``'name (pid N)'`` for each process with one of ``devnodes`` open, by pid."""
-    keys = device_keys(devnodes)
+    return holders_of(device_keys(devnodes), proc=proc)
+
+
+def holders_of(keys: set[DevKey], *, proc: Path = Path("/proc")) -> list[str]:
+    """``'name (pid N)'`` for each process with one of the device numbers open, by pid."""
     if not keys:
         return []
     found = []

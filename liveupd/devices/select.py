@@ -41,6 +41,42 @@ def matches_any(selectors: Iterable[DeviceSelector], device: Device) -> bool:
     return any(matches(s, device) for s in selectors)
 
 
+def subsystems_needed(
+    selectors: Iterable[DeviceSelector], keep: Iterable[DeviceSelector]
+) -> frozenset[str] | None:
+    """The subsystems whose devices (with their ancestors) a plan needs; None: all.
+
+    A device can only match a selector that names a subsystem if it is in that
+    subsystem, and a ``pci-class`` one if it is a PCI device; the network
+    interfaces are always needed (a binding records those below it).  A
+    selector that names neither (driver, sysfs-path or property alone) can
+    match anything, so every device is needed.
+    """
+    found = {"net"}
+    for s in (*selectors, *keep):
+        if s.subsystem is not None:
+            found.add(s.subsystem)
+        elif s.pci_class is not None:
+            found.add("pci")
+        else:
+            return None
+    return frozenset(found)
+
+
+def restrict(devices: Sequence[Device], subsystems: frozenset[str] | None) -> list[Device]:
+    """The devices of ``subsystems`` and their ancestors (all of them for None), in order."""
+    if subsystems is None:
+        return list(devices)
+    by_path = {d.sys_path: d for d in devices}
+    keep: set[str] = set()
+    for d in devices:
+        current: Device | None = d if d.subsystem in subsystems else None
+        while current is not None and current.sys_path not in keep:
+            keep.add(current.sys_path)
+            current = by_path.get(current.parent) if current.parent else None
+    return [d for d in devices if d.sys_path in keep]
+
+
 def bound_ancestor(device: Device, by_path: dict[str, Device]) -> Device | None:
     """The device itself if it has a driver, else its nearest ancestor that has one."""
     current: Device | None = device

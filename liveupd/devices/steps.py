@@ -17,9 +17,9 @@ import asyncio
 import logging
 from typing import Any
 
-from liveupd.backends.base import Binding, Device, DeviceBackend
+from liveupd.backends.base import Binding, Device
 from liveupd.config.model import DeviceSelector
-from liveupd.devices.select import UnbindPlan, plan_unbind
+from liveupd.devices.select import UnbindPlan, plan_unbind, subsystems_needed
 from liveupd.errors import Failed
 from liveupd.hooks.manifest import Hook
 from liveupd.transition.context import TransitionContext
@@ -32,19 +32,17 @@ def requested_selectors(hooks: tuple[Hook, ...]) -> list[DeviceSelector]:
     return [s for h in hooks for s in h.manifest.unbind]
 
 
-def plan_for(
-    ctx: TransitionContext, requested: list[DeviceSelector]
-) -> tuple[UnbindPlan, list[Device]]:
-    """The plan, and the device list it was made from (one enumeration: it is slow)."""
+def plan_for(ctx: TransitionContext, requested: list[DeviceSelector]) -> UnbindPlan:
+    """The plan, from one enumeration of only the subsystems the selectors can match."""
     backend = ctx.backends.devices
-    devices = backend.devices()
-    plan = plan_unbind(
-        devices,
-        list(ctx.config.devices.unbind) + requested,
-        ctx.config.devices.keep,
+    selectors = list(ctx.config.devices.unbind) + requested
+    keep = ctx.config.devices.keep
+    return plan_unbind(
+        backend.devices(subsystems_needed(selectors, keep)),
+        selectors,
+        keep,
         backend.root_devices(),
     )
-    return plan, devices
 
 
 def current_ifname(devices: list[Device], mac: str, fallback: str) -> str:
@@ -53,14 +51,6 @@ def current_ifname(devices: list[Device], mac: str, fallback: str) -> str:
         if d.net is not None and d.net.mac.lower() == mac.lower():
             return d.net.ifname
     return fallback
-
-
-def _holders(backend: DeviceBackend, binding: Binding, devices: list[Device]) -> list[str]:
-    found: list[str] = []
-    for d in devices:
-        if d.sys_path == binding.sys_path or d.sys_path.startswith(binding.sys_path + "/"):
-            found += [h for h in backend.holders(d) if h not in found]
-    return found
 
 
 def describe(b: Binding) -> dict[str, Any]:
@@ -86,7 +76,7 @@ class DevicesCheckStep(BuiltinStep):
         self.requested = requested_selectors(hooks)
 
     async def apply(self, ctx: TransitionContext) -> None:
-        plan, _ = await asyncio.to_thread(plan_for, ctx, self.requested)
+        plan = await asyncio.to_thread(plan_for, ctx, self.requested)
         for path in plan.kept:
             ctx.log("devices.kept", sys_path=path)
         ctx.log("devices.planned", devices=",".join(b.sys_path for b in plan.bindings) or None)
@@ -103,10 +93,7 @@ class UnbindStep(BuiltinStep):
 
     def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
         # Raises InvalidArgument for the root device: before anything is journaled or done.
-        # The holders check reuses this device list moments later instead of enumerating
-        # every device again for each binding (seconds per enumeration under emulation).
-        plan, devices = plan_for(ctx, self.requested)
-        ctx.facts["devices"] = devices
+        plan = plan_for(ctx, self.requested)
         ctx.facts["bindings"] = plan.bindings
         ctx.facts["kept"] = plan.kept
         if ctx.mode is ExecMode.SYSTEMD or not plan.bindings:
@@ -116,7 +103,6 @@ class UnbindStep(BuiltinStep):
     async def apply(self, ctx: TransitionContext) -> None:
         bindings: tuple[Binding, ...] = ctx.facts.get("bindings", ())
         kept: tuple[str, ...] = ctx.facts.get("kept", ())
-        listed: list[Device] = ctx.facts.get("devices", [])
         devices = ctx.backends.devices
         for path in kept:
             ctx.log("devices.kept", sys_path=path)
@@ -130,7 +116,7 @@ class UnbindStep(BuiltinStep):
         done: list[Binding] = []
         for b in bindings:
             try:
-                holders = await asyncio.to_thread(_holders, devices, b, listed)
+                holders = await asyncio.to_thread(devices.holders, b.sys_path)
                 if holders:
                     ctx.log(
                         "devices.in-use",
@@ -168,7 +154,7 @@ async def rebind(ctx: TransitionContext, bindings: list[Binding]) -> list[str]:
                 await asyncio.to_thread(devices.bind, b, ctx.config.devices.timeout)
                 ctx.log("devices.bound", sys_path=b.sys_path, driver=b.driver)
             if any(n.up for n in b.net):
-                now = await asyncio.to_thread(devices.devices)
+                now = await asyncio.to_thread(devices.devices, frozenset({"net"}))
                 for net in b.net:
                     if net.up:
                         ifname = current_ifname(now, net.mac, net.ifname)

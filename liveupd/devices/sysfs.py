@@ -78,6 +78,26 @@ class Sysfs:
     def exists(self, sys_path: str) -> bool:
         return self.path(sys_path).exists()
 
+    def device_numbers_below(self, sys_path: str) -> set[tuple[bool, int]]:
+        """(is a block device, dev_t) of the device and of every device below it.
+
+        Read from the ``dev`` files of the subtree (symlinks are not followed,
+        so only real children count); a ``subsystem`` link to ``block`` makes
+        it a block device, anything else a character device.
+        """
+        keys = set()
+        for dirpath, _, filenames in os.walk(self.path(sys_path)):
+            if "dev" not in filenames:
+                continue
+            directory = Path(dirpath)
+            try:
+                major, minor = (directory / "dev").read_text().strip().split(":")
+                is_block = (directory / "subsystem").readlink().name == "block"
+                keys.add((is_block, os.makedev(int(major), int(minor))))
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not a device number
+        return keys
+
     def resolve(self, sys_path: str) -> str | None:
         """The canonical /sys/devices/... path a (symlinked) path points at."""
         real = self.path(sys_path).resolve()
@@ -161,12 +181,14 @@ class SysfsDevices:
 
     # --------------------------------------------------------------- reads --
 
-    def devices(self) -> list[Device]:
+    def devices(self, subsystems: frozenset[str] | None = None) -> list[Device]:
         if self._enumerate is not None:
-            return self._enumerate()
+            from liveupd.devices.select import restrict
+
+            return restrict(self._enumerate(), subsystems)
         from liveupd.devices.enumerate import udev_devices
 
-        return udev_devices(self.sysfs)
+        return udev_devices(self.sysfs, subsystems)
 
     def root_devices(self) -> set[str]:
         if self._root_devices is not None:
@@ -175,8 +197,8 @@ class SysfsDevices:
 
         return running_root_devices(self.sysfs)
 
-    def holders(self, device: Device) -> list[str]:
-        return holders_mod.holders(device.devnodes, proc=self.proc)
+    def holders(self, sys_path: str) -> list[str]:
+        return holders_mod.holders_of(self.sysfs.device_numbers_below(sys_path), proc=self.proc)
 
     def bound_driver(self, sys_path: str) -> str | None:
         return self.sysfs.driver(sys_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 from liveupd.backends import dryrun
 from liveupd.backends.base import Backends, Binding, Device, Mount, NetInterface
 from liveupd.config import Config
+from liveupd.devices.select import restrict
 from liveupd.fsio import atomic_write_json
 from liveupd.transition.checkpoint import Checkpoint, OldKernel, pending_path, write_checkpoint
 from liveupd.transition.context import Target, TransitionContext
@@ -75,15 +76,18 @@ class FakeDevices:
         self.settles = settles
         self.unbound: set[str] = set()
         self.down: set[str] = set()
-        self.enumerations = 0
+        self.enumerations: list[frozenset[str] | None] = []  # the subsystems asked for
 
     def _maybe_fail(self, op: str, key: str) -> None:
         code = self.fail.get((op, key))
         if code:
             raise OSError(code, f"{op} {key}: {os.strerror(code)}")
 
-    def devices(self) -> list[Device]:
-        self.enumerations += 1
+    def devices(self, subsystems: frozenset[str] | None = None) -> list[Device]:
+        self.enumerations.append(subsystems)
+        return restrict(self._devices(), subsystems)
+
+    def _devices(self) -> list[Device]:
         out = []
         for d in self.all:
             if any(d.sys_path.startswith(u + "/") for u in self.unbound) and d.net is not None:
@@ -97,8 +101,12 @@ class FakeDevices:
     def root_devices(self) -> set[str]:
         return set(self.root)
 
-    def holders(self, device: Device) -> list[str]:
-        return list(self._holders.get(device.sys_path, ()))
+    def holders(self, sys_path: str) -> list[str]:
+        found: list[str] = []
+        for path, names in sorted(self._holders.items()):
+            if path == sys_path or path.startswith(sys_path + "/"):
+                found += [n for n in names if n not in found]
+        return found
 
     def set_link(self, ifname: str, up: bool) -> None:
         self.ops.append(("link-up" if up else "link-down", ifname))
@@ -118,7 +126,7 @@ class FakeDevices:
         self.unbound.discard(binding.sys_path)
 
     def bound_driver(self, sys_path: str) -> str | None:
-        return next((d.driver for d in self.devices() if d.sys_path == sys_path), None)
+        return next((d.driver for d in self._devices() if d.sys_path == sys_path), None)
 
     def settle(self, timeout: float) -> bool:
         self.ops.append(("settle", f"{timeout:g}"))

@@ -8,7 +8,7 @@ import pytest
 
 from liveupd.backends.base import Device, NetInterface
 from liveupd.config.model import DeviceSelector
-from liveupd.devices.select import matches, plan_unbind
+from liveupd.devices.select import matches, plan_unbind, restrict, subsystems_needed
 from liveupd.errors import InvalidArgument
 from tests.devices.fakes import (
     DISK_CTRL,
@@ -153,3 +153,53 @@ def test_an_unbound_device_is_not_selected() -> None:
         b.sys_path for b in plan_unbind(devices, [sel(subsystem="net")], [], ROOT).bindings
     ] == [NIC]
     assert PCI not in chosen([sel(subsystem="net")])
+
+
+def test_subsystems_needed() -> None:
+    assert subsystems_needed([sel(subsystem="net")], []) == frozenset({"net"})
+    needed = subsystems_needed([sel(**{"pci-class": "0x02"})], [sel(subsystem="block")])
+    assert needed == frozenset({"net", "pci", "block"})
+    # A selector that can match any subsystem needs every device.
+    assert subsystems_needed([sel(subsystem="net"), sel(driver="e1000e")], []) is None
+    assert subsystems_needed([sel(subsystem="net")], [sel(**{"sysfs-path": "/sys/x*"})]) is None
+
+
+def test_restrict_keeps_the_subsystems_and_their_ancestors_in_order() -> None:
+    devices = machine_devices()
+    only_net = restrict(devices, frozenset({"net"}))
+    assert [d.sys_path for d in only_net] == [
+        d.sys_path for d in devices if d.sys_path in {PCI, NIC, VIRTIO_NET, ETH0}
+    ]
+    assert restrict(devices, None) == devices
+
+
+@pytest.mark.parametrize(
+    ("selectors", "keep"),
+    [
+        ([{"subsystem": "net"}], []),
+        ([{"pci-class": "0x02"}], []),
+        ([{"subsystem": "virtio"}], [{"subsystem": "net"}]),
+        ([{"subsystem": "pci"}], [{"subsystem": "block"}]),
+        ([{"subsystem": "net"}, {"subsystem": "virtio", "driver": "virtio_net"}], []),
+    ],
+)
+def test_a_plan_from_the_needed_subsystems_equals_the_plan_from_every_device(
+    selectors: list[dict[str, object]], keep: list[dict[str, object]]
+) -> None:
+    unbind = [sel(**s) for s in selectors]
+    kept = [sel(**k) for k in keep]
+    devices = machine_devices()
+    needed = subsystems_needed(unbind, kept)
+    assert needed is not None
+    full_error: str | None = None
+    try:
+        full = plan_unbind(devices, unbind, kept, set())
+    except InvalidArgument as e:
+        full_error = e.message
+    try:
+        part = plan_unbind(restrict(devices, needed), unbind, kept, set())
+    except InvalidArgument as e:
+        assert e.message == full_error
+    else:
+        assert full_error is None
+        assert part == full

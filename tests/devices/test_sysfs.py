@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from tests.devices.tree import (
     ETH0,
     MAC,
     NIC,
+    NULL_RDEV,
     PCI,
     VDA,
     VDA2,
@@ -195,3 +199,28 @@ def test_unbinding_the_root_disk_is_refused_on_the_tree(kernel: FakeKernel) -> N
     dev = backend(kernel)
     with pytest.raises(InvalidArgument, match=VIRTIO1):
         plan_unbind(dev.devices(), [DeviceSelector(subsystem="block")], [], dev.root_devices())
+
+
+def test_device_numbers_below_are_the_subtree_s_own(kernel: FakeKernel) -> None:
+    blk = {(True, os.makedev(254, n)) for n in (0, 1, 2)}
+    assert kernel.device_numbers_below(DISK) == blk  # the disk and its partitions
+    assert kernel.device_numbers_below(VDA2) == {(True, os.makedev(254, 2))}
+    # dm-0's slaves/vda2 is a symlink: not below dm-0.
+    assert kernel.device_numbers_below(DM0) == {(True, os.makedev(253, 0))}
+    assert kernel.device_numbers_below(NIC) == {(False, NULL_RDEV)}
+
+
+def test_holders_are_found_below_the_binding(kernel: FakeKernel) -> None:
+    # A process holding /dev/null open holds "the character device below the NIC".
+    code = "import sys; f=open('/dev/null'); print('ready', flush=True); sys.stdin.read()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        devices = backend(kernel)
+        assert f"(pid {proc.pid})" in " ".join(devices.holders(NIC))
+        assert f"(pid {proc.pid})" not in " ".join(devices.holders(DISK))
+    finally:
+        proc.kill()
+        proc.wait()

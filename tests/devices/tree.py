@@ -28,6 +28,7 @@ VDA = f"{VIRTIO1}/block/vda"
 VDA2 = f"{VDA}/vda2"
 DM0 = "/sys/devices/virtual/block/dm-0"
 MAC = "52:54:00:12:34:56"
+NULL_RDEV = os.stat("/dev/null").st_rdev
 
 
 def _write(path: Path, text: str) -> None:
@@ -70,6 +71,11 @@ def build(root: Path) -> Path:
     _write(p(VDA2) / "dev", "254:2\n")
     _write(p(DM0) / "dev", "253:0\n")
     _link(p(DM0) / "slaves" / "vda2", p(VDA2))
+    for block in (p(VDA), p(VDA) / "vda1", p(VDA2), p(DM0)):
+        _link(block / "subsystem", s / "class/block")
+    # A character device below the NIC (as a TAP or a serial port would have): /dev/null's number.
+    _write(p(VIRTIO0) / "nullish" / "dev", f"{os.major(NULL_RDEV)}:{os.minor(NULL_RDEV)}\n")
+    _link(p(VIRTIO0) / "nullish" / "subsystem", s / "class/mem")
     _link(s / "dev/block/254:0", p(VDA))
     _link(s / "dev/block/254:1", p(VDA) / "vda1")
     _link(s / "dev/block/254:2", p(VDA2))

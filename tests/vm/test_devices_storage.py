@@ -34,7 +34,7 @@ DEVICES_PROBE = r"""
 import json, os, time
 from liveupd.config.model import DeviceSelector
 from liveupd.devices import link
-from liveupd.devices.select import plan_unbind
+from liveupd.devices.select import plan_unbind, subsystems_needed
 from liveupd.devices.sysfs import SysfsDevices
 from liveupd.errors import InvalidArgument
 
@@ -50,8 +50,13 @@ def name_for(mac):
 
 out["before"] = ifaces()
 for label, selector in [("virtio", {"subsystem": "net"}), ("pci", {"pci-class": "0x02"})]:
-    plan = plan_unbind(dev.devices(), [DeviceSelector.model_validate(selector)], [], root)
+    sel = [DeviceSelector.model_validate(selector)]
+    plan = plan_unbind(dev.devices(), sel, [], root)
     rec = {"bindings": [b.to_json() for b in plan.bindings]}
+    # The daemon enumerates only what the selectors can match: the same plan, fewer devices.
+    needed = subsystems_needed(sel, [])
+    rec["same_plan_from_needed"] = plan_unbind(dev.devices(needed), sel, [], root) == plan
+    rec["devices_all_needed"] = [len(dev.devices()), len(dev.devices(needed))]
     (b,) = plan.bindings
     for n in b.net:
         if n.up:
@@ -82,7 +87,8 @@ except InvalidArgument as e:
 vdb = next(d for d in dev.devices() if d.subsystem == "block" and d.name == "vdb")
 with open("/dev/vdb", "rb"):
     out["vdb_devnodes"] = list(vdb.devnodes)
-    out["vdb_holders"] = dev.holders(vdb)
+    out["vdb_holders"] = dev.holders(vdb.sys_path)
+    out["vdb_controller_holders"] = dev.holders(vdb.parent)  # virtio device: vdb is below it
 out["pid"] = os.getpid()
 print(json.dumps(out))
 """
@@ -254,10 +260,14 @@ def test_unbind_and_rebind_the_nic(guest: GuestVM) -> None:
         assert rec["after_bind"] == {ifname: MAC}
         assert rec["link_up_after_bind"] == [True]
         assert rec["unbind_s"] < 30 and rec["bind_s"] < 30
+        assert rec["same_plan_from_needed"], rec
+        every, needed = rec["devices_all_needed"]
+        assert needed < every, rec
     assert out["root_refusal"] is not None
     assert f"{DISK}/virtio1" in out["root_refusal"] and "root filesystem" in out["root_refusal"]
     assert "/dev/vdb" in out["vdb_devnodes"]
     assert f"python3 (pid {out['pid']})" in out["vdb_holders"]
+    assert f"python3 (pid {out['pid']})" in out["vdb_controller_holders"]
 
 
 def test_freeze_blocks_writers_until_thaw(guest: GuestVM) -> None:
