@@ -118,7 +118,7 @@ def render(update: LiveUpdate) -> str:
         f"  exec to new kernel       {_s(downtime.get('exec_to_kernel_s'))}",
         f"  new kernel to verified   {_s(downtime.get('kernel_to_verified_s'))}",
         f"  total (liveupd's clock)  {_s(downtime.get('downtime_s'))}",
-        f"  Execute to the new kernel answering (host clock) {update.host_seconds:.1f} s",
+        f"  Execute to the new boot's first answer (host clock) {update.host_seconds:.1f} s",
         "",
         "Data written just before Execute: "
         + ("intact" if update.payload_intact else "LOST OR CHANGED"),
