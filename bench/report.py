@@ -649,7 +649,7 @@ def render(res: Mapping[str, Any]) -> str:
         liveupd_section(runs) if runs else DASH,
         "",
         "Execute by part (median; *planning* is the devices step's prepare: it enumerates "
-        "every device through udev to plan the unbind):",
+        "through udev the subsystems the selectors can match, to plan the unbind):",
         "",
         phases_section(runs) if runs else "",
         "",
