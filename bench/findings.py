@@ -171,7 +171,18 @@ def findings(res: Mapping[str, Any]) -> str:
             f"{fmt_num(new.get('liveupd-direct'))} s vs {fmt_num(new.get(FLOOR))} s, i.e. "
             "the new kernel's boot dominates every kexec method and is the same work for all."
         )
-    sk, sd = med.get("systemctl-kexec"), med.get("liveupd-systemd")
+    sk = med.get("systemctl-kexec")
+    if d is not None and sk is not None:
+        out.append(
+            f"- liveupd `direct` against `systemctl kexec`: {d:.2f} s vs {sk:.2f} s. Old side "
+            f"{fmt_num(old.get('liveupd-direct'))} s vs {fmt_num(old.get('systemctl-kexec'))} s "
+            "(liveupd quiesces, unbinds, checkpoints and freezes where systemd stops every "
+            f"service and unmounts); new side {fmt_num(new.get('liveupd-direct'))} s vs "
+            f"{fmt_num(new.get('systemctl-kexec'))} s, where liveupd adds `liveupd --verify` "
+            "to the new boot, competing for the two emulated CPUs (*On the new kernel* "
+            "above); compare the difference with the spread of the new side across runs."
+        )
+    sd = med.get("liveupd-systemd")
     if sk is not None and sd is not None:
         out.append(
             f"- liveupd `systemd` ({sd:.2f} s) goes through the same systemd shutdown as "
