@@ -188,7 +188,10 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
     path = manager.get("StagedTransition", names.NO_TRANSITION)
     if path != names.NO_TRANSITION:
         staged = await client.transition(path)
-    data = render.status_json(manager, staged, await client.can_live_update(), reboot_required())
+    corrupt = sum(1 for e in await client.history(0) if e.get("state") == "corrupt")
+    data = render.status_json(
+        manager, staged, await client.can_live_update(), reboot_required(), corrupt
+    )
     if args.json:
         render.print_json(data)
     else:

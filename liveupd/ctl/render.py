@@ -51,6 +51,7 @@ def status_json(
     staged: dict[str, Any] | None,
     can: str,
     flag: RebootRequired | None = None,
+    corrupt_journals: int = 0,
 ) -> dict[str, Any]:
     """liveupctl status --json.  Keys are an interface: add new ones, never rename."""
     return {
@@ -70,6 +71,8 @@ def status_json(
         "reboot_required": flag is not None,
         "reboot_required_file": flag.file if flag else None,
         "reboot_required_packages": list(flag.packages) if flag else [],
+        # Transitions whose journal was found corrupt (set aside; someone should look).
+        "corrupt_journals": corrupt_journals,
     }
 
 
@@ -110,6 +113,11 @@ def status_text(data: dict[str, Any]) -> str:
     else:
         can = data["can_live_update"]
         lines.append(f"Live update:    {ANSWERS.get(can, can)}")
+    corrupt = data.get("corrupt_journals") or 0
+    if corrupt:
+        lines.append(
+            f"Journals:       {corrupt} corrupt, set aside (liveupctl history shows which and why)"
+        )
     lines.append(f"Version:        {data['version']}")
     return "\n".join(lines)
 

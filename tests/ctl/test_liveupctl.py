@@ -65,6 +65,7 @@ def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus, tmp_pat
         "reboot_required": False,
         "reboot_required_file": None,
         "reboot_required_packages": [],
+        "corrupt_journals": 0,
     }
     tid, path = bus.call("Stage", "sssa{sv}", "", "", "", "0")
     status = json.loads(ok(liveupctl(bus, "status", "--json")))  # --bus before the command

@@ -1,0 +1,37 @@
+"""The built-in steps of a transition, and where each sits among the hooks.
+
+check   kernel-check  (first)   resolve and validate the kernel
+check   devices-check (50)      plan the unbind; refuse the root device
+check   storage-check (50)      plan the freeze; refuse unmounted filesystems
+load    kernel-load   (first)   kexec_file_load            undo: unload
+unbind  devices       (50)      record, link down, unbind  undo: bind again
+checkpoint checkpoint (last)    write the transition record  undo: drop it
+flush   storage       (last)    sync, syncfs, freeze        undo: thaw
+exec    exec          (first)   the jump
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from liveupd.assembly.checkpoint_step import CheckpointStep
+from liveupd.devices.steps import DevicesCheckStep, UnbindStep
+from liveupd.hooks.manifest import Hook
+from liveupd.kernel.steps import CheckStep, ExecStep, LoadStep
+from liveupd.storage.steps import FlushStep, StorageCheckStep
+from liveupd.transition.phases import ExecMode
+from liveupd.transition.steps import Step
+
+
+def builtin_steps(mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
+    del mode  # every built-in runs in both modes; each adapts to ctx.mode itself
+    return [
+        CheckStep(),
+        DevicesCheckStep(tuple(hooks)),
+        StorageCheckStep(),
+        LoadStep(),
+        UnbindStep(tuple(hooks)),
+        CheckpointStep(),
+        FlushStep(),
+        ExecStep(),
+    ]
