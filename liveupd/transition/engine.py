@@ -338,7 +338,10 @@ class Engine:
                 t.error = error
                 await self.rollback(t, error)
                 raise error from e
+            # Past the jump nothing is undone: the state is exec (in memory), and said so.
             log_write_failure(LOG, t.id, f"state {final} (after the jump)", e)
+            with contextlib.suppress(Exception):
+                ctx.journal.flush()
         self.announce(t, final)
 
     def _phase_time(self, t: Transition, started: float) -> None:

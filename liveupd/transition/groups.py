@@ -64,7 +64,13 @@ async def _run_step(ctx: TransitionContext, step: Step) -> StepOutcome:
         if error is not e:
             ctx.log("step.crashed", level=logging.ERROR, step=step.key, error=error.message)
         try:
-            ctx.journal.step_status(step.key, StepStatus.FAILED, durable=False, error=error.message)
+            ctx.journal.step_status(
+                step.key,
+                StepStatus.FAILED,
+                durable=False,
+                error=error.message,
+                partial=True if error is not e else None,
+            )
         except Exception as w:  # the failure is already what this outcome reports
             log_write_failure(LOG, ctx.id, f"failure of {step.key}", w)
         return StepOutcome(step.key, usec, error, applied=False)

@@ -44,6 +44,7 @@ from liveupd import logs
 from liveupd.backends.base import FileBackend
 from liveupd.backends.files import DurableFiles
 from liveupd.fsio import fsync_dir
+from liveupd.transition.failures import describe as describe_error
 from liveupd.transition.phases import Phase, StepStatus, TransitionState
 from liveupd.transition.records import (
     Changed,
@@ -121,7 +122,10 @@ def read(path: Path) -> TransitionRecord:
         data = f.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise JournalCorrupt(path, f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
-    return parse(path, data)
+    record = parse(path, data)
+    if record.id != path.parent.name:
+        raise JournalCorrupt(path, "line 1: id: does not match the transition's directory")
+    return record
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,7 @@ class Journal:
             self.files.append(self.path, line, durable=durable)
         except BaseException as e:
             self._compact = True  # a part of the line may be in the file
-            self._failed(type(event).__name__, e)
+            self._failed(_what(event), e)
             raise
 
     def _rewrite(self) -> None:
@@ -240,7 +244,7 @@ class Journal:
         try:
             self.files.replace(self.path, data, durable=True)
         except BaseException as e:
-            self._failed("rewrite", e)
+            self._failed("the whole journal", e)
             raise
         self._compact = False
         self._pending.clear()
@@ -248,7 +252,7 @@ class Journal:
     def _failed(self, what: str, error: BaseException) -> None:
         """Remember a failed write in the state itself: the next write that works says so."""
         if len(self.record.journal_errors) < MAX_ERRORS:
-            self.record.journal_errors.append(f"{what}: {_strerror(error)}"[:REASON_CAP])
+            self.record.journal_errors.append(f"writing {what}: {describe_error(error)}")
 
     def flush(self) -> None:
         """Write the whole state now (after a failed write); a no-op while held."""
@@ -275,7 +279,7 @@ class Journal:
                 try:
                     self.files.append(self.path, b"".join(self._pending), durable=True)
                 except BaseException as e:
-                    self._failed("held lines", e)
+                    self._failed("what was held while frozen", e)
                     raise
                 self._pending.clear()
         except Exception as e:
@@ -341,17 +345,25 @@ class Journal:
     def to_undo(self, *, after_crash: bool) -> list[StepEntry]:
         """Steps whose undo must run, most recent first.
 
-        Completed steps are undone.  After a crash, a built-in step that had
-        started but not finished is undone too (built-in undos are idempotent
-        and cope with partial work); a hook that had not finished is not, it
-        never completed.  A step already undone is never undone again.
+        Completed steps are undone.  A built-in step is undone too when it failed
+        with an error it did not handle (it may have left part of its work done;
+        built-in undos are idempotent and cope with partial work) and, after a
+        crash, when it had started and not finished.  A built-in step that failed
+        with a liveupd error undid its own partial work already; a hook that
+        failed or had not finished never completed.  A step already undone is
+        never undone again.
         """
         out = []
         for entry in reversed(self.record.steps):
             if entry.undo is None:
                 continue
+            builtin = entry.undo.kind != "hook"
             if entry.status in (StepStatus.DONE, StepStatus.UNDOING) or (
-                after_crash and entry.status is StepStatus.STARTED and entry.undo.kind != "hook"
+                builtin
+                and (
+                    (entry.status is StepStatus.FAILED and entry.partial)
+                    or (after_crash and entry.status is StepStatus.STARTED)
+                )
             ):
                 out.append(entry)
         return out
@@ -366,6 +378,16 @@ def _reason(path: Path) -> str:
     except OSError as e:
         return f"unreadable: {e.strerror}"
     return "set aside as corrupt (it reads correctly now; inspect it and remove it)"
+
+
+def _what(event: EventTypes) -> str:
+    if isinstance(event, StepsStarted):
+        return "the start of " + ", ".join(s.key for s in event.steps)
+    if isinstance(event, StepChanged):
+        return f"step {event.key} ({event.status or 'details'})"
+    if isinstance(event, PhaseTimed):
+        return f"the time of phase {event.phase}"
+    return f"state {event.state}" if event.state else "the transition's details"
 
 
 def _strerror(e: BaseException) -> str:

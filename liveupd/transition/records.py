@@ -151,6 +151,10 @@ class StepEntry(BaseModel):
     pgid: int | None = None  # a hook's process group (its leader's pid) ...
     leader_started: float | None = None  # ... and when that leader started (psutil)
     warnings: list[str] = Field(default_factory=list)  # problems that did not fail it
+    # Failed with an error the step did not handle itself: it may have left part of
+    # its work done, so its (idempotent) undo runs.  A step that raises a liveupd
+    # error has undone its own partial work first.
+    partial: bool | None = None
 
 
 class TransitionRecord(BaseModel):
@@ -158,7 +162,7 @@ class TransitionRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]  # a D-Bus path element
     state: TransitionState
     created: float
     boot_id: str = ""
@@ -209,6 +213,7 @@ class StepChanged(Record):
     pgid: int | None = None
     leader_started: float | None = None
     warning: str | None = None  # added to the step's warnings
+    partial: bool | None = None
 
 
 class Changed(Record):
@@ -240,7 +245,7 @@ JournalEvent = Annotated[
 ]
 EventTypes = StepsStarted | StepChanged | Changed | PhaseTimed
 
-_STEP_FIELDS = ("status", "usec", "error", "undo_error", "pgid", "leader_started")
+_STEP_FIELDS = ("status", "usec", "error", "undo_error", "pgid", "leader_started", "partial")
 _SET_FIELDS = tuple(f for f in Changed.model_fields if f != "event")
 
 

@@ -76,7 +76,7 @@ def test_restart_thaws_first_and_never_writes_while_frozen(
 
 
 def test_only_this_boot_and_unfinished_transitions_are_considered(config: Config) -> None:
-    crashed_journal(config.state_dir, "OTHER-BOOT", StepStatus.DONE, boot_id="another-boot")
+    crashed_journal(config.state_dir, "OTHER_BOOT", StepStatus.DONE, boot_id="another-boot")
     done = crashed_journal(config.state_dir, "FINISHED", StepStatus.DONE)
     done.step_status("storage:storage", StepStatus.UNDONE)
     done.set_state(TransitionState.FAILED)
