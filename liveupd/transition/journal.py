@@ -189,6 +189,8 @@ class Journal:
         except FileNotFoundError:
             return Scan(journals, corrupt)
         for d in dirs:
+            if not d.is_dir():
+                continue  # not a transition
             path = d / JOURNAL_NAME
             try:
                 journals.append(Journal.load(path, files))
