@@ -191,12 +191,12 @@ from pathlib import Path
 from liveupd.backends.real import make
 from liveupd.config.load import load_config
 from liveupd.transition.context import StageRequest
-from liveupd.transition.engine import Engine
+from liveupd.assembly import make_engine
 from liveupd.transition.phases import ExecMode
 
 async def main():
     config = load_config(Path(sys.argv[1]))
-    engine = Engine(config, make(config), events=lambda e: print(e, flush=True))
+    engine = make_engine(config, make(config), events=lambda e: print(e, flush=True))
     t = await engine.stage(StageRequest(kernel=sys.argv[2]))
     print("staged", t.id, flush=True)
     await engine.start_execute(t, ExecMode.DIRECT)
