@@ -94,9 +94,19 @@ def arm64_image(release: str, *, signed: bool = False, size: int = 8192) -> byte
     return bytes(img)
 
 
+def zstd_compress(data: bytes) -> bytes:
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor(level=19).compress(data))
+
+
 def zboot(inner: bytes, *, compression: str = "gzip", signed: bool = False) -> bytes:
     """An EFI zboot image holding ``inner`` compressed (as drivers/firmware/efi/libstub makes)."""
-    payload = gzip.compress(inner) if compression == "gzip" else inner
+    payload = inner
+    if compression == "gzip":
+        payload = gzip.compress(inner)
+    elif compression.startswith("zstd"):
+        payload = zstd_compress(inner)
     head = bytearray(0x400)
     head[0:4] = b"MZ\0\0"
     head[4:8] = b"zimg"
@@ -115,6 +125,72 @@ def uki(inner: bytes) -> bytes:
     pe = _pe_header(0x8664, [(b".linux", len(head), len(inner))], (0, 0))
     head[PE_OFFSET : PE_OFFSET + len(pe)] = pe
     return bytes(head) + inner
+
+
+FILE_ALIGN = 512
+
+
+def make_uki(
+    sections: list[tuple[str, bytes]], *, machine: int = 0x8664, stub_sections: int = 1
+) -> bytes:
+    """A UKI laid out as ukify/objcopy would: a PE whose sections follow the headers.
+
+    Each section's raw data is padded to FILE_ALIGN (SizeOfRawData) while its
+    VirtualSize is the exact length, so readers must use min(raw, virtual).
+    ``stub_sections`` dummy ``.text`` sections come first, as in a real stub.
+    """
+    named = [(".text", b"\xc3" * 100)] * stub_sections + sections
+    header_size = 0x400 + 40 * len(named)
+    header_size += -header_size % FILE_ALIGN
+    offset = header_size
+    table: list[tuple[bytes, int, int, int]] = []  # name, offset, virtual size, raw size
+    body = bytearray()
+    for name, data in named:
+        raw = len(data) + (-len(data) % FILE_ALIGN)
+        table.append((name.encode(), offset, len(data), raw))
+        body += data + bytes(raw - len(data))
+        offset += raw
+    head = bytearray(header_size)
+    head[0:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, PE_OFFSET)
+    coff = struct.pack("<HHIIIHH", machine, len(named), 0, 0, 0, 240, 0x0206)
+    opt = bytearray(240)
+    struct.pack_into("<H", opt, 0, 0x20B)
+    struct.pack_into("<I", opt, 108, 16)
+    rows = b"".join(
+        struct.pack("<8sIIIIIIHHI", name, vsize, 0x1000 * (i + 1), raw, off, 0, 0, 0, 0, 0)
+        for i, (name, off, vsize, raw) in enumerate(table)
+    )
+    pe = b"PE\0\0" + coff + bytes(opt) + rows
+    head[PE_OFFSET : PE_OFFSET + len(pe)] = pe
+    return bytes(head) + bytes(body)
+
+
+CPIO_UCODE = b"070701" + b"U" * 122  # stands for an early-microcode cpio archive
+CPIO_INITRD = b"070701" + b"I" * 506
+
+
+def uki_sections(
+    release: str,
+    *,
+    cmdline: str | None = "root=/dev/vda ro quiet",
+    uname: bool = True,
+    ucode: bool = True,
+    kernel: bytes | None = None,
+) -> list[tuple[str, bytes]]:
+    """The usual sections of a distribution UKI (ukify's order: .linux last)."""
+    out: list[tuple[str, bytes]] = [
+        (".osrel", b'NAME="Debian GNU/Linux"\nPRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n')
+    ]
+    if cmdline is not None:
+        out.append((".cmdline", cmdline.encode() + b"\0"))
+    if uname:
+        out.append((".uname", release.encode()))
+    if ucode:
+        out.append((".ucode", CPIO_UCODE))
+    out.append((".initrd", CPIO_INITRD))
+    out.append((".linux", kernel if kernel is not None else bzimage(release)))
+    return out
 
 
 def strip_signature(data: bytes) -> bytes:

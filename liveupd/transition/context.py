@@ -30,6 +30,7 @@ class StageRequest:
     cmdline: str = ""  # "" reuses the running command line
     append: str = ""
     sha256: str = ""
+    profile: str = ""  # a unified kernel image's profile ("" = its default, @0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Target:
     initrd_path: str | None
     cmdline: str
     sha256: str
+    # A unified kernel image: the profile it boots ("@N", "" without profiles) and
+    # whether its own .ucode + .initrd are used (False: staged with initrd "none").
+    profile: str = ""
+    uki_initrd: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
