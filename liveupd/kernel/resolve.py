@@ -328,9 +328,21 @@ def checked(
             load_fd=load_fd,
             extracted=extract,
             uki=uki.view if uki else None,
-            warnings=uki.warnings if uki else (),
+            warnings=_uki_warnings(uki, image),
             initrd_parts=uki.initrd_parts if uki else (),
         )
+
+
+UNSIGNED_LINUX = (
+    "its .linux section carries no signature of its own: a kernel that enforces signatures "
+    "(lockdown, CONFIG_KEXEC_SIG_FORCE) will refuse it, even when the UKI as a whole is signed"
+)
+
+
+def _uki_warnings(uki: uki_extract.OpenedUki | None, image: KernelImage) -> tuple[str, ...]:
+    if uki is None:
+        return ()
+    return uki.warnings + (() if image.signed else (UNSIGNED_LINUX,))
 
 
 def _open_initrd(stack: contextlib.ExitStack, path: str, dirs: Sequence[str]) -> OpenedFile:

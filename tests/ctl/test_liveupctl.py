@@ -88,7 +88,27 @@ def test_kernels_json_matches_list_kernels(daemon: Daemon, bus: PrivateBus) -> N
         tuple(k) for k in listed
     ]
     text = ok(liveupctl(bus, "kernels"))
-    assert f"* {RUNNING}" in text and f"  {TARGET}" in text
+    assert f"* {RUNNING}" in text and f"> {TARGET}" in text
+    assert all(k["stageable"] and k["source"] == "boot" for k in kernels)
+    assert [k["latest"] for k in kernels] == [False, True]
+
+
+def test_kernels_marks_what_stage_would_refuse_and_latest_skips_it(
+    daemon: Daemon, bus: PrivateBus, boot_dir: Path
+) -> None:
+    """A text file named like a newer kernel is listed, marked, and never the latest."""
+    fake = boot_dir / "vmlinuz-9.9.9-text"
+    fake.write_text("not a kernel\n" * 200)
+    fake.chmod(0o644)
+    (boot_dir / "initrd.img-9.9.9-text").write_bytes(b"070701" + bytes(512))
+    text = ok(liveupctl(bus, "kernels"))
+    assert "! 9.9.9-text" in text, text
+    assert f"refused: {fake}: is a text file, not a kernel" in text
+    assert f"> {TARGET}" in text
+    assert bus.get("LatestKernel") == TARGET
+    details = json.loads(ok(liveupctl(bus, "kernels", "--json")))
+    [bad] = [k for k in details if k["release"] == "9.9.9-text"]
+    assert not bad["stageable"] and not bad["latest"] and "text file" in bad["problem"]
 
 
 def test_history_json_matches_get_history(

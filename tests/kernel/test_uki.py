@@ -17,7 +17,7 @@ from liveupd.kernel.arch import ARCHES, Arch
 from liveupd.kernel.discovery import Source, scan
 from liveupd.kernel.loader import RealKexec
 from liveupd.kernel.pe import PeError, read_pe
-from liveupd.kernel.resolve import Resolved, open_target, resolve
+from liveupd.kernel.resolve import UNSIGNED_LINUX, Resolved, open_target, resolve
 from liveupd.kernel.uki import Name, Rule, UkiError, assess, find_profile, read_uki, rule_of, view
 from liveupd.transition.context import StageRequest
 from tests.kernel.conftest import FakeKernel, config_for
@@ -217,7 +217,8 @@ def test_stage_a_uki_from_its_own_sections(tmp_path: Path, fake_kernel: FakeKern
     # Its own command line, not the running one (FakeSystem's), plus the transition id.
     assert t.cmdline == f"root=/dev/vda ro quiet liveupd.transition={TID}"
     assert r.uki is not None and r.initrd_parts == (".ucode", ".initrd")
-    assert r.image.format == "bzImage" and r.warnings == ()
+    assert r.image.format == "bzImage"
+    assert r.warnings == (UNSIGNED_LINUX,)  # the constructed kernel is not signed
     kexec = RealKexec(config, root=fake_kernel.machine.root)
     with open_target(t, config, initrd_sha256=r.initrd_sha256) as opened:
         assert opened.kernel_path == f"the .linux section of {path}"
