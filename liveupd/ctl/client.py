@@ -237,12 +237,15 @@ class Client:
         append: str = "",
         sha256: str = "",
         interactive: bool = False,
+        profile: str = "",
     ) -> tuple[str, str]:
         options: dict[str, Variant] = {}
         if append:
             options["append"] = Variant("s", append)
         if sha256:
             options["sha256"] = Variant("s", sha256)
+        if profile:
+            options["profile"] = Variant("s", profile)
         if interactive:
             options["interactive"] = Variant("b", True)
         tid, path = await self.call(
