@@ -29,6 +29,7 @@ from tests.dbus.buses import (
     wait_until,
 )
 from tests.dbus.fixtures import DaemonFactory, Polkit
+from tests.kernels import make_uki, uki_sections
 
 TARGET = "6.1.0-56-cloud-amd64"
 RUNNING = "6.1.0-55-cloud-amd64"
@@ -146,6 +147,33 @@ def test_stage_then_exec_follows_progress_until_the_jump(
     assert lines[-1] == f"the jump into {TARGET} was requested"
     assert bus.get("State") == "exec"
     assert "jump" in daemon.ops()
+
+
+def test_stage_a_uki_profile_over_the_bus(daemon: Daemon, bus: PrivateBus, boot_dir: Path) -> None:
+    """A UKI in EFI/Linux is listed, and Stage's profile option picks its command line."""
+    release = "6.1.0-57-cloud-amd64"
+    uki = boot_dir / "EFI/Linux/debian.efi"
+    uki.parent.mkdir(parents=True)
+    uki.write_bytes(
+        make_uki(
+            [
+                *uki_sections(release, cmdline="root=/dev/vda ro"),
+                (".profile", b"ID=regular\n"),
+                (".profile", b"ID=rescue\nTITLE=Rescue\n"),
+                (".cmdline", b"root=/dev/vda ro systemd.unit=rescue.target"),
+            ]
+        )
+    )
+    uki.chmod(0o644)
+    text = ok(liveupctl(bus, "kernels"))
+    assert f"> {release}  uki" in text and "profiles: @0 (regular), @1 (rescue)" in text
+    staged = ok(liveupctl(bus, "stage", "--profile", "rescue"))
+    assert f"Staged {release} as transition" in staged and str(uki) in staged
+    assert "command line: root=/dev/vda ro systemd.unit=rescue.target liveupd.transition=" in staged
+    ok(liveupctl(bus, "cancel"))
+    plain = liveupctl(bus, "stage", TARGET, "--profile", "@1")
+    assert plain.returncode == ExitCode.USAGE  # InvalidArgument
+    assert "the profile option is for unified kernel images" in plain.stderr
 
 
 def test_exec_no_wait_and_systemd_mode(daemon: Daemon, bus: PrivateBus) -> None:
