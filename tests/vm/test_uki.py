@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,6 +70,11 @@ def test_live_update_into_a_uki_boots_its_own_command_line(
 ) -> None:
     vm = guest
     b = vm_image.kernel_b.release
+    start = time.monotonic()
+
+    def step(what: str) -> None:
+        print(f"[uki] {what} after {time.monotonic() - start:.1f} s", flush=True)
+
     running = vm.read_text("/proc/cmdline").strip()
     marker = f"liveupd.test-uki={secrets.token_hex(4)}"
     cmdline = uki_cmdline(running, marker)
@@ -77,6 +83,7 @@ def test_live_update_into_a_uki_boots_its_own_command_line(
     path = f"{UKI_DIR}/{uki.name}"
     vm.run(["install", "-d", "-m", "0755", UKI_DIR])
     vm.write_file(path, uki.read_bytes(), mode=0o644)
+    step(f"built {uki.name} ({uki.stat().st_size >> 10} KiB) and copied it into the guest")
 
     # Listed beside the plain kernels; B's entry is the UKI (a UKI wins a release).
     kernels = g.ctl_json(vm, "kernels")
@@ -86,6 +93,7 @@ def test_live_update_into_a_uki_boots_its_own_command_line(
     assert entry["image"] == "unified kernel image holding bzImage", entry
     text = vm.run(["liveupctl", "kernels"]).stdout
     assert f"> {b}" in text and path in text, text
+    step("listed")
 
     staged = vm.run(["liveupctl", "stage", b], timeout=300)
     assert f"Staged {b}" in staged.stdout, staged.stdout
@@ -95,11 +103,13 @@ def test_live_update_into_a_uki_boots_its_own_command_line(
     assert resolved["kernel"] == path and resolved["initrd"] is None, resolved
     assert resolved["initrd_parts"] == [".ucode", ".initrd"], resolved
     assert resolved["cmdline"] == f"{cmdline} liveupd.transition={tid}", resolved
+    step("staged")
 
     old = vm.boot_info()
     payload = g.write_payload(vm)
     vm.spawn("liveupctl exec >/run/liveupctl-exec.log 2>&1")
     new = vm.wait_for_new_boot(old.boot_id)
+    step("up on the new kernel")
     assert new.release == b and new.boot_id != old.boot_id
     # The new kernel runs with the UKI's own command line, not the one it was staged from.
     assert vm.read_text("/proc/cmdline").strip() == f"{cmdline} liveupd.transition={tid}"
