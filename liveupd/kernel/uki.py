@@ -191,7 +191,13 @@ def _decode(data: bytes, what: str) -> str:
         raise UkiError(f"its {what} section is not UTF-8 text (byte {e.start})") from None
 
 
-_TEXT_SECTIONS = {Name.CMDLINE: MAX_TEXT, Name.OSREL: MAX_TEXT, Name.PROFILE: 4096, Name.UNAME: 0}
+# The text sections read whole, and how big each may be.
+_TEXT_SECTIONS = {
+    Name.CMDLINE: MAX_TEXT,
+    Name.OSREL: MAX_TEXT,
+    Name.PROFILE: 4096,
+    Name.UNAME: MAX_UNAME,
+}
 
 
 def read_uki(fd: int, pe: PeFile) -> Uki:
@@ -209,7 +215,7 @@ def read_uki(fd: int, pe: PeFile) -> Uki:
     try:
         for s in pe.sections:
             if s.name in _TEXT_SECTIONS:
-                limit = _TEXT_SECTIONS[Name(s.name)] or MAX_UNAME
+                limit = _TEXT_SECTIONS[Name(s.name)]
                 texts[s.index] = _decode(read_section(fd, s, limit), s.name)
     except PeError as e:
         raise UkiError(str(e)) from None

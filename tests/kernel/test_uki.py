@@ -388,3 +388,42 @@ def test_pe_header_with_too_many_sections_is_refused(fd_of: object) -> None:
     struct.pack_into("<H", data, 0x40 + 6, 60000)
     with pytest.raises(PeError, match="claims 60000 sections"):
         read_pe(fd_of(bytes(data)), len(data))  # type: ignore[operator]
+
+
+def test_a_cmdline_section_that_is_not_one_line_of_text_is_refused(tmp_path: Path) -> None:
+    boot = esp(tmp_path)
+    path = write(
+        boot / "EFI/Linux/a.efi", make_uki(uki_sections(R, cmdline="root=/dev/vda\nquiet\n"))
+    )
+    with pytest.raises(InvalidArgument, match=rf"the \.cmdline of {path} has a newline"):
+        stage(config_for(tmp_path, [boot]), kernel=str(path))
+    sections = [(".cmdline", b"\xff\xfe"), *uki_sections(R, cmdline=None)]
+    write(path, make_uki(sections))
+    with pytest.raises(InvalidKernel, match=r"its \.cmdline section is not UTF-8 text"):
+        stage(config_for(tmp_path, [boot]), kernel=str(path))
+
+
+@pytest.mark.parametrize("kind", ["gzip", "xz", "zstd"])
+def test_unpacking_is_bounded_and_says_why(fd_of: object, kind: str) -> None:
+    import gzip
+    import lzma
+
+    from liveupd.kernel.memfd import FdRange
+    from liveupd.kernel.unpack import UnpackError, unpack
+    from tests.kernels import zstd_compress
+
+    zeros = bytes(1 << 20)
+    packed = {"gzip": gzip.compress, "xz": lzma.compress, "zstd": zstd_compress}[kind](zeros)
+    fd = fd_of(packed)  # type: ignore[operator]
+    with pytest.raises(UnpackError, match="decompresses to more than"):
+        unpack(kind, FdRange(fd, 0, len(packed)), 1 << 19, "bomb")
+    out = unpack(kind, FdRange(fd, 0, len(packed)), 2 << 20, "fine")
+    try:
+        assert os.fstat(out).st_size == len(zeros) and memfd.is_sealed(out)
+    finally:
+        os.close(out)
+    bad = fd_of(packed[:10] + b"garbage" * 10)  # type: ignore[operator]
+    with pytest.raises(UnpackError, match=f"is {kind}-compressed but does not decompress"):
+        unpack(kind, FdRange(bad, 0, 80), 2 << 20, "bad")
+    with pytest.raises(UnpackError, match="lz4-compressed; liveupd can unpack"):
+        unpack("lz4", FdRange(fd, 0, len(packed)), 2 << 20, "lz4")
