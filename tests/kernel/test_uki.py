@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -413,7 +413,12 @@ def test_unpacking_is_bounded_and_says_why(fd_of: object, kind: str) -> None:
     from tests.kernels import zstd_compress
 
     zeros = bytes(1 << 20)
-    packed = {"gzip": gzip.compress, "xz": lzma.compress, "zstd": zstd_compress}[kind](zeros)
+    compress: dict[str, Callable[[bytes], bytes]] = {
+        "gzip": gzip.compress,
+        "xz": lzma.compress,
+        "zstd": zstd_compress,
+    }
+    packed = compress[kind](zeros)
     fd = fd_of(packed)  # type: ignore[operator]
     with pytest.raises(UnpackError, match="decompresses to more than"):
         unpack(kind, FdRange(fd, 0, len(packed)), 1 << 19, "bomb")
