@@ -145,7 +145,6 @@ class Verdict:
     image: str = ""  # what the file holds (e.g. "unified kernel image holding a bzImage")
     warnings: tuple[str, ...] = ()  # a UKI's sections that would be left out
     signed: bool | None = None  # the kernel that would be loaded carries a signature
-    checked_id: FileId | None = None  # the file the checks read (None: not opened)
 
     @property
     def ok(self) -> bool:
@@ -166,9 +165,17 @@ def verdict(
             described = c.image.describe()
             if c.uki is not None:
                 described = f"unified kernel image holding {c.image.describe()}"
-            result = Verdict("", described, c.warnings, c.image.signed, c.kernel.id)
+            result = Verdict("", described, c.warnings, c.image.signed)
     except LiveUpdError as e:
         return Verdict(e.message)
+    if len(kernel.initrds) > 1:
+        return dataclasses.replace(
+            result,
+            problem=(
+                f"{kernel.entry}: names {len(kernel.initrds)} initrds; kexec_file_load takes one "
+                "(stage it with one combined initrd)"
+            ),
+        )
     if kernel.source is not discovery.Source.UKI and kernel.initrd_path is None:
         others = [k for k in kernels if k.initrd_path and k.kernel_path != kernel.kernel_path]
         if others:
