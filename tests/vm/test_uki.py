@@ -2,21 +2,24 @@
 
 The UKI is built on the host as systemd documents building one by hand: the
 sections objcopy'd onto Debian's systemd stub (systemd-boot-efi), with kernel
-B's own vmlinuz and initrd (``vm_image.kernel_b``, whatever the guest's kernel
-packaging), a ``.ucode`` cpio before the initrd, ``.uname``, ``.osrel`` and a
-``.cmdline`` that differs from the running one by a marker word.  It is put
-where systemd-boot looks for type #2 entries, /boot/EFI/Linux/, and staged by
-release.  The new kernel must run with exactly the UKI's command line plus
-liveupd's transition id (read back from /proc/cmdline), and verification must
-pass.
+B's own vmlinuz and initrd (``vm_image.kernel_b``'s copies, whatever the
+guest's kernel packaging), a ``.ucode`` cpio before the initrd, ``.uname``,
+``.osrel`` and a ``.cmdline``: the guest's command line plus a marker word.  It
+reaches the guest on an extra read-only virtio disk (15 MB through the agent
+took 8 minutes under TCG), is copied to /boot/EFI/Linux/, where systemd-boot
+looks for type #2 entries, and staged by release.  The new kernel must run with
+exactly the UKI's command line plus liveupd's transition id (read back from
+/proc/cmdline), and verification must pass.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,20 +28,21 @@ from tests.kernels import Unavailable, newc_cpio, objcopy_uki
 from tests.vm import liveupd_guest as g
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
-from tests.vm.shared import module_guest
 
 UKI_DIR = "/boot/EFI/Linux"  # a type #2 directory under the default kernel.allowed-dirs
+UKI_SERIAL = "liveupd-uki"  # the extra disk that carries the UKI into the guest
+UKI_PCI = "0x8"  # the harness's devices end at 0x7 (qemu.py)
 
 
-@pytest.fixture(scope="module")
-def guest(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    with module_guest(vm_image, request) as vm:
-        g.install(vm)
-        yield vm
+@dataclass(frozen=True)
+class UkiGuest:
+    vm: GuestVM
+    uki: Path  # on the host
+    cmdline: str  # the UKI's .cmdline
 
 
 def uki_cmdline(running: str, marker: str) -> str:
-    """The running command line without what a boot loader or liveupd adds, plus a marker."""
+    """The guest's command line without what a boot loader or liveupd adds, plus a marker."""
     words = [
         w
         for w in running.split()
@@ -47,12 +51,12 @@ def uki_cmdline(running: str, marker: str) -> str:
     return " ".join([*words, marker])
 
 
-def build_uki(vm: GuestVM, image: GuestImage, tmp: Path, cmdline: str) -> Path:
+def build_uki(image: GuestImage, out: Path, cmdline: str) -> Path:
+    """Kernel B as a UKI on Debian's systemd stub, from the image's own copies of B."""
     b = image.kernel_b
-    osrel = vm.read_file("/etc/os-release")
     ucode = newc_cpio({"kernel/x86/microcode/liveupd-test.bin": b"\0" * 64})
     sections = [
-        (".osrel", osrel),
+        (".osrel", b'ID=debian\nPRETTY_NAME="liveupd test UKI"\n'),
         (".cmdline", cmdline.encode()),
         (".uname", b.release.encode()),
         (".ucode", ucode),
@@ -60,15 +64,67 @@ def build_uki(vm: GuestVM, image: GuestImage, tmp: Path, cmdline: str) -> Path:
         (".linux", b.vmlinuz.read_bytes()),
     ]
     try:
-        return objcopy_uki(tmp / f"liveupd-test-{b.release}.efi", sections)
+        return objcopy_uki(out, sections)
     except Unavailable as e:
         pytest.fail(f"cannot build the UKI on the host: {e} (make setup installs both)")
 
 
+@pytest.fixture(scope="module")
+def guest(
+    vm_image: GuestImage, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UkiGuest]:
+    """Kernel A booted with the UKI on an extra read-only disk (the agent is slow for 15 MB)."""
+    tmp = tmp_path_factory.mktemp("uki")
+    disk = tmp / "uki.disk"
+    vm = GuestVM(
+        vm_image,
+        kernel=vm_image.kernel_a.release,
+        extra_qemu_args=(
+            "-drive",
+            f"file={disk},format=raw,if=none,id=uki,readonly=on",
+            "-device",
+            f"virtio-blk-pci,drive=uki,addr={UKI_PCI},serial={UKI_SERIAL}",
+        ),
+    )
+    cmdline = uki_cmdline(vm.append, f"liveupd.test-uki={secrets.token_hex(4)}")
+    uki = build_uki(vm_image, tmp / f"liveupd-test-{vm_image.kernel_b.release}.efi", cmdline)
+    data = uki.read_bytes()
+    disk.write_bytes(data + bytes(-len(data) % 512))
+    failed_before = request.session.testsfailed
+    try:
+        vm.start()
+        g.install(vm)
+        yield UkiGuest(vm, uki, cmdline)
+    finally:
+        failed = request.session.testsfailed > failed_before
+        if failed:
+            print(vm.failure_report(journal=True), flush=True)
+        vm.stop()
+        if not failed:
+            vm.cleanup()
+
+
+def copy_in(vm: GuestVM, uki: Path, dest: str) -> None:
+    """The UKI from the extra disk into ``dest`` (root-owned, 0644), checked by SHA-256."""
+    size = uki.stat().st_size
+    vm.run(["install", "-d", "-m", "0755", UKI_DIR])
+    vm.run(
+        f"""
+        for d in /sys/block/vd*; do
+            [ "$(cat "$d/serial" 2>/dev/null)" = {UKI_SERIAL} ] && dev=/dev/${{d##*/}}
+        done
+        [ -n "$dev" ] || {{ echo "no disk with serial {UKI_SERIAL}" >&2; exit 1; }}
+        head -c {size} "$dev" > {dest}.tmp && chmod 0644 {dest}.tmp && mv {dest}.tmp {dest}
+        """
+    )
+    copied = vm.run(["sha256sum", dest]).stdout.split()[0]
+    assert copied == hashlib.sha256(uki.read_bytes()).hexdigest()
+
+
 def test_live_update_into_a_uki_boots_its_own_command_line(
-    guest: GuestVM, vm_image: GuestImage, tmp_path: Path
+    guest: UkiGuest, vm_image: GuestImage
 ) -> None:
-    vm = guest
+    vm, cmdline = guest.vm, guest.cmdline
     b = vm_image.kernel_b.release
     start = time.monotonic()
 
@@ -76,14 +132,10 @@ def test_live_update_into_a_uki_boots_its_own_command_line(
         print(f"[uki] {what} after {time.monotonic() - start:.1f} s", flush=True)
 
     running = vm.read_text("/proc/cmdline").strip()
-    marker = f"liveupd.test-uki={secrets.token_hex(4)}"
-    cmdline = uki_cmdline(running, marker)
-    assert cmdline != running
-    uki = build_uki(vm, vm_image, tmp_path, cmdline)
-    path = f"{UKI_DIR}/{uki.name}"
-    vm.run(["install", "-d", "-m", "0755", UKI_DIR])
-    vm.write_file(path, uki.read_bytes(), mode=0o644)
-    step(f"built {uki.name} ({uki.stat().st_size >> 10} KiB) and copied it into the guest")
+    assert cmdline != running and cmdline.startswith(running)
+    path = f"{UKI_DIR}/{guest.uki.name}"
+    copy_in(vm, guest.uki, path)
+    step(f"copied {guest.uki.name} ({guest.uki.stat().st_size >> 10} KiB) into the guest")
 
     # Listed beside the plain kernels; B's entry is the UKI (a UKI wins a release).
     kernels = g.ctl_json(vm, "kernels")
