@@ -24,7 +24,9 @@ from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
-from liveupd.kernel.discovery import InstalledKernel, list_kernels
+from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
+from liveupd.kernel.resolve import Verdict
+from liveupd.kernel.stageable import StageableKernels
 from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
@@ -62,6 +64,7 @@ class Manager:
         self.transitions: dict[str, Transition] = {}  # every transition seen by this process
         self._listeners: list[EventSink] = []
         self._staging: asyncio.Future[None] | None = None  # done when the Stage ends
+        self.stageable = StageableKernels()  # LatestKernel: Stage's checks, cached per file
 
     # ------------------------------------------------------------- events --
 
@@ -106,8 +109,25 @@ class Manager:
         return list_kernels(self.config, self.running_release())
 
     def latest_kernel(self) -> str:
-        kernels = self.kernels()
-        return kernels[-1].release if kernels else ""
+        """The newest installed kernel that Stage would take ("" when none would)."""
+        latest = self.stageable.latest(self.kernels(), self.config)
+        return latest.release if latest is not None else ""
+
+    def kernel_verdicts(self) -> list[tuple[InstalledKernel, Verdict]]:
+        """Every installed kernel with whether Stage would take it, and why not.
+
+        UKIs whose release could not be read come first, with release "".
+        """
+        found = scan(self.config, self.running_release())
+        kernels = found.kernels
+        rows = [
+            (
+                InstalledKernel("", path, None, False, Source.UKI),
+                Verdict(next((p for p in found.problems if p.startswith(f"{path}: ")), path)),
+            )
+            for path in found.unreadable
+        ]
+        return rows + [(k, self.stageable.verdict(k, kernels, self.config)) for k in kernels]
 
     def unsupported(self) -> str:
         """Why kexec cannot work here ("" when it can)."""

@@ -109,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     line.add_argument("--cmdline", default="", metavar="S", help="replace the command line")
     line.add_argument("--append", default="", metavar="S", help="append to the running one")
     stage.add_argument("--sha256", default="", metavar="HEX", help="expected kernel SHA-256")
+    stage.add_argument(
+        "--profile",
+        default="",
+        metavar="P",
+        help="a unified kernel image's profile: @N or its ID (default: @0)",
+    )
 
     exe = sub.add_parser("exec", parents=[common], help="switch to the staged kernel")
     _exec_options(exe)
@@ -229,6 +235,7 @@ async def cmd_stage(client: Client, args: argparse.Namespace) -> int:
             append=args.append,
             sha256=args.sha256,
             interactive=interactive,
+            profile=args.profile,
         )
     props = await client.transition(path)
     print(f"Staged {props['TargetRelease']} as transition {tid}")

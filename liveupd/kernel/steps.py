@@ -42,7 +42,13 @@ class CheckStep(BuiltinStep):
             image=resolved.image.describe(),
             signed=resolved.image.signed,
             extracted=resolved.extracted or None,
+            uki_profile=(
+                resolved.uki.profile.label if resolved.uki and resolved.uki.profile else None
+            ),
+            initrd_parts=list(resolved.initrd_parts) or None,
         )
+        for warning in resolved.warnings:  # what a unified kernel image brings that is left out
+            ctx.log("kernel.uki-left-out", level=logging.WARNING, what=warning)
 
 
 class LoadStep(BuiltinStep):

@@ -31,6 +31,7 @@ class StageRequest:
     cmdline: str = ""  # "" reuses the running command line
     append: str = ""
     sha256: str = ""
+    profile: str = ""  # a unified kernel image's profile ("" = its default, @0)
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -45,6 +46,10 @@ class Target:
     initrd_path: str | None
     cmdline: str
     sha256: str
+    # A unified kernel image: the profile it boots ("@N", "" without profiles) and
+    # whether its own .ucode + .initrd are used (False: staged with initrd "none").
+    profile: str = ""
+    uki_initrd: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
