@@ -35,7 +35,7 @@ import json, os, time
 from liveupd.config.model import DeviceSelector
 from liveupd.devices import link
 from liveupd.devices.select import plan_unbind, subsystems_needed
-from liveupd.devices.sysfs import SysfsDevices
+from liveupd.devices.machine import SysfsDevices
 from liveupd.errors import InvalidArgument
 
 dev = SysfsDevices()
@@ -148,7 +148,7 @@ from pathlib import Path
 from liveupd.backends.system import ProcSystem
 from liveupd.config.model import DeviceSelector
 from liveupd.devices.select import plan_unbind
-from liveupd.devices.sysfs import SysfsDevices
+from liveupd.devices.machine import SysfsDevices
 from liveupd.fsio import atomic_write_json
 from liveupd.transition.checkpoint import Checkpoint, OldKernel, pending_path, write_checkpoint
 from liveupd.transition.context import Target
