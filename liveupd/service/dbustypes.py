@@ -15,6 +15,7 @@ from dbus_fast.annotations import (
 )
 
 __all__ = [
+    "BlockerList",
     "Bool",
     "HookFinishedArgs",
     "IdAndPath",
@@ -41,6 +42,8 @@ Options = DBusDict
 Nothing = Annotated[None, DBusSignature("")]
 # ListKernels: release, kernel path, initrd path ("" if none), running
 KernelList = Annotated[list[tuple[str, str, str, bool]], DBusSignature("a(sssb)")]
+# ListBlockers: kind, message
+BlockerList = Annotated[list[tuple[str, str]], DBusSignature("a(ss)")]
 # Stage and Execute: the transition's id and object path
 IdAndPath = Annotated[tuple[str, str], DBusSignature("so")]
 # Signals
