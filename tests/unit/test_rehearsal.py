@@ -155,7 +155,7 @@ def test_a_stage_while_the_new_boot_is_verified_is_busy(
     )
     manager = rehearsing_manager(config, [])
 
-    async def go() -> None:
+    async def go() -> TransitionState:
         t = await manager.stage(StageRequest(kernel=TARGET))
         manager.execute(ExecMode.DIRECT)
         while not started.exists():  # the verify hook runs: the new boot is being verified
@@ -167,9 +167,9 @@ def test_a_stage_while_the_new_boot_is_verified_is_busy(
         release.touch()
         assert manager.rehearsal is not None
         await manager.rehearsal
-        assert t.state is TransitionState.COMPLETED
+        return t.state
 
-    asyncio.run(go())
+    assert asyncio.run(go()) is TransitionState.COMPLETED
 
 
 def test_after_jump_halt_keeps_the_old_one_shot(config: Config, tmp_path: Path) -> None:
