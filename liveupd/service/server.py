@@ -174,7 +174,7 @@ async def _request_name(conn: MessageBus, bus: str) -> RequestNameReply:
     try:
         return await conn.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
     except DBusError as e:
-        where = "the system bus" if bus == "system" else f"the {bus} bus"
+        where = f"the {bus} bus" if bus in ("system", "session") else f"the bus at {bus}"
         raise Failed(
             f"{where} refused liveupd the name {names.BUS_NAME} ({e.type}: {e.text}). "
             "On the system bus only root may own it: run liveupd as root, and check that "
