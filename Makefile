@@ -5,6 +5,8 @@
 #                host tests, and the VM scenarios
 #   make check   the fast inner loop: the same without the VM scenarios
 #   make demo    boot a VM and live-update it from one real kernel to another
+#   make try     liveupd in a dry run on a private bus, and a shell to try
+#                liveupctl in (no root, no VM, nothing touched: docs/try.md)
 #   make bench   downtime benchmarks (see docs/benchmarks.md)
 #   make install DESTDIR=... PREFIX=/usr   install as a distribution package would
 
@@ -30,7 +32,7 @@ APT_PACKAGES := \
 	libxml2-utils polkitd systemd util-linux iproute2 kmod shellcheck nodejs \
 	tmux
 
-.PHONY: all setup host-deps venv lint typecheck check test demo bench install clean
+.PHONY: all setup host-deps venv lint typecheck check test demo try bench install clean
 
 all: check
 
@@ -54,8 +56,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check liveupd tests bench
-	$(VENV)/bin/ruff format --check liveupd tests bench
+	$(VENV)/bin/ruff check liveupd tests bench tryout
+	$(VENV)/bin/ruff format --check liveupd tests bench tryout
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -68,6 +70,10 @@ test: setup
 
 demo: setup
 	$(VPY) -m tests.vm.demo
+
+# The sample configuration, simulated machine and hooks are in tryout/.
+try: setup
+	$(VPY) -m tryout
 
 # OVMF for the UEFI reboot beside the SeaBIOS one (bench/vm.py:run_ovmf).
 bench: APT_PACKAGES += ovmf

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.dbus.buses import wait_until
 
-WIDTH, HEIGHT = 220, 50
+WIDTH, HEIGHT = 220, 50  # wide enough that no message wraps
 SESSION = "liveupctl"
 
 
@@ -58,6 +58,11 @@ class Pane:
     def wait_for(self, text: str, what: str | None = None) -> str:
         return str(wait_until(lambda: text in self.screen() and self.screen(), what or text))
 
+    def type(self, line: str) -> None:
+        """Type ``line`` and Enter, as a person would."""
+        self.tmux("send-keys", "-t", SESSION, "-l", line)
+        self.tmux("send-keys", "-t", SESSION, "Enter")
+
     def press_ctrl_c(self) -> None:
         self.tmux("send-keys", "-t", SESSION, "C-c")
 
@@ -72,8 +77,10 @@ class Pane:
 
 
 @contextlib.contextmanager
-def terminal(argv: Sequence[str], *, term: str, env: dict[str, str]) -> Iterator[Pane]:
-    """Run ``argv`` in a fresh tmux server's pane, with ``TERM=term`` and ``env``."""
+def terminal(
+    argv: Sequence[str], *, term: str, env: dict[str, str], height: int = HEIGHT
+) -> Iterator[Pane]:
+    """Run ``argv`` in a fresh tmux server's pane (``height`` lines), ``TERM=term``, ``env``."""
     if shutil.which("tmux") is None:
         raise AssertionError("tmux is missing: apt-get install tmux (make host-deps)")
     work = Path(tempfile.mkdtemp(prefix="liveupctl-tty-"))  # short: a socket path
@@ -94,7 +101,7 @@ def terminal(argv: Sequence[str], *, term: str, env: dict[str, str]) -> Iterator
     try:
         pane.tmux(
             "-f", "/dev/null", "new-session", "-d", "-s", SESSION,
-            "-x", str(WIDTH), "-y", str(HEIGHT), "sh", "-c", command,
+            "-x", str(WIDTH), "-y", str(height), "sh", "-c", command,
         )  # fmt: skip
         pane.tmux("set-option", "-t", SESSION, "remain-on-exit", "on")
         pane.tmux("set-option", "-t", SESSION, "history-limit", "5000")
