@@ -13,8 +13,9 @@ a real system without a polkit rule), and ``liveupd --dry-run`` on that bus,
 and prints the commands to type.  In the shell ``DBUS_SYSTEM_BUS_ADDRESS``
 points at the private bus, so ``liveupctl`` and ``busctl`` talk to this
 daemon exactly as they would to the real one (``bin/`` first on ``PATH`` has
-this checkout's ``liveupctl``, run by the interpreter running the try-out).  Nothing on this machine is
-touched: the daemon records what it would do in ``state/dry-run/``.
+this checkout's ``liveupctl``, run by the interpreter running the try-out).
+Nothing on this machine is touched: the daemon records what it would do in
+``state/dry-run/``.
 """
 
 from __future__ import annotations

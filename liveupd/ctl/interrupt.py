@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from liveupd.ctl import agent
 from liveupd.ctl.client import Client, RemoteError
 from liveupd.ctl.progress import Follower
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
+DELIVERY_WAIT = 5.0  # seconds a detach waits for a Cancel just asked for to arrive
 
 
 class Interrupts:
@@ -54,8 +55,18 @@ class Interrupts:
 
     def __exit__(self, *exc: object) -> None:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
-        if self._cancel is not None and not self._cancel.done():
-            self._cancel.cancel()
+
+    async def cancel_delivered(self, timeout: float = DELIVERY_WAIT) -> None:
+        """After a detach: make sure a Cancel asked for reached the daemon (its rollback
+        began, or the call ended) before liveupctl closes its connection."""
+        if self._cancel is None or self.follower.rolling_back.is_set():
+            return
+        began = asyncio.ensure_future(self.follower.rolling_back.wait())
+        waiting: set[asyncio.Future[Any]] = {began, self._cancel, self.follower.done}
+        try:
+            await asyncio.wait(waiting, timeout=timeout)
+        finally:
+            began.cancel()
 
     def say(self, line: str) -> None:
         self.err.write(line + "\n")

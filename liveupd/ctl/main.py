@@ -351,6 +351,7 @@ async def execute(
             gone.cancel()
         if interrupts.detached.done():
             follower.renderer.finish()
+            await interrupts.cancel_delivered()
             return EXIT_INTERRUPTED
         if not follower.done.done():
             follower.vanished()

@@ -155,6 +155,7 @@ class Follower:
         self.phase = ""
         self.target = ""
         self.jumped = False  # the State became exec
+        self.rolling_back = asyncio.Event()  # the rollback phase began (a Cancel arrived)
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._held: list[Message] | None = []  # signals that came before begin()
 
@@ -221,6 +222,8 @@ class Follower:
             return
         if msg.member == "PhaseChanged":
             self.phase = str(body[1])
+            if self.phase == "rollback":
+                self.rolling_back.set()
             self.renderer.update(phase=self.phase)
         elif msg.member == "HookFinished":
             self.renderer.hook(str(body[1]), str(body[2]), str(body[3]), int(body[4]))

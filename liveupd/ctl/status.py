@@ -115,9 +115,11 @@ def seconds(value: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def transition_lines(t: dict[str, Any]) -> list[str]:
+def transition_lines(t: dict[str, Any], *, staging: bool = False) -> list[str]:
+    """``staging``: the daemon is still checking and loading it (its journal says staged)."""
     dry = " (dry run)" if t["dry_run"] else ""
-    lines = [f"Transition:     {t['id']}: {t['state']}{dry}"]
+    shown = "being staged" if staging else t["state"]
+    lines = [f"Transition:     {t['id']}: {shown}{dry}"]
     old, new = t.get("old_release") or "?", t.get("new_release") or "?"
     mode = f" ({t['mode']} mode)" if t.get("mode") else ""
     lines.append(f"  kernel:       {old} -> {new}{mode}")
@@ -126,6 +128,8 @@ def transition_lines(t: dict[str, Any]) -> list[str]:
         phase = t.get("phase") or ("staged" if state == "staged" else "starting")
         progress = t.get("progress")
         done = f", {progress}% done" if isinstance(progress, int) and state != "staged" else ""
+        if staging:
+            phase = t.get("phase") or "check"
         lines.append(f"  phase:        {phase}{done}, for {seconds(t.get('elapsed_s'))}")
     else:
         lines.append(
@@ -156,7 +160,8 @@ def text(data: dict[str, Any]) -> str:
         lines.append(f"  command line: {staged['cmdline']}")
     t = data.get("transition")
     if t and not (staged and staged["id"] == t["id"]):
-        lines += transition_lines(t)
+        staging = data["state"] == "running" and not staged and t["state"] == "staged"
+        lines += transition_lines(t, staging=staging)
     lines.append(f"Running kernel: {data['running_kernel']}")
     latest = data["latest_kernel"] or "-"
     if latest == data["running_kernel"]:
