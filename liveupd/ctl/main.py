@@ -550,7 +550,8 @@ def interrupted(command: str) -> None:
         "exec": "; see 'liveupctl status' for what liveupd goes on with",
     }.get(command, "")
     sys.stdout.flush()
-    print(f"\nliveupctl: interrupted{note}", file=sys.stderr)
+    newline = "\n" if sys.stderr.isatty() else ""  # after the ^C the terminal echoed
+    print(f"{newline}liveupctl: interrupted{note}", file=sys.stderr)
 
 
 if __name__ == "__main__":
