@@ -5,6 +5,8 @@
 #                host tests, and the VM scenarios
 #   make check   the fast inner loop: the same without the VM scenarios
 #   make demo    boot a VM and live-update it from one real kernel to another
+#   make try     liveupd in a dry run on a private bus, and a shell to try
+#                liveupctl in (no root, no VM, nothing touched: docs/try.md)
 #   make bench   downtime benchmarks (see docs/benchmarks.md)
 #   make install DESTDIR=... PREFIX=/usr   install as a distribution package would
 
@@ -21,17 +23,18 @@ PYTEST_ARGS ?=
 # Host packages the suite needs: QEMU and debootstrap for the VM scenarios,
 # dbus-daemon for private buses, headers to build dbus-python and PyGObject
 # (python-dbusmock), xmllint and the DTDs for the shipped XML files, shellcheck
-# for the shell hooks, node to check the example polkit rule; systemd's EFI stub
-# (systemd-boot-efi: linuxx64.efi.stub) and objcopy (binutils) to build unified
-# kernel images from real Debian kernels in the tests.
+# for the shell hooks, node to check the example polkit rule, tmux to drive
+# liveupctl in a real terminal (tests/ctl/test_terminal.py: progress, Ctrl-C);
+# systemd's EFI stub (systemd-boot-efi: linuxx64.efi.stub) and objcopy (binutils)
+# to build unified kernel images from real Debian kernels in the tests.
 APT_PACKAGES := \
 	qemu-system-x86 qemu-utils debootstrap e2fsprogs \
 	dbus-daemon dbus-bin libdbus-1-dev libglib2.0-dev pkg-config \
 	libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 \
 	libxml2-utils polkitd systemd util-linux iproute2 kmod shellcheck nodejs \
-	systemd-boot-efi binutils
+	systemd-boot-efi binutils tmux
 
-.PHONY: all setup host-deps venv lint typecheck check test demo bench install clean
+.PHONY: all setup host-deps venv lint typecheck check test demo try bench install clean
 
 all: check
 
@@ -55,8 +58,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check liveupd tests bench
-	$(VENV)/bin/ruff format --check liveupd tests bench
+	$(VENV)/bin/ruff check liveupd tests bench tryout
+	$(VENV)/bin/ruff format --check liveupd tests bench tryout
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -69,6 +72,10 @@ test: setup
 
 demo: setup
 	$(VPY) -m tests.vm.demo
+
+# The sample configuration, simulated machine and hooks are in tryout/.
+try: setup
+	$(VPY) -m tryout
 
 # OVMF for the UEFI reboot beside the SeaBIOS one (bench/vm.py:run_ovmf).
 bench: APT_PACKAGES += ovmf

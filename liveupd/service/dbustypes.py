@@ -16,6 +16,7 @@ from dbus_fast.annotations import (
 )
 
 __all__ = [
+    "BlockerList",
     "Bool",
     "HookFinishedArgs",
     "IdAndPath",
@@ -45,6 +46,8 @@ Nothing = Annotated[None, DBusSignature("")]
 KernelList = Annotated[list[tuple[str, str, str, bool]], DBusSignature("a(sssb)")]
 # ListKernelDetails: one dictionary per kernel (keys in docs/dbus-api.md)
 KernelDetails = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
+# ListBlockers: kind, message
+BlockerList = Annotated[list[tuple[str, str]], DBusSignature("a(ss)")]
 # Stage and Execute: the transition's id and object path
 IdAndPath = Annotated[tuple[str, str], DBusSignature("so")]
 # Signals

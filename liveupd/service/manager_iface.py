@@ -29,8 +29,11 @@ from liveupd.errors import Busy, Inhibited, InvalidArgument
 from liveupd.manager import Manager, ManagerState
 from liveupd.service import caller, inhibit, names
 from liveupd.service.auth import Authorizer
+from liveupd.service.blockers import blockers
 from liveupd.service.boundary import dbus_errors
 from liveupd.service.dbustypes import (
+    BlockerList,
+    Bool,
     HookFinishedArgs,
     IdAndPath,
     KernelDetails,
@@ -176,6 +179,8 @@ class ManagerInterface(ServiceInterface):
                 return "Staging a kernel"
             phase = t.phase or "starting"
             return f"Transition {t.id} to {release}: {phase} ({t.progress}%)"
+        if self.manager.rehearsing and t is not None:
+            return f"Dry run: verifying {release} on the simulated new boot (transition {t.id})"
         if state is ManagerState.EXEC and t is not None:
             return f"Jumping into {release} (transition {t.id})"
         if state is ManagerState.FAILED and t is not None:
@@ -305,6 +310,15 @@ class ManagerInterface(ServiceInterface):
             self.publish()
         logs.event(LOG, "cancel.done", transition=t.id, state=str(t.state))
 
+    @arg_names("blockers")
+    @dbus_method()
+    @dbus_errors
+    async def ListBlockers(self) -> BlockerList:
+        found = await blockers(
+            self.manager, self.parts.bus, ready=self._ready.is_set(), stopping=self.stopping
+        )
+        return [b.as_tuple() for b in found]
+
     @arg_names("history")
     @dbus_method()
     @dbus_errors
@@ -338,6 +352,10 @@ class ManagerInterface(ServiceInterface):
     def Version(self) -> Str:
         return __version__
 
+    @dbus_property(access=PropertyAccess.READ)
+    def DryRun(self) -> Bool:
+        return self.manager.backends.dry_run
+
     # ------------------------------------------------------------ signals --
 
     @arg_names("transition", "phase")
@@ -365,3 +383,4 @@ class ManagerInterface(ServiceInterface):
 
 annotate_property(ManagerInterface.RunningKernel, EMITS_CHANGED, "const")
 annotate_property(ManagerInterface.Version, EMITS_CHANGED, "const")
+annotate_property(ManagerInterface.DryRun, EMITS_CHANGED, "const")
