@@ -5,8 +5,8 @@ In order, on one QEMU process (a chain saves boots):
     -> install the project's working tree
     -> kexec into kernel B (Debian's kexec-tools, inside the guest)
 
-A kernel .deb reinstalled in the guest and a firmware reboot through SeaBIOS
-are exercised by test_fleet.py (auto-stage on install; reboot --fallback).
+A kernel package installed with apt in the guest and a firmware reboot through
+SeaBIOS are exercised by test_fleet.py (auto-stage on install; reboot --fallback).
 """
 
 from __future__ import annotations
@@ -84,10 +84,17 @@ def test_data_disk_and_network(chain_vm: GuestVM) -> None:
 
 def test_install_project(chain_vm: GuestVM) -> None:
     vm = chain_vm
-    vm.install_project()
+    vm.install_project()  # the .deb, with apt-get install ./liveupd_*.deb
     vm.run(["python3", "-c", "import liveupd"])
     vm.run(["test", "-x", "/usr/bin/liveupctl"])
-    # The runtime dependencies are baked into the image (no network needed).
+    # The runtime dependencies are Debian's packages, baked into the image (no network
+    # in the guest), nothing from pip.
+    deps = vm.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", "python3-dbus-fast", "python3-pydantic"]
+    ).stdout
+    print(f"\n[harness] guest dependencies:\n{deps}")
+    pip_installed = vm.run("ls /usr/local/lib/python3*/dist-packages 2>/dev/null | wc -l")
+    assert pip_installed.stdout.strip() == "0"
     vm.run(["python3", "-c", "import dbus_fast, pyudev, pydantic, psutil, cffi"])
 
 
@@ -99,7 +106,7 @@ def test_kexec_into_kernel_b(chain_vm: GuestVM, vm_image: GuestImage) -> None:
         [
             "kexec",
             "-l",
-            f"/boot/vmlinuz-{b}",
+            vm_image.kernel_b.guest_vmlinuz,  # /usr/lib/modules/B/vmlinuz: new packaging
             f"--initrd=/boot/initrd.img-{b}",
             "--reuse-cmdline",
         ],
