@@ -380,6 +380,7 @@ def test_daemon_unit_contract() -> None:
     activation.read(DBUS / "org.liveupd.LiveUpdate1.service")
     assert activation["D-BUS Service"]["Name"] == BUS_NAME
     assert activation["D-BUS Service"]["SystemdService"] == "liveupd.service"
+    assert activation["D-BUS Service"]["Exec"] == service["ExecStart"] == "/usr/sbin/liveupd"
 
 
 def test_verify_unit_contract() -> None:
