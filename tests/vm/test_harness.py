@@ -98,6 +98,50 @@ def test_install_project(chain_vm: GuestVM) -> None:
     vm.run(["python3", "-c", "import dbus_fast, pyudev, pydantic, psutil, cffi"])
 
 
+def test_the_package_brings_man_pages_and_completions(
+    chain_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    """What a user of the .deb reads and types: man pages render, completion works."""
+    vm = chain_vm
+    # Plain ASCII (LC_ALL=C), wide enough that no word is hyphenated at a line end.
+    env = {"MANWIDTH": "250", "MANPAGER": "cat", "LC_ALL": "C"}
+    for args, expect in (
+        (["liveupctl"], "--no-ask-password"),
+        (["8", "liveupd"], "org.liveupd.LiveUpdate1.Manager"),
+        (["5", "liveupd.conf"], "history-limit"),
+        (["5", "liveupd.hook"], "LIVEUPD_STATE_DIR"),
+    ):
+        page = vm.run(["man", *args], env=env).stdout
+        assert expect in " ".join(page.split()), (args, page[:500])
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    completion = vm.run(
+        [
+            "bash",
+            "-c",
+            "source /usr/share/bash-completion/bash_completion; "
+            "source /usr/share/bash-completion/completions/liveupctl; "
+            "COMP_WORDS=(liveupctl stage ''); COMP_CWORD=2; COMP_LINE='liveupctl stage '; "
+            "COMP_POINT=${#COMP_LINE}; _liveupctl liveupctl '' stage; "
+            'printf "%s\\n" "${COMPREPLY[@]}"; '
+            "COMP_WORDS=(liveupctl st); COMP_CWORD=1; COMP_LINE='liveupctl st'; "
+            "COMP_POINT=${#COMP_LINE}; _liveupctl liveupctl st liveupctl; "
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ]
+    ).stdout.split()
+    assert sorted(completion) == sorted([a, b, "stage", "status"]), completion
+    releases = vm.run(
+        [
+            "zsh",
+            "-f",
+            "-c",
+            '_wanted() { shift 3; "$@"; }; compadd() { print -l -- ${(P)3}; }; '
+            "source <(sed -n '/^_liveupctl_releases()/,/^}/p' "
+            "/usr/share/zsh/vendor-completions/_liveupctl); _liveupctl_releases",
+        ]
+    ).stdout.split()
+    assert sorted(releases) == sorted([a, b]), releases
+
+
 def test_kexec_into_kernel_b(chain_vm: GuestVM, vm_image: GuestImage) -> None:
     vm = chain_vm
     b = vm_image.kernel_b.release
