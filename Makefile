@@ -106,7 +106,6 @@ bench: setup
 # Built from a clean export of the tree (what git would commit), in build/deb/,
 # so that nothing outside the worktree is written and untracked files cannot
 # leak in. The .deb lands in build/deb/.
-DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
 DEB_BUILD_ENV = env -u PYTHONPATH -u VIRTUAL_ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
 deb: host-deps
