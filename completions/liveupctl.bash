@@ -51,7 +51,7 @@ _liveupctl()
             _filedir
             return
             ;;
-        --bus | --cmdline | --append | --sha256 | --limit)
+        --bus | --cmdline | --append | --sha256 | --profile | --limit)
             return
             ;;
     esac
@@ -68,7 +68,7 @@ _liveupctl()
     local opts=""
     case $cmd in
         status | kernels) opts="--json $bus" ;;
-        stage) opts="--initrd --cmdline --append --sha256 $bus" ;;
+        stage) opts="--initrd --cmdline --append --sha256 --profile $bus" ;;
         exec) opts="--mode --ignore-inhibitors --no-wait $bus" ;;
         cancel) opts="$bus" ;;
         history) opts="--json --limit $bus" ;;

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+import psutil
+
 from liveupd.hooks.trust import HOOK_PATH
 
 OUTPUT_CAP = 64 * 1024  # bytes kept per stream
@@ -75,6 +77,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def leader_start_time(pid: int) -> float | None:
+    """When the process ``pid`` started (psutil's create_time), or None if it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 async def _kill_group(pgid: int, proc: asyncio.subprocess.Process) -> None:
     if _signal_group(pgid, signal.SIGTERM):
         with contextlib.suppress(TimeoutError):
@@ -89,10 +99,16 @@ async def run_program(
     env: Mapping[str, str],
     timeout: float,
     cancel: asyncio.Event | None = None,
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int, float | None], None] | None = None,
     output_cap: int = OUTPUT_CAP,
 ) -> ProgramResult:
-    """Run ``argv`` to completion, timeout or cancel; never raises for the program's faults."""
+    """Run ``argv`` to completion, timeout or cancel; never raises for the program's faults.
+
+    ``on_start(pgid, started)`` gets the process group and its leader's start time
+    (psutil's create_time; None if it already exited): together they identify the
+    group after a crash, when the pid may have been reused.  If ``on_start`` raises,
+    the group is killed and the exception goes up.
+    """
     start = time.monotonic()
 
     def usec() -> int:
@@ -114,7 +130,13 @@ async def run_program(
         )
     pgid = proc.pid
     if on_start is not None:
-        on_start(pgid)
+        try:
+            on_start(pgid, leader_start_time(pgid))
+        except BaseException:
+            await _kill_group(pgid, proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), DRAIN_DEADLINE)
+            raise
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
         asyncio.ensure_future(_read_capped(proc.stdout, output_cap)),

@@ -31,6 +31,7 @@ __all__ = [
     "DBusSignature",
     "HookFinishedArgs",
     "IdAndPath",
+    "KernelDetails",
     "KernelList",
     "Nothing",
     "ObjectPath",
@@ -68,6 +69,8 @@ Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 Nothing = Annotated[None, DBusSignature("")]
 # ListKernels: release, kernel path, initrd path ("" if none), running
 KernelList = Annotated[list[tuple[str, str, str, bool]], DBusSignature("a(sssb)")]
+# ListKernelDetails: one dictionary per kernel (keys in docs/dbus-api.md)
+KernelDetails = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 # Stage and Execute: the transition's id and object path
 IdAndPath = Annotated[tuple[str, str], DBusSignature("so")]
 # Signals
