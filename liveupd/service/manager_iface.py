@@ -22,7 +22,7 @@ from typing import Any
 from dbus_fast import PropertyAccess
 from dbus_fast import introspection as intr
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import ServiceInterface
 
 from liveupd import __version__, logs
 from liveupd.errors import Busy, Inhibited, InvalidArgument
@@ -46,6 +46,9 @@ from liveupd.service.dbustypes import (
     Str,
     TransitionFailedArgs,
     UInt32,
+    dbus_method,
+    dbus_property,
+    dbus_signal,
 )
 from liveupd.service.exec_gate import ExecGate
 from liveupd.service.introspection import EMITS_CHANGED, annotate_property, arg_names

@@ -1,7 +1,8 @@
 """``make demo``: live-update a virtual machine from one real kernel to another.
 
-Boots a Debian guest on kernel A, installs liveupd in it the way a package
-would, stages kernel B and executes the transition through the D-Bus API on
+Boots a Debian 13 guest on kernel A (trixie's 6.12), installs liveupd's .deb in
+it (built on the host, ``apt-get install ./liveupd_*.deb``), stages kernel B (the
+newest 7.x from trixie-backports) and executes the transition through the D-Bus API on
 the guest's system bus (plain ``busctl`` calls, so you can see the API), waits
 for the guest to come back on kernel B, and prints the transition report: the
 product's own, ``liveupctl show`` in the guest, plus what only the host can
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.vm import liveupd_guest as g
+from tests.vm import project
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import ensure_image
 
@@ -100,12 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     say("[demo] preparing the guest image (built once, then cached)...")
     image = ensure_image(log=lambda m: say(f"[image] {m}"))
     a, b = image.kernel_a, image.kernel_b
-    say(f"[demo] booting a Debian guest on kernel A ({a.release}) under QEMU...")
+    say(f"[demo] building liveupd's Debian package ({project.DEB_GLOB})...")
+    deb = project.build_deb()
+    say(f"[demo] booting a Debian 13 guest on kernel A ({a.release}) under QEMU...")
     with GuestVM(image, kernel=a.release, keep_run_dir=args.keep) as vm:
-        say(f"[demo] booted in {vm.boot_seconds:.1f} s; installing liveupd (make install)...")
+        say(
+            f"[demo] booted in {vm.boot_seconds:.1f} s; installing liveupd "
+            f"(apt-get install ./{deb.name})..."
+        )
         g.install(vm)
         say(f"[demo] live-updating to kernel B ({b.release}) through org.liveupd.LiveUpdate1:")
-        update = live_update(vm, f"/boot/vmlinuz-{b.release}", echo=True)
+        update = live_update(vm, b.guest_vmlinuz, echo=True)
         info = vm.boot_info()
         say(f"[demo] the guest now runs {info.release} (boot id {info.boot_id})\n")
         say(render(update))
