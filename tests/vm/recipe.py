@@ -65,6 +65,12 @@ BASE_PACKAGES: tuple[str, ...] = (
     "man-db",
     "bash-completion",
     "zsh",
+    # Scenarios of the safety, preservation and fleet features: a LUKS2 volume with a
+    # systemd-tpm2 token (cryptsetup), services checkpointed and restored (criu), and
+    # updates started over SSH by Ansible and kured-style callers (openssh-server).
+    "cryptsetup-bin",
+    "criu",
+    "openssh-server",
 )
 KERNEL_FLAVOUR = "cloud-amd64"
 # Kernel A: trixie's own 6.12 (one package, files in /boot). Kernel B: the newest
