@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-import psutil
-
 from liveupd.hooks.trust import HOOK_PATH
 
 OUTPUT_CAP = 64 * 1024  # bytes kept per stream
@@ -79,6 +77,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 def leader_start_time(pid: int) -> float | None:
     """When the process ``pid`` started (psutil's create_time), or None if it is gone."""
+    import psutil  # imported by the first hook that runs, not by every liveupd start
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
