@@ -29,17 +29,13 @@ import logging
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liveupd import logs
 from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
-from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
-from liveupd.kernel.named import refuse_unknown
-from liveupd.kernel.resolve import Verdict
-from liveupd.kernel.stageable import StageableKernels
 from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
@@ -48,6 +44,14 @@ from liveupd.transition.events import Event, EventSink, Verified
 from liveupd.transition.phases import ExecMode, TransitionState
 from liveupd.transition.records import Check, Problem, Verification
 from liveupd.verify.postboot import verify_after_boot
+
+if TYPE_CHECKING:
+    from liveupd.kernel.discovery import InstalledKernel
+    from liveupd.kernel.resolve import Verdict
+    from liveupd.kernel.stageable import StageableKernels
+
+# The kernel package (discovery, Stage's checks: image formats, UKIs, signatures)
+# is imported by the first call that needs it, not before the daemon owns its name.
 
 LOG = logs.get("manager")
 
@@ -79,7 +83,7 @@ class Manager:
         self.transitions: dict[str, Transition] = {}  # every transition seen by this process
         self._listeners: list[EventSink] = []
         self._staging: asyncio.Future[None] | None = None  # done when the Stage ends
-        self.stageable = StageableKernels()  # LatestKernel: Stage's checks, cached per file
+        self._stageable: StageableKernels | None = None
         if rehearse and backends.simulated_boot is None:
             raise ValueError("a rehearsal needs the dry-run machine (Backends.simulated_boot)")
         self.rehearse = rehearse
@@ -122,10 +126,21 @@ class Manager:
             return None
         return t
 
+    @property
+    def stageable(self) -> StageableKernels:
+        """LatestKernel: Stage's checks, cached per file (created on first use)."""
+        if self._stageable is None:
+            from liveupd.kernel.stageable import StageableKernels
+
+            self._stageable = StageableKernels()
+        return self._stageable
+
     def running_release(self) -> str:
         return self.backends.system.release()
 
     def kernels(self) -> list[InstalledKernel]:
+        from liveupd.kernel.discovery import list_kernels
+
         return list_kernels(self.config, self.running_release())
 
     def latest_kernel(self) -> str:
@@ -138,6 +153,9 @@ class Manager:
 
         UKIs whose release could not be read come first, with release "".
         """
+        from liveupd.kernel.discovery import InstalledKernel, Source, scan
+        from liveupd.kernel.resolve import Verdict
+
         found = scan(self.config, self.running_release())
         kernels = found.kernels
         rows = [
@@ -215,6 +233,8 @@ class Manager:
         staging = self._staging = asyncio.get_running_loop().create_future()
         try:
             # A typo is refused here, before the transition's journal exists.
+            from liveupd.kernel.named import refuse_unknown
+
             await asyncio.to_thread(refuse_unknown, request, self.config, self.running_release())
             t = await self.engine.stage(request)
         finally:
