@@ -36,6 +36,7 @@ from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
+from liveupd.kernel.latest import LatestKernel
 from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
@@ -84,6 +85,8 @@ class Manager:
         self._listeners: list[EventSink] = []
         self._staging: asyncio.Future[None] | None = None  # done when the Stage ends
         self._stageable: StageableKernels | None = None
+        # The LatestKernel property: latest_kernel() in a worker thread, never on the loop.
+        self.latest = LatestKernel(self.latest_kernel)
         if rehearse and backends.simulated_boot is None:
             raise ValueError("a rehearsal needs the dry-run machine (Backends.simulated_boot)")
         self.rehearse = rehearse
@@ -144,7 +147,11 @@ class Manager:
         return list_kernels(self.config, self.running_release())
 
     def latest_kernel(self) -> str:
-        """The newest installed kernel that Stage would take ("" when none would)."""
+        """The newest installed kernel that Stage would take ("" when none would).
+
+        Blocking (Stage's checks on every kernel not in their cache): the daemon
+        calls it through ``self.latest``, in a worker thread.
+        """
         latest = self.stageable.latest(self.kernels(), self.config)
         return latest.release if latest is not None else ""
 

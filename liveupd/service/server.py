@@ -119,6 +119,7 @@ async def _run(
         dry_run=dry_run,
     )
 
+    iface.named = True  # LatestKernel is searched for from now on
     sdnotify.status("Recovering unfinished transitions")
     iface.seen()
     await manager.start()
