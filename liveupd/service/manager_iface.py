@@ -279,7 +279,9 @@ class ManagerInterface(ServiceInterface):
         try:
             t = self.manager.execute(mode)
         finally:
-            self.publish()
+            # Not full: Execute changes neither the installed kernels (LatestKernel) nor
+            # whether kexec works (Unsupported), and the old side is under way.
+            self.publish(full=False)
         logs.event(LOG, "execute.started", transition=t.id, mode=str(mode), uid=uid)
         return t.id, names.transition_path(t.id)
 
