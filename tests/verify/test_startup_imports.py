@@ -86,3 +86,24 @@ def test_nothing_pending_imports_no_dbus_service_or_staging_code(
     assert rc == 0
     assert sorted(m for m in modules if m.startswith(NOT_FOR_VERIFY)) == []
     assert "psutil" not in modules  # only a hook that runs needs it
+
+
+def test_the_real_backends_import_no_loading_or_unbinding_code() -> None:
+    """What the boot unit imports beyond the dry run: the real backends' modules (only
+    imported here, never used: this is a host test)."""
+    program = (
+        "import json, sys\n"
+        "import liveupd.daemon.verify, liveupd.backends.real\n"
+        "from liveupd.devices.machine import SysfsDevices\n"
+        "from liveupd.kernel.loader import RealKexec\n"
+        "from liveupd.storage.freeze import RealStorage\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=True
+    )
+    modules = set(json.loads(out.stdout))
+    assert "liveupd.kernel.loader" in modules and "liveupd.devices.machine" in modules
+    not_needed = ("liveupd.kernel.image", "liveupd.kernel.validate", "liveupd.devices.holders")
+    assert sorted(m for m in modules if m.startswith((*NOT_FOR_VERIFY, *not_needed))) == []
+    assert "psutil" not in modules
