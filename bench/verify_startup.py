@@ -90,8 +90,11 @@ def _argv(conf: Path) -> list[str]:
     ]
 
 
-def _env(machine_file: Path) -> dict[str, str]:
-    return dict(os.environ, LIVEUPD_DRY_RUN_MACHINE=str(machine_file))
+def _env(machine_file: Path, pythonpath: Path | None) -> dict[str, str]:
+    env = dict(os.environ, LIVEUPD_DRY_RUN_MACHINE=str(machine_file))
+    if pythonpath is not None:  # the baseline's liveupd first on the import path
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
 
 
 def _started_ts(state: Path) -> float:
@@ -103,14 +106,18 @@ def _started_ts(state: Path) -> float:
     raise RuntimeError(f"no verify.started in {log}")
 
 
-def start_once() -> dict[str, float]:
+def start_once(pythonpath: Path | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="liveupd-bench-verify-") as tmp:
         root = Path(tmp)
         conf, machine_file = _setup(root)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         out = subprocess.run(
-            _argv(conf), env=_env(machine_file), capture_output=True, text=True, check=False
+            _argv(conf),
+            env=_env(machine_file, pythonpath),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
@@ -119,14 +126,14 @@ def start_once() -> dict[str, float]:
         return {"to_first_check_ms": (_started_ts(root / "state") - t0) * 1e3, "cpu_ms": cpu * 1e3}
 
 
-def imports_once() -> dict[str, Any]:
+def imports_once(pythonpath: Path | None = None) -> dict[str, Any]:
     """One start under ``-X importtime``: total self time, by package, what heavy was loaded."""
     with tempfile.TemporaryDirectory(prefix="liveupd-bench-verify-") as tmp:
         root = Path(tmp)
         conf, machine_file = _setup(root)
         out = subprocess.run(
             [sys.executable, "-X", "importtime", *_argv(conf)[1:]],
-            env=_env(machine_file),
+            env=_env(machine_file, pythonpath),
             capture_output=True,
             text=True,
             check=False,
@@ -159,10 +166,29 @@ def _summary(values: list[float]) -> dict[str, Any] | None:
     return s.to_json() if s else None
 
 
-def run(starts: int) -> dict[str, Any]:
-    start_once()  # warm the page cache and the bytecode caches
-    timed = [start_once() for _ in range(starts)]
-    imports = [imports_once() for _ in range(max(3, starts // 2))]
+def run(starts: int, baseline: Path | None = None) -> dict[str, Any]:
+    """``starts`` starts; with ``baseline`` (a directory with its liveupd/ and tests/ to
+    put first on the import path) as many of the baseline's, alternating with ours."""
+    paths: list[Path | None] = [None] if baseline is None else [None, baseline]
+    timed: dict[Path | None, list[dict[str, float]]] = {p: [] for p in paths}
+    imports: dict[Path | None, list[dict[str, Any]]] = {p: [] for p in paths}
+    for p in paths:
+        start_once(p)  # warm the page cache and the bytecode caches
+    for _ in range(starts):
+        for p in paths:
+            timed[p].append(start_once(p))
+    for _ in range(max(3, starts // 2)):
+        for p in paths:
+            imports[p].append(imports_once(p))
+    result = _result(starts, timed[None], imports[None])
+    if baseline is not None:
+        result["baseline"] = _result(starts, timed[baseline], imports[baseline])
+    return result
+
+
+def _result(
+    starts: int, timed: list[dict[str, float]], imports: list[dict[str, Any]]
+) -> dict[str, Any]:
     best = min(imports, key=lambda i: float(i["import_ms"]))
     return {
         "starts": starts,
@@ -179,9 +205,14 @@ def run(starts: int) -> dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--starts", type=int, default=7)
+    p.add_argument(
+        "--baseline-path",
+        type=Path,
+        help="a directory holding the baseline's liveupd/ and tests/: measure it too, in turn",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args()
-    res = run(args.starts)
+    res = run(args.starts, args.baseline_path)
     print(json.dumps(res, indent=1) if args.json else res)
     return 0
 
