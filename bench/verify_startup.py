@@ -115,6 +115,7 @@ def start_once(pythonpath: Path | None = None) -> dict[str, float]:
         out = subprocess.run(
             _argv(conf),
             env=_env(machine_file, pythonpath),
+            cwd=pythonpath,  # `-m` puts the working directory first on the import path
             capture_output=True,
             text=True,
             check=False,
@@ -134,6 +135,7 @@ def imports_once(pythonpath: Path | None = None) -> dict[str, Any]:
         out = subprocess.run(
             [sys.executable, "-X", "importtime", *_argv(conf)[1:]],
             env=_env(machine_file, pythonpath),
+            cwd=pythonpath,
             capture_output=True,
             text=True,
             check=False,
