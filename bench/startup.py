@@ -75,6 +75,16 @@ def verify_startup_section(res: Mapping[str, Any]) -> str:
             *(f"{float(d.get('loadavg', 0)):.2f}" for _, d in cols),
         ),
     ]
+    for f in now.get("floors", []):
+        rows.append(
+            (
+                f"floor: {f['what']}, `-X importtime` ms",
+                *(DASH for _ in cols[1:]),
+                _summ(f, "import_ms"),
+            )
+            if len(cols) > 1
+            else (f"floor: {f['what']}, `-X importtime` ms", _summ(f, "import_ms"))
+        )
     text = (
         "`liveupd --dry-run --verify` on a transition left pending by the old kernel "
         "(bench/verify_startup.py; medians (min-max) of "

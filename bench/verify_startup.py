@@ -163,6 +163,39 @@ def imports_once(pythonpath: Path | None = None) -> dict[str, Any]:
     }
 
 
+# What any asyncio program that reads a TOML file and logs imports, and the same
+# with pydantic's BaseModel: the floors the verify path's import time sits on.
+FLOORS = (
+    (
+        "the standard library it uses (asyncio, argparse, logging, json, tomllib)",
+        "import asyncio, argparse, logging, json, tomllib",
+    ),
+    (
+        "... and pydantic's BaseModel",
+        "import asyncio, argparse, logging, json, tomllib; from pydantic import BaseModel",
+    ),
+)
+
+
+def floors(repeat: int) -> list[dict[str, Any]]:
+    """-X importtime sums of the FLOORS, the fastest of ``repeat`` each (median too)."""
+    out = []
+    for name, code in FLOORS:
+        sums = []
+        for _ in range(repeat):
+            err = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", code],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stderr
+            sums.append(
+                sum(int(m.group(1)) for m in map(_IMPORT_LINE.match, err.splitlines()) if m)
+            )
+        out.append({"what": name, "import_ms": _summary([s / 1e3 for s in sums])})
+    return out
+
+
 def _summary(values: list[float]) -> dict[str, Any] | None:
     s = Summary.of(values)
     return s.to_json() if s else None
@@ -183,6 +216,7 @@ def run(starts: int, baseline: Path | None = None) -> dict[str, Any]:
         for p in paths:
             imports[p].append(imports_once(p))
     result = _result(starts, timed[None], imports[None])
+    result["floors"] = floors(max(3, starts // 2))
     if baseline is not None:
         result["baseline"] = _result(starts, timed[baseline], imports[baseline])
     return result
