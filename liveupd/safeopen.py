@@ -530,9 +530,8 @@ def check_file(
 
 def _size(n: int) -> str:
     for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if n >= size:
-            value = n / size
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
     return f"{n} bytes"
 
 

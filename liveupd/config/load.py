@@ -68,8 +68,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except UnsafeFile as e:
         if e.refusal is Refusal.MISSING:
             raise ConfigError([f"{path}: cannot read: {e.path} does not exist"]) from None
-        what = "configuration file" if e.path == str(path.absolute()) else "directory"
-        raise ConfigError([f"{e.path}: refusing {what}: {e.reason}"]) from None
+        if e.path == str(path.absolute()):
+            raise ConfigError([f"{path}: refusing configuration file: {e.reason}"]) from None
+        raise ConfigError([f"{path}: refusing configuration file: {e.path}: {e.reason}"]) from None
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
     try:

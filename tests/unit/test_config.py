@@ -179,3 +179,33 @@ def test_check_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
     out = _check(conf)
     assert out.returncode == 1
     assert out.stdout.strip() == f"{conf}: hooks.timeout: Input should be greater than 0 (got 0)"
+
+
+def test_config_files_are_opened_safely(tmp_path: Path) -> None:
+    """A FIFO, a device, a huge file or a world-writable drop-in directory: named, never read."""
+    import os
+
+    conf = write(tmp_path / "liveupd.conf", "")
+    dropins = tmp_path / "liveupd.conf.d"
+    dropins.mkdir()
+    os.mkfifo(dropins / "10-fifo.conf")
+    (dropins / "20-zero.conf").symlink_to("/dev/zero")
+    write(dropins / "30-big.conf", "#" * (64 * 1024 + 1))
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert e.value.problems == [
+        f"{dropins / '10-fifo.conf'}: refusing configuration file: is a FIFO, not a regular "
+        "file; give the configuration file itself",
+        f"{dropins / '20-zero.conf'}: refusing configuration file: /dev/zero: is a device, not "
+        "a regular file; give the configuration file itself",
+        f"{dropins / '30-big.conf'}: refusing configuration file: is 65537 bytes, larger than a "
+        "configuration file may be (64 KiB); that is not a genuine one",
+    ]
+    for name in ("10-fifo.conf", "20-zero.conf", "30-big.conf"):
+        (dropins / name).unlink()
+    dropins.chmod(0o777)
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert e.value.problems[0].startswith(
+        f"{dropins}: refusing drop-in directory: writable by group and others (mode 0777)"
+    )
