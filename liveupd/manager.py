@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +17,7 @@ from liveupd import logs
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
+from liveupd.hooks.manifest import Hook
 from liveupd.kernel.discovery import InstalledKernel, list_kernels
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
@@ -157,10 +158,10 @@ class Manager:
             raise NotStaged("nothing is staged; stage a kernel first (liveupctl stage)")
         return t
 
-    def execute(self, mode: ExecMode) -> Transition:
+    def execute(self, mode: ExecMode, hooks: Sequence[Hook] | None = None) -> Transition:
         """Start the staged transition; returns at once (progress comes as events)."""
         t = self.executable()
-        self.engine.start_execute(t, mode)
+        self.engine.start_execute(t, mode, hooks)
         return t
 
     async def cancel(self) -> Transition:
