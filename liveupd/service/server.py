@@ -33,6 +33,7 @@ from liveupd.service.auth import Authorizer
 from liveupd.service.exec_gate import ExecGate, GatedKexec
 from liveupd.service.manager_iface import ManagerInterface, ServiceParts
 from liveupd.service.polkit import Authority
+from liveupd.service.refusals import REFUSALS
 from liveupd.service.signals import SignalRouter
 from liveupd.service.transition_iface import TransitionRegistry
 from liveupd.transition.phases import TransitionState
@@ -148,6 +149,7 @@ async def _run(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await dropped
+    REFUSALS.flush()  # the refusals counted but not logged yet
     if stop.is_set():
         logs.event(LOG, "service.stopping", state=str(manager.state))
         await manager.shutdown()
