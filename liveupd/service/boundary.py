@@ -50,7 +50,13 @@ def dbus_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any
         try:
             return await fn(*args, **kwargs)
         except Exception as e:
-            raise to_dbus_error(e, method=fn.__name__) from e
+            error = to_dbus_error(e, method=fn.__name__)
+        # Raised outside the except clause, with the arguments let go: the error
+        # holds no reference to the failed call's frames (an asyncio task keeps
+        # its exception in a reference cycle until the garbage collector runs,
+        # and those frames hold what the caller sent, 10 MB of it if it wanted).
+        del args, kwargs
+        raise error
 
     return wrapper
 

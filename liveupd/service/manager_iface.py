@@ -29,7 +29,7 @@ from dbus_fast import introspection as intr
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
-from liveupd import __version__, logs
+from liveupd import __version__, logs, memory
 from liveupd.errors import Busy, Inhibited, InvalidArgument
 from liveupd.manager import Manager, ManagerState
 from liveupd.quoting import clip, quote
@@ -282,6 +282,9 @@ class ManagerInterface(ServiceInterface):
         try:
             check()
         except InvalidArgument:
+            # What the caller sent may be megabytes, held in dbus-fast's reference
+            # cycles until the garbage collector runs: make it run.
+            memory.collect_soon()
             with contextlib.suppress(Exception):  # only for the refusal log's key
                 await caller.unix_user(self.parts.bus, call.sender)
             raise

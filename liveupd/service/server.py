@@ -23,7 +23,7 @@ import signal
 from dbus_fast import BusType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from liveupd import logs, sdnotify
+from liveupd import logs, memory, sdnotify
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import ExitCode, Failed
@@ -59,6 +59,9 @@ async def connect(bus: str) -> MessageBus:
 
 
 async def serve(config: Config, backends: Backends, *, bus: str = "system") -> int:
+    # Large blocks (a staged kernel, a caller's oversized message) go back to the
+    # kernel when freed, instead of staying in the daemon's heap.
+    memory.fixed_mmap_threshold()
     loop = asyncio.get_running_loop()
     gate = ExecGate()
     backends = dataclasses.replace(backends, kexec=GatedKexec(backends.kexec, gate, loop))

@@ -85,3 +85,9 @@ def test_a_polkit_reply_of_another_type_is_not_an_answer(
 
 def test_a_well_typed_polkit_reply() -> None:
     assert parse_reply("(bba{ss})", [[False, True, {"k": "v"}]]) == Verdict(False, True, {"k": "v"})
+
+
+def test_large_blocks_go_back_to_the_kernel_when_freed() -> None:
+    from liveupd import memory
+
+    assert memory.fixed_mmap_threshold()  # glibc: mallopt took both thresholds
