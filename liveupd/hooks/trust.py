@@ -50,23 +50,6 @@ class Program:
         os.close(self.fd)
 
 
-def trusted_owners() -> set[int]:
-    return set(safeopen.trusted_uids())
-
-
-def untrusted_reason(path: Path) -> str | None:
-    """Why ``path`` (a hook directory or manifest) cannot be trusted, or None if it can."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            opened = safeopen.open_dir(str(path))
-        else:
-            opened = safeopen.open_file(str(path), Kind.MANIFEST)
-    except UnsafeFile as e:
-        return e.reason if e.path == str(path) else f"{clip(e.path)}: {e.reason}"
-    opened.close()
-    return None
-
-
 def _lookup(argv0: str) -> list[str]:
     """The candidate files for ``argv0``: itself if absolute, else each HOOK_PATH entry."""
     if "/" in argv0:
@@ -105,16 +88,6 @@ def verify_program(argv0: str) -> Program:
             raise UntrustedProgram(f"{clip(candidate)} is not executable")
         return Program(candidate, f.real, f.fd, f.stat)
     raise UntrustedProgram(f"program {quote(argv0)} not found in {HOOK_PATH}")
-
-
-def resolve_program(argv0: str) -> Path | None:
-    """The file a hook's ``argv[0]`` runs (None when there is none that can be trusted)."""
-    try:
-        program = verify_program(argv0)
-    except UntrustedProgram:
-        return None
-    program.close()
-    return Path(program.path)
 
 
 def program_problem(source: Path, key: str, argv: list[str]) -> str | None:
