@@ -76,7 +76,7 @@ def _real_kernel(boot: Path) -> dict[str, Any]:
     try:
         src = debian_kernel(DEBIAN_KERNELS[0])
         release = src.name.removeprefix("vmlinuz-")
-        origin = f"{DEBIAN_KERNELS[0]} (Debian package)"
+        origin = f"the vmlinuz of Debian's {DEBIAN_KERNELS[0]}"
         shutil.copyfile(src, boot / src.name)
         kernel = boot / src.name
     except Unavailable as e:
@@ -120,9 +120,11 @@ def _summaries(samples: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def _flood(procs: Processes, bus: PrivateBus, calls: int, size: int) -> list[list[Any]]:
-    argv = [PYTHON, "-m", "tests.dbus.flood", bus.address, str(calls), str(size), "option"]
-    proc = procs.start(as_user(NOBODY, argv), cwd=REPO, stdout=subprocess.PIPE, text=True)
+def _flood(
+    procs: Processes, bus: PrivateBus, client: Path, calls: int, size: int
+) -> list[list[Any]]:
+    argv = [PYTHON, str(client), bus.address, str(calls), str(size), "option"]
+    proc = procs.start(as_user(NOBODY, argv), cwd="/", stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"the flood client failed ({proc.returncode})")
@@ -142,6 +144,10 @@ def run(repeat: int, rounds: int, calls: int, size: int) -> dict[str, Any]:
         with sparse.open("wb") as f:
             f.truncate(SPARSE_SIZE)
         sparse.chmod(0o644)
+        # The flood client, where uid 65534 can read it (the checkout may be private).
+        client = root / "flood.py"
+        shutil.copyfile(REPO / "tests" / "dbus" / "flood.py", client)
+        client.chmod(0o644)
         conf = root / "liveupd.conf"
         conf.write_text(
             f'[kernel]\nallowed-dirs = ["{boot}"]\n[hooks]\ndirs = ["{hooks}"]\n'
@@ -180,7 +186,7 @@ def run(repeat: int, rounds: int, calls: int, size: int) -> dict[str, Any]:
             reset_peak(pid)
             before = daemon.log_file.stat().st_size
             t0 = time.monotonic()
-            replies = _flood(procs, bus, calls, size)
+            replies = _flood(procs, bus, client, calls, size)
             seconds = time.monotonic() - t0
             bus.get("State")  # the daemon answers, and has handled every call
             time.sleep(SETTLE)
