@@ -11,8 +11,8 @@ Two things would otherwise keep it:
 * **reference cycles**: dbus-fast keeps each async method call's message in a
   cycle (its reply callback and the call's frame) that only the garbage
   collector frees, and it runs by object counts, not bytes: a flood of 10 MB
-  calls adds few objects and much memory.  :func:`collect_soon` runs a
-  collection shortly after a refused oversized call (at most one pending).
+  calls adds few objects and much memory.  :func:`collect_soon` runs a full
+  collection shortly after a refused oversized call, at most one per 0.2 s.
 """
 
 from __future__ import annotations
@@ -45,22 +45,27 @@ def fixed_mmap_threshold() -> bool:
 
 class _Pending:
     handle: asyncio.TimerHandle | None = None
+    asked_again = False  # a refusal came after the pending collection was scheduled
 
 
 def collect_soon(delay: float = COLLECT_DELAY) -> None:
-    """Collect the young generations now, and all of them ``delay`` seconds after the last ask.
+    """A full garbage collection ``delay`` seconds from now, at most one per ``delay``.
 
-    The young collection (what earlier calls left) is cheap; the full one is
-    pushed back by each new ask, so a flood costs one when it ends.
+    A refused call's objects become garbage once its reply is out, hence the
+    delay.  Refusals arriving meanwhile do not schedule more (a flood costs one
+    collection per ``delay``, and holds at most that long's worth of calls), but
+    one more collection follows the last of them.
     """
-    gc.collect(1)
     with contextlib.suppress(RuntimeError):  # no running loop: nothing to schedule on
-        loop = asyncio.get_running_loop()
-        if _Pending.handle is not None:
-            _Pending.handle.cancel()
-        _Pending.handle = loop.call_later(delay, _collect)
+        if _Pending.handle is None:
+            _Pending.asked_again = False
+            _Pending.handle = asyncio.get_running_loop().call_later(delay, _collect, delay)
+        else:
+            _Pending.asked_again = True
 
 
-def _collect() -> None:
+def _collect(delay: float) -> None:
     _Pending.handle = None
     gc.collect()
+    if _Pending.asked_again:
+        collect_soon(delay)
