@@ -91,3 +91,30 @@ def test_large_blocks_go_back_to_the_kernel_when_freed() -> None:
     from liveupd import memory
 
     assert memory.fixed_mmap_threshold()  # glibc: mallopt took both thresholds
+
+
+def test_a_burst_of_refusals_costs_two_collections_not_one_per_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import gc
+
+    from liveupd import memory
+
+    collections: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(len(collections)))
+
+    async def idle() -> None:
+        while memory._Pending.handle is not None:
+            await asyncio.sleep(0.005)
+
+    async def go() -> list[int]:
+        for _ in range(100):  # a burst of refusals: one collection pending ...
+            memory.collect_soon(0.01)
+        await idle()  # ... then one more after the last of them
+        counts = [len(collections)]
+        memory.collect_soon(0.01)  # a lone refusal: one collection
+        await idle()
+        return [*counts, len(collections)]
+
+    assert asyncio.run(go()) == [2, 3]
