@@ -21,12 +21,15 @@ PYTEST_ARGS ?=
 # Host packages the suite needs: QEMU and debootstrap for the VM scenarios,
 # dbus-daemon for private buses, headers to build dbus-python and PyGObject
 # (python-dbusmock), xmllint and the DTDs for the shipped XML files, shellcheck
-# for the shell hooks, node to check the example polkit rule.
+# for the shell hooks, node to check the example polkit rule; systemd's EFI stub
+# (systemd-boot-efi: linuxx64.efi.stub) and objcopy (binutils) to build unified
+# kernel images from real Debian kernels in the tests.
 APT_PACKAGES := \
 	qemu-system-x86 qemu-utils debootstrap e2fsprogs \
 	dbus-daemon dbus-bin libdbus-1-dev libglib2.0-dev pkg-config \
 	libgirepository1.0-dev libcairo2-dev gir1.2-glib-2.0 \
-	libxml2-utils polkitd systemd util-linux iproute2 kmod shellcheck nodejs
+	libxml2-utils polkitd systemd util-linux iproute2 kmod shellcheck nodejs \
+	systemd-boot-efi binutils
 
 .PHONY: all setup host-deps venv lint typecheck check test demo bench install clean
 

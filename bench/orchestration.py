@@ -31,10 +31,10 @@ from typing import Any
 
 from bench.analysis import hooks_seconds
 from bench.stats import Summary, linear_fit
+from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
 from liveupd.config.load import load_config
 from liveupd.transition.context import StageRequest
-from liveupd.transition.engine import Engine
 from liveupd.transition.phases import ExecMode
 from tests.kernels import install_kernel
 
@@ -100,12 +100,13 @@ def _setup(root: Path, case: Case) -> Path:
 
 async def _one(conf: Path) -> dict[str, float]:
     config = load_config(conf)
-    engine = Engine(config, dryrun.make(config.state_dir), events=lambda e: None)
+    engine = make_engine(config, dryrun.make(config.state_dir), events=lambda e: None)
     t = await engine.stage(StageRequest(kernel=TARGET))
     start = time.perf_counter()
     await engine.start_execute(t, ExecMode.DIRECT)
     total = time.perf_counter() - start
-    inside = hooks_seconds(t.ctx.journal.steps(), ("quiesce",))
+    steps = [s.model_dump(mode="json") for s in t.ctx.journal.steps()]
+    inside = hooks_seconds(steps, ("quiesce",))
     return {"total_s": total, "inside_hooks_s": inside, "own_cost_s": total - inside}
 
 
@@ -185,7 +186,7 @@ def profile(hooks: int = 100, top: int = 15) -> dict[str, Any]:
 
         async def go() -> dict[str, float]:
             config = load_config(conf)
-            engine = Engine(config, dryrun.make(config.state_dir), events=lambda e: None)
+            engine = make_engine(config, dryrun.make(config.state_dir), events=lambda e: None)
             t = await engine.stage(StageRequest(kernel=TARGET))
             prof.enable()
             start = time.perf_counter()

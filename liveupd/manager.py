@@ -3,6 +3,12 @@
 The D-Bus layer calls these methods after it has checked authorization; this
 is where Busy / NotStaged are decided, where the daemon-wide state (idle,
 staged, running, exec, failed) comes from, and where history is read.
+
+Every decision is taken synchronously, before the first ``await`` that could
+let another call in: a Stage marks the Manager busy before it starts, Execute
+turns a staged transition into a running one in one step, and Cancel decides
+the one rollback of a transition (``Engine.begin_cancel``), which concurrent
+Cancels then wait for; an Execute after a Cancel has begun is NotStaged.
 """
 
 from __future__ import annotations
@@ -14,17 +20,20 @@ from enum import StrEnum
 from typing import Any
 
 from liveupd import logs
+from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.hooks.manifest import Hook
-from liveupd.kernel.discovery import InstalledKernel, list_kernels
+from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
+from liveupd.kernel.resolve import Verdict
+from liveupd.kernel.stageable import StageableKernels
+from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
-from liveupd.transition.engine import Engine, Transition
+from liveupd.transition.engine import Transition
 from liveupd.transition.events import Event, EventSink
 from liveupd.transition.phases import ExecMode, TransitionState
-from liveupd.transition.recovery import Recovered, recover
 
 LOG = logs.get("manager")
 
@@ -51,11 +60,12 @@ class Manager:
     def __init__(self, config: Config, backends: Backends) -> None:
         self.config = config
         self.backends = backends
-        self.engine = Engine(config, backends, events=self._on_event)
+        self.engine = make_engine(config, backends, events=self._on_event)
         self.current: Transition | None = None
         self.transitions: dict[str, Transition] = {}  # every transition seen by this process
         self._listeners: list[EventSink] = []
-        self._staging = False
+        self._staging: asyncio.Future[None] | None = None  # done when the Stage ends
+        self.stageable = StageableKernels()  # LatestKernel: Stage's checks, cached per file
 
     # ------------------------------------------------------------- events --
 
@@ -74,7 +84,7 @@ class Manager:
 
     @property
     def state(self) -> ManagerState:
-        if self._staging:
+        if self._staging is not None:
             return ManagerState.RUNNING
         if self.current is None:
             return ManagerState.IDLE
@@ -83,12 +93,15 @@ class Manager:
     @property
     def staging(self) -> bool:
         """A Stage is in progress (its transition is not ``current`` until it is staged)."""
-        return self._staging
+        return self._staging is not None
 
     @property
     def staged(self) -> Transition | None:
+        """The staged transition Execute would start (none once a Cancel has begun)."""
         t = self.current
-        return t if t is not None and t.state is TransitionState.STAGED else None
+        if t is None or t.state is not TransitionState.STAGED or t.cancelling is not None:
+            return None
+        return t
 
     def running_release(self) -> str:
         return self.backends.system.release()
@@ -97,8 +110,25 @@ class Manager:
         return list_kernels(self.config, self.running_release())
 
     def latest_kernel(self) -> str:
-        kernels = self.kernels()
-        return kernels[-1].release if kernels else ""
+        """The newest installed kernel that Stage would take ("" when none would)."""
+        latest = self.stageable.latest(self.kernels(), self.config)
+        return latest.release if latest is not None else ""
+
+    def kernel_verdicts(self) -> list[tuple[InstalledKernel, Verdict]]:
+        """Every installed kernel with whether Stage would take it, and why not.
+
+        UKIs whose release could not be read come first, with release "".
+        """
+        found = scan(self.config, self.running_release())
+        kernels = found.kernels
+        rows = [
+            (
+                InstalledKernel("", path, None, False, Source.UKI),
+                Verdict(next((p for p in found.problems if p.startswith(f"{path}: ")), path)),
+            )
+            for path in found.unreadable
+        ]
+        return rows + [(k, self.stageable.verdict(k, kernels, self.config)) for k in kernels]
 
     def unsupported(self) -> str:
         """Why kexec cannot work here ("" when it can)."""
@@ -117,7 +147,14 @@ class Manager:
         """Recover from a previous run's journals; adopt a still-loaded staged kernel."""
         adopted, report = await recover(self.engine)
         for r in report:
-            logs.event(LOG, "recovery.result", transition=r.id, action=r.action, state=str(r.state))
+            logs.event(
+                LOG,
+                "recovery.result",
+                transition=r.id,
+                action=r.action,
+                state=str(r.state) if r.state else None,
+                note=r.note or None,
+            )
         if adopted is not None:
             self._track(adopted)
         history.prune(self.config.state_dir, self.config.daemon.history_limit)
@@ -128,7 +165,7 @@ class Manager:
     def _refuse_if_busy(self) -> None:
         state = self.state
         if state in (ManagerState.STAGED, ManagerState.RUNNING):
-            assert self.current is not None or self._staging
+            assert self.current is not None or self._staging is not None
             which = f" ({self.current.id})" if self.current else ""
             raise Busy(
                 f"a transition is already {state}{which}; cancel it first "
@@ -140,11 +177,12 @@ class Manager:
         problems = self.unsupported()
         if problems:
             raise Unsupported(f"kexec cannot work on this machine: {problems}")
-        self._staging = True
+        staging = self._staging = asyncio.get_running_loop().create_future()
         try:
             t = await self.engine.stage(request)
         finally:
-            self._staging = False
+            self._staging = None
+            staging.set_result(None)
         self._track(t)
         history.prune(self.config.state_dir, self.config.daemon.history_limit)
         return t
@@ -155,28 +193,50 @@ class Manager:
             self._refuse_if_busy()
         t = self.staged
         if t is None:
+            t = self.current
+            if t is not None and t.cancelling is not None and not t.state.terminal:
+                raise NotStaged(
+                    f"transition {t.id} is being cancelled; stage a kernel again "
+                    "(liveupctl stage) once it is"
+                )
             raise NotStaged("nothing is staged; stage a kernel first (liveupctl stage)")
         return t
 
     def execute(self, mode: ExecMode, hooks: Sequence[Hook] | None = None) -> Transition:
-        """Start the staged transition; returns at once (progress comes as events)."""
+        """Start the staged transition; returns at once (progress comes as events).
+
+        Synchronous: the check and the change to running cannot be interleaved.
+        ``hooks``: as Engine.discover_hooks() found them (off the event loop).
+        """
         t = self.executable()
         self.engine.start_execute(t, mode, hooks)
         return t
 
     async def cancel(self) -> Transition:
+        """Cancel what is staged or running; concurrent calls share one rollback."""
         t = self.current
         if t is None or t.state not in (TransitionState.STAGED, TransitionState.RUNNING):
             raise NotStaged("nothing is staged or running, so there is nothing to cancel")
-        await self.engine.cancel(t)
+        rollback = self.engine.begin_cancel(t)  # decided here, before any await
+        await asyncio.shield(rollback)
         return t
 
     async def shutdown(self) -> None:
-        """The daemon is stopping: a running (not yet exec) transition is rolled back."""
+        """The daemon is stopping: a running (not yet exec) transition is rolled back.
+
+        A Stage under way is let finish (its transition stays staged, and the next
+        daemon adopts it); a Cancel under way is waited for.
+        """
+        if self._staging is not None:
+            await asyncio.shield(self._staging)
         t = self.current
-        if t is not None and t.state is TransitionState.RUNNING and t.task is not None:
+        if t is None:
+            return
+        if t.cancelling is not None:
+            await asyncio.shield(t.cancelling)
+        elif t.state is TransitionState.RUNNING and t.task is not None:
             logs.event(LOG, "shutdown.cancel", level=logging.WARNING, transition=t.id)
             try:
                 await self.engine.cancel(t)
-            except Failed:
+            except Failed:  # past exec: let it finish
                 await asyncio.shield(t.task)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -94,9 +95,19 @@ def arm64_image(release: str, *, signed: bool = False, size: int = 8192) -> byte
     return bytes(img)
 
 
+def zstd_compress(data: bytes) -> bytes:
+    import zstandard
+
+    return bytes(zstandard.ZstdCompressor(level=3).compress(data))
+
+
 def zboot(inner: bytes, *, compression: str = "gzip", signed: bool = False) -> bytes:
     """An EFI zboot image holding ``inner`` compressed (as drivers/firmware/efi/libstub makes)."""
-    payload = gzip.compress(inner) if compression == "gzip" else inner
+    payload = inner
+    if compression == "gzip":
+        payload = gzip.compress(inner, 1)
+    elif compression.startswith("zstd"):
+        payload = zstd_compress(inner)
     head = bytearray(0x400)
     head[0:4] = b"MZ\0\0"
     head[4:8] = b"zimg"
@@ -115,6 +126,72 @@ def uki(inner: bytes) -> bytes:
     pe = _pe_header(0x8664, [(b".linux", len(head), len(inner))], (0, 0))
     head[PE_OFFSET : PE_OFFSET + len(pe)] = pe
     return bytes(head) + inner
+
+
+FILE_ALIGN = 512
+
+
+def make_uki(
+    sections: list[tuple[str, bytes]], *, machine: int = 0x8664, stub_sections: int = 1
+) -> bytes:
+    """A UKI laid out as ukify/objcopy would: a PE whose sections follow the headers.
+
+    Each section's raw data is padded to FILE_ALIGN (SizeOfRawData) while its
+    VirtualSize is the exact length, so readers must use min(raw, virtual).
+    ``stub_sections`` dummy ``.text`` sections come first, as in a real stub.
+    """
+    named = [(".text", b"\xc3" * 100)] * stub_sections + sections
+    header_size = 0x400 + 40 * len(named)
+    header_size += -header_size % FILE_ALIGN
+    offset = header_size
+    table: list[tuple[bytes, int, int, int]] = []  # name, offset, virtual size, raw size
+    body = bytearray()
+    for name, data in named:
+        raw = len(data) + (-len(data) % FILE_ALIGN)
+        table.append((name.encode(), offset, len(data), raw))
+        body += data + bytes(raw - len(data))
+        offset += raw
+    head = bytearray(header_size)
+    head[0:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, PE_OFFSET)
+    coff = struct.pack("<HHIIIHH", machine, len(named), 0, 0, 0, 240, 0x0206)
+    opt = bytearray(240)
+    struct.pack_into("<H", opt, 0, 0x20B)
+    struct.pack_into("<I", opt, 108, 16)
+    rows = b"".join(
+        struct.pack("<8sIIIIIIHHI", name, vsize, 0x1000 * (i + 1), raw, off, 0, 0, 0, 0, 0)
+        for i, (name, off, vsize, raw) in enumerate(table)
+    )
+    pe = b"PE\0\0" + coff + bytes(opt) + rows
+    head[PE_OFFSET : PE_OFFSET + len(pe)] = pe
+    return bytes(head) + bytes(body)
+
+
+CPIO_UCODE = b"070701" + b"U" * 122  # stands for an early-microcode cpio archive
+CPIO_INITRD = b"070701" + b"I" * 506
+
+
+def uki_sections(
+    release: str,
+    *,
+    cmdline: str | None = "root=/dev/vda ro quiet",
+    uname: bool = True,
+    ucode: bool = True,
+    kernel: bytes | None = None,
+) -> list[tuple[str, bytes]]:
+    """The usual sections of a distribution UKI (ukify's order: .linux last)."""
+    out: list[tuple[str, bytes]] = [
+        (".osrel", b'NAME="Debian GNU/Linux"\nPRETTY_NAME="Debian GNU/Linux 13 (trixie)"\n')
+    ]
+    if cmdline is not None:
+        out.append((".cmdline", cmdline.encode() + b"\0"))
+    if uname:
+        out.append((".uname", release.encode()))
+    if ucode:
+        out.append((".ucode", CPIO_UCODE))
+    out.append((".initrd", CPIO_INITRD))
+    out.append((".linux", kernel if kernel is not None else bzimage(release)))
+    return out
 
 
 def strip_signature(data: bytes) -> bytes:
@@ -193,3 +270,139 @@ def debian_kernel(package: str) -> Path:
     shutil.rmtree(extracted, ignore_errors=True)
     tmp.rename(extracted)
     return sorted(extracted.glob("boot/vmlinuz-*"))[0]
+
+
+# ------------------------------------------------------ real arm64 kernels ----
+
+ARM64_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-arm64$")
+
+
+def _arm64_apt(cache: Path) -> list[str]:
+    """apt options for a private arm64 package list (the host's sources, its own state).
+
+    Nothing of the host's apt configuration or dpkg database is changed: no
+    architecture is added to the host.
+    """
+    state = cache / "apt-arm64"
+    for d in ("state/lists/partial", "cache/archives/partial"):
+        (state / d).mkdir(parents=True, exist_ok=True)
+    (state / "status").touch()
+    return [
+        "-o",
+        f"Dir::State={state / 'state'}",
+        "-o",
+        f"Dir::State::status={state / 'status'}",
+        "-o",
+        f"Dir::Cache={state / 'cache'}",
+        "-o",
+        "APT::Architecture=arm64",
+        "-o",
+        "APT::Architectures::=arm64",
+        "-o",
+        "Debug::NoLocking=1",
+    ]
+
+
+def debian_arm64_kernel() -> Path:
+    """The newest Debian cloud-arm64 kernel's /boot/vmlinuz (fetched once into the cache)."""
+    cache = cache_dir()
+    found = sorted((cache / "extracted").glob("linux-image-*-cloud-arm64/boot/vmlinuz-*"))
+    if found:
+        return found[-1]
+    if shutil.which("apt-get") is None:
+        raise Unavailable("apt-get is not installed")
+    opts = _arm64_apt(cache)
+    update = subprocess.run(
+        ["apt-get", *opts, "update", "-q"], capture_output=True, text=True, timeout=600, check=False
+    )
+    listing = subprocess.run(
+        ["apt-cache", *opts, "pkgnames", "linux-image-"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    names = [n for n in listing.stdout.split() if ARM64_PACKAGE.match(n)]
+    if not names:
+        raise Unavailable(
+            f"no linux-image-*-cloud-arm64 in the package lists (apt-get update: "
+            f"{update.returncode} {update.stderr.strip()[-200:]})"
+        )
+    from liveupd.kernel.versions import version_key
+
+    package = max(names, key=lambda n: version_key(n.removeprefix("linux-image-")))
+    result = subprocess.run(
+        ["apt-get", *opts, "download", "-q", package],
+        check=False,
+        cwd=cache,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    debs = sorted(cache.glob(f"{package}_*_arm64.deb"))
+    if not debs:
+        raise Unavailable(f"apt-get download {package} failed: {result.stderr.strip()[-300:]}")
+    out = cache / "extracted" / package
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)], check=True, timeout=600)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return sorted(out.glob("boot/vmlinuz-*"))[0]
+
+
+# ------------------------------------------- UKIs on systemd's real stub ----
+
+STUB = Path("/usr/lib/systemd/boot/efi/linuxx64.efi.stub")  # Debian: systemd-boot-efi
+
+
+def objcopy_uki(out: Path, sections: list[tuple[str, bytes]], stub: Path = STUB) -> Path:
+    """A UKI as systemd documents building one by hand: objcopy the sections onto the stub.
+
+    Sections are added in order under unique names, then renamed, so a name may
+    repeat (a multi-profile UKI has several .profile and .cmdline sections).
+    Each gets its own page-aligned virtual address after the stub's.
+    """
+    if shutil.which("objcopy") is None:
+        raise Unavailable("objcopy is not installed (Debian: binutils)")
+    if not stub.exists():
+        raise Unavailable(f"{stub} is missing (Debian: systemd-boot-efi)")
+    work = out.with_name(out.name + ".parts")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    add: list[str] = []
+    rename: list[str] = []
+    vma = 0x1000000
+    for i, (name, data) in enumerate(sections):
+        temp = f".s{i}"
+        (work / temp).write_bytes(data)
+        add += [
+            "--add-section",
+            f"{temp}={work / temp}",
+            "--change-section-vma",
+            f"{temp}={vma:#x}",
+        ]
+        add += ["--set-section-flags", f"{temp}=contents,alloc,load,readonly,data"]
+        rename += ["--rename-section", f"{temp}={name}"]
+        vma += len(data) + (-len(data) % 0x1000) + 0x1000
+    first = work / "with-sections.efi"
+    subprocess.run(["objcopy", *add, str(stub), str(first)], check=True, timeout=300)
+    subprocess.run(["objcopy", *rename, str(first), str(out)], check=True, timeout=300)
+    shutil.rmtree(work)
+    out.chmod(0o644)
+    return out
+
+
+def newc_cpio(files: dict[str, bytes]) -> bytes:
+    """A cpio archive in the kernel's newc format (an early-microcode initrd, say)."""
+    out = bytearray()
+    entries = [*files.items(), ("TRAILER!!!", b"")]
+    for ino, (name, data) in enumerate(entries, start=1):
+        mode = 0o100644 if data or name != "TRAILER!!!" else 0
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0]
+        header = b"070701" + b"".join(f"{f:08X}".encode() for f in fields)
+        out += header + name.encode() + b"\0"
+        out += bytes(-len(out) % 4)
+        out += data + bytes(-len(data) % 4)
+    out += bytes(-len(out) % 512)
+    return bytes(out)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from liveupd.backends.files import DurableFiles
 from liveupd.transition.phases import ExecMode
 
 # ---------------------------------------------------------------- kernel ----
@@ -179,6 +181,40 @@ class SystemBackend(Protocol):
     def uptime(self) -> float: ...
 
 
+# ----------------------------------------------------------------- files ----
+
+
+class FileBackend(Protocol):
+    """How the journal reaches the disk (the dry-run machine can make it fail)."""
+
+    def append(self, path: Path, data: bytes, *, durable: bool) -> None:
+        """Append ``data`` to an existing file; with ``durable``, fsync it before returning."""
+
+    def replace(self, path: Path, data: bytes, *, durable: bool) -> None:
+        """Atomically replace (or create) ``path`` with ``data`` (mode 0600)."""
+
+
+# ---------------------------------------------------------------- faults ----
+
+
+class FaultPoints(Protocol):
+    """Where the dry-run machine injects failures into work that is not a machine call.
+
+    ``check(op)`` is called just before such an operation (``hook-spawn``: a hook
+    program is about to be started).  The real machine injects nothing; the
+    dry-run machine raises the OSError its fault plan gives for this call.
+    """
+
+    def check(self, op: str) -> None: ...
+
+
+class NoFaults:
+    """The real machine: nothing is injected."""
+
+    def check(self, op: str) -> None:
+        del op
+
+
 @dataclass(frozen=True)
 class Backends:
     kexec: KexecBackend
@@ -186,3 +222,5 @@ class Backends:
     storage: StorageBackend
     system: SystemBackend
     dry_run: bool
+    files: FileBackend = field(default_factory=DurableFiles)
+    faults: FaultPoints = field(default_factory=NoFaults)

@@ -7,6 +7,10 @@ small built-in virtual machine.  Its mutable state (what is loaded, unbound,
 frozen) is kept in ``<state-dir>/dry-run/`` so that a restarted daemon (crash
 recovery) sees what the previous one did, and every operation is appended to
 ``calls.jsonl`` there for tests to read.
+
+The description's ``"faults"`` (see ``backends/faults.py``) makes the Nth call
+of an operation fail once: every machine operation, starting a hook program,
+and writing the journal.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from liveupd.backends import files
 from liveupd.backends.base import Backends, Binding, Device, Mount, NetInterface, OpenedKernel
+from liveupd.backends.faults import Fault, FaultPlan, InvalidFaultPlan, fail, injected_error
 from liveupd.devices.select import restrict
 from liveupd.fsio import atomic_write_json
 from liveupd.transition.phases import ExecMode
@@ -113,6 +119,10 @@ class SimMachine:
         self.description: dict[str, Any] = (
             json.loads(source.read_text()) if source else DEFAULT_MACHINE
         )
+        try:
+            self.faults = FaultPlan.from_json(self.description.get("faults"))
+        except InvalidFaultPlan as e:
+            raise ValueError(f"{source}: {e}") from None
         self._lock = threading.Lock()
 
     @property
@@ -157,6 +167,7 @@ class DryRunKexec:
         return [str(p) for p in self.m.description.get("preflight", [])]
 
     def load(self, kernel: OpenedKernel, cmdline: str) -> None:
+        self.m.faults.check("kexec-load")
         # What kexec_file_load would get: the open, checked descriptors (their sizes are
         # read through them, as the kernel reads them), cmdline_len with its NUL, flags.
         kernel_size = os.fstat(kernel.kernel_fd).st_size
@@ -176,12 +187,14 @@ class DryRunKexec:
         self.m.update("kexec_file_load", {"loaded": loaded}, **loaded)
 
     def unload(self) -> None:
+        self.m.faults.check("kexec-unload")
         self.m.update("kexec_unload", {"loaded": None})
 
     def is_loaded(self) -> bool:
         return self.m.state()["loaded"] is not None
 
     def jump(self, mode: ExecMode) -> None:
+        self.m.faults.check("jump")
         if not self.is_loaded():
             raise OSError(errno.EINVAL, "no kernel loaded")
         self.m.record("jump", mode=str(mode), loaded=self.m.state()["loaded"])
@@ -215,6 +228,7 @@ class DryRunDevices:
         return state
 
     def devices(self, subsystems: frozenset[str] | None = None) -> list[Device]:
+        self.m.faults.check("enumerate")
         return restrict(self._devices(), subsystems)
 
     def _devices(self) -> list[Device]:
@@ -262,6 +276,7 @@ class DryRunDevices:
         return found
 
     def set_link(self, ifname: str, up: bool) -> None:
+        self.m.faults.check("set-link")
         _injected(self.m, "set_link", ifname)
         down = set(self._state()["links_down"])
         (down.discard if up else down.add)(ifname)
@@ -269,6 +284,7 @@ class DryRunDevices:
         self.m.update("set_link", change, ifname=ifname, up=up)
 
     def unbind(self, binding: Binding, timeout: float) -> None:
+        self.m.faults.check("unbind")
         _injected(self.m, "unbind", binding.sys_path)
         unbound = dict(self._state()["unbound"])
         if binding.sys_path in unbound:
@@ -278,6 +294,7 @@ class DryRunDevices:
         self.m.update("unbind", change, **binding.to_json())
 
     def bind(self, binding: Binding, timeout: float) -> None:
+        self.m.faults.check("bind")
         _injected(self.m, "bind", binding.sys_path)
         unbound = dict(self._state()["unbound"])
         if binding.sys_path not in unbound:
@@ -287,7 +304,7 @@ class DryRunDevices:
         self.m.update("bind", change, **binding.to_json())
 
     def bound_driver(self, sys_path: str) -> str | None:
-        for d in self.devices():
+        for d in self._devices():
             if d.sys_path == sys_path:
                 return d.driver
         return None
@@ -315,12 +332,15 @@ class DryRunStorage:
         return [Mount(**m) for m in self.m.description["mounts"]]
 
     def sync(self) -> None:
+        self.m.faults.check("sync")
         self.m.record("sync")
 
     def syncfs(self, mountpoint: str) -> None:
+        self.m.faults.check("syncfs")
         self.m.record("syncfs", mountpoint=mountpoint)
 
     def freeze(self, mountpoint: str) -> None:
+        self.m.faults.check("freeze")
         _injected(self.m, "freeze", mountpoint)
         frozen = self._frozen()
         mount = next((m for m in self.mounts() if m.mountpoint == mountpoint), None)
@@ -333,6 +353,7 @@ class DryRunStorage:
         self.m.update("freeze", change, mountpoint=mountpoint)
 
     def thaw(self, mountpoint: str) -> None:
+        self.m.faults.check("thaw")
         _injected(self.m, "thaw", mountpoint)
         frozen = self._frozen()
         if mountpoint in frozen:
@@ -361,6 +382,46 @@ class SimSystem:
         return float(self._fact("uptime"))
 
 
+class DryRunFiles:
+    """The journal's writes, through the real files, with the fault plan's failures.
+
+    Journal faults are counted from the first journal this process creates (a
+    replace of a file that does not exist yet), so that crash recovery's writes
+    to older journals never shift them.
+    """
+
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+        self.counting = False
+
+    def _take(self, op: str) -> Fault | None:
+        return self.m.faults.take(op) if self.counting else None
+
+    def append(self, path: Path, data: bytes, *, durable: bool) -> None:
+        fault = self._take("journal-write")
+        if fault is not None:
+            # ENOSPC: part of the record made it (a short write); EIO: all of it, then
+            # the error (as from fsync): either way the file no longer matches memory.
+            files.append(path, data[: len(data) // 2] if fault.error == "ENOSPC" else data,
+                         durable=False)  # fmt: skip
+            raise injected_error(fault)
+        files.append(path, data, durable=durable)
+        self._synced(durable)
+
+    def replace(self, path: Path, data: bytes, *, durable: bool) -> None:
+        if not self.counting and not path.exists():
+            self.counting = True  # the first journal this process creates
+        fault = self._take("journal-write")
+        if fault is not None:
+            raise injected_error(fault)  # atomic: the old file (or none) stays
+        files.DurableFiles().replace(path, data, durable=durable)
+        self._synced(durable)
+
+    def _synced(self, durable: bool) -> None:
+        if durable and (fault := self._take("journal-sync")) is not None:
+            fail(fault)
+
+
 def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
     m = SimMachine(state_dir, machine_file)
     return Backends(
@@ -369,4 +430,6 @@ def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
         storage=DryRunStorage(m),
         system=SimSystem(m),
         dry_run=True,
+        files=DryRunFiles(m),
+        faults=m.faults,
     )

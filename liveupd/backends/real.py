@@ -8,7 +8,7 @@ from liveupd.config import Config
 
 
 def make(config: Config) -> Backends:
-    from liveupd.devices.sysfs import SysfsDevices
+    from liveupd.devices.machine import SysfsDevices
     from liveupd.kernel.loader import RealKexec
     from liveupd.storage.freeze import RealStorage
 

@@ -79,6 +79,32 @@ class Kernel:
     kernel: str
     initrd: str
     running: bool
+    source: str = ""  # uki, bls, boot, modules
+    title: str = ""
+    profiles: tuple[str, ...] = ()
+    image: str = ""
+    stageable: bool = True
+    problem: str = ""  # why Stage would refuse it
+    warnings: tuple[str, ...] = ()
+    latest: bool = False
+
+    @classmethod
+    def from_details(cls, row: dict[str, Any]) -> Kernel:
+        """One ListKernelDetails dictionary (variants unwrapped)."""
+        return cls(
+            release=str(row.get("release", "")),
+            kernel=str(row.get("kernel", "")),
+            initrd=str(row.get("initrd", "")),
+            running=bool(row.get("running", False)),
+            source=str(row.get("source", "")),
+            title=str(row.get("title", "")),
+            profiles=tuple(str(p) for p in row.get("profiles", [])),
+            image=str(row.get("image", "")),
+            stageable=bool(row.get("stageable", True)),
+            problem=str(row.get("problem", "")),
+            warnings=tuple(str(w) for w in row.get("warnings", [])),
+            latest=bool(row.get("latest", False)),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +112,14 @@ class Kernel:
             "kernel": self.kernel,
             "initrd": self.initrd or None,
             "running": self.running,
+            "source": self.source,
+            "title": self.title or None,
+            "profiles": list(self.profiles),
+            "image": self.image or None,
+            "stageable": self.stageable,
+            "problem": self.problem or None,
+            "warnings": list(self.warnings),
+            "latest": self.latest,
         }
 
 
@@ -190,8 +224,9 @@ class Client:
         return str((await self.call("CanLiveUpdate"))[0])
 
     async def kernels(self) -> list[Kernel]:
-        rows = (await self.call("ListKernels"))[0]
-        return [Kernel(str(r[0]), str(r[1]), str(r[2]), bool(r[3])) for r in rows]
+        """Installed kernels, UKIs included, with whether Stage would take each."""
+        rows = (await self.call("ListKernelDetails"))[0]
+        return [Kernel.from_details(unwrap(r)) for r in rows]
 
     async def stage(
         self,
@@ -202,12 +237,15 @@ class Client:
         append: str = "",
         sha256: str = "",
         interactive: bool = False,
+        profile: str = "",
     ) -> tuple[str, str]:
         options: dict[str, Variant] = {}
         if append:
             options["append"] = Variant("s", append)
         if sha256:
             options["sha256"] = Variant("s", sha256)
+        if profile:
+            options["profile"] = Variant("s", profile)
         if interactive:
             options["interactive"] = Variant("b", True)
         tid, path = await self.call(

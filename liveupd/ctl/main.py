@@ -109,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     line.add_argument("--cmdline", default="", metavar="S", help="replace the command line")
     line.add_argument("--append", default="", metavar="S", help="append to the running one")
     stage.add_argument("--sha256", default="", metavar="HEX", help="expected kernel SHA-256")
+    stage.add_argument(
+        "--profile",
+        default="",
+        metavar="P",
+        help="a unified kernel image's profile: @N or its ID (default: @0)",
+    )
 
     exe = sub.add_parser("exec", parents=[common], help="switch to the staged kernel")
     _exec_options(exe)
@@ -188,7 +194,10 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
     path = manager.get("StagedTransition", names.NO_TRANSITION)
     if path != names.NO_TRANSITION:
         staged = await client.transition(path)
-    data = render.status_json(manager, staged, await client.can_live_update(), reboot_required())
+    corrupt = sum(1 for e in await client.history(0) if e.get("state") == "corrupt")
+    data = render.status_json(
+        manager, staged, await client.can_live_update(), reboot_required(), corrupt
+    )
     if args.json:
         render.print_json(data)
     else:
@@ -226,6 +235,7 @@ async def cmd_stage(client: Client, args: argparse.Namespace) -> int:
             append=args.append,
             sha256=args.sha256,
             interactive=interactive,
+            profile=args.profile,
         )
     props = await client.transition(path)
     print(f"Staged {props['TargetRelease']} as transition {tid}")

@@ -51,6 +51,7 @@ def status_json(
     staged: dict[str, Any] | None,
     can: str,
     flag: RebootRequired | None = None,
+    corrupt_journals: int = 0,
 ) -> dict[str, Any]:
     """liveupctl status --json.  Keys are an interface: add new ones, never rename."""
     return {
@@ -70,6 +71,8 @@ def status_json(
         "reboot_required": flag is not None,
         "reboot_required_file": flag.file if flag else None,
         "reboot_required_packages": list(flag.packages) if flag else [],
+        # Transitions whose journal was found corrupt (set aside; someone should look).
+        "corrupt_journals": corrupt_journals,
     }
 
 
@@ -110,6 +113,11 @@ def status_text(data: dict[str, Any]) -> str:
     else:
         can = data["can_live_update"]
         lines.append(f"Live update:    {ANSWERS.get(can, can)}")
+    corrupt = data.get("corrupt_journals") or 0
+    if corrupt:
+        lines.append(
+            f"Journals:       {corrupt} corrupt, set aside (liveupctl history shows which and why)"
+        )
     lines.append(f"Version:        {data['version']}")
     return "\n".join(lines)
 
@@ -138,14 +146,41 @@ ANSWERS = {
 # --------------------------------------------------------------- kernels ----
 
 
+def _initrd_column(k: dict[str, Any]) -> str:
+    if k["initrd"]:
+        return str(k["initrd"])
+    return "(its own)" if k.get("source") == "uki" else "-"
+
+
 def kernels_text(kernels: Sequence[dict[str, Any]]) -> str:
+    """A table of kernels; under each, why Stage would refuse it, and what a UKI leaves out."""
     if not kernels:
         return "no kernels installed in the allowed directories"
-    rows = [
-        [("* " if k["running"] else "  ") + k["release"], k["kernel"], k["initrd"] or "-"]
-        for k in kernels
-    ]
-    return table(["  RELEASE", "KERNEL", "INITRD"], rows) + "\n\n* running"
+    lines: list[str] = []
+    rows = []
+    for k in kernels:
+        mark = "*" if k["running"] else (">" if k.get("latest") else " ")
+        if not k.get("stageable", True):
+            mark = "!"
+        rows.append(
+            [
+                f"{mark} {k['release'] or '?'}",
+                k.get("source") or "-",
+                k["kernel"],
+                _initrd_column(k),
+            ]
+        )
+    table_lines = table(["  RELEASE", "SOURCE", "KERNEL", "INITRD"], rows).splitlines()
+    lines.append(table_lines[0])
+    for k, line in zip(kernels, table_lines[1:], strict=True):
+        lines.append(line)
+        if k.get("profiles"):
+            lines.append(f"      profiles: {', '.join(k['profiles'])}")
+        if k.get("problem"):
+            lines.append(f"      refused: {k['problem']}")
+        lines.extend(f"      {w}" for w in k.get("warnings") or ())
+    legend = "* running   > latest (what 'liveupctl stage' takes)   ! Stage would refuse it"
+    return "\n".join(lines) + "\n\n" + legend
 
 
 # --------------------------------------------------------------- history ----

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backends = make_backends(config, args.dry_run)
         if args.verify:
-            from liveupd.verify.run import verify_once
+            from liveupd.daemon.verify import verify_once
 
             return asyncio.run(verify_once(config, backends))
         from liveupd.service.server import serve

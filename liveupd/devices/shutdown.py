@@ -38,7 +38,7 @@ from pathlib import Path
 
 from liveupd import logs, paths
 from liveupd.backends.base import Binding
-from liveupd.devices.sysfs import SysfsDevices
+from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.uevents import PyudevSource
 
 LOG = logs.get("shutdown")

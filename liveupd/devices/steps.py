@@ -22,9 +22,14 @@ from liveupd.config.model import DeviceSelector
 from liveupd.devices.select import UnbindPlan, plan_unbind, subsystems_needed
 from liveupd.errors import Failed
 from liveupd.hooks.manifest import Hook
-from liveupd.transition.context import TransitionContext
+from liveupd.transition.context import Fact, TransitionContext
 from liveupd.transition.phases import ExecMode, Phase
-from liveupd.transition.steps import MIDDLE, BuiltinStep, UndoRecord, undo_handler
+from liveupd.transition.steps import MIDDLE, BuiltinStep
+from liveupd.transition.undo import AnyUndo, RebindUndo
+
+# Handed to the checkpoint step (what the new kernel must find bound again).
+BINDINGS: Fact[tuple[Binding, ...]] = Fact("devices.bindings")
+KEPT: Fact[tuple[str, ...]] = Fact("devices.kept")
 
 
 def requested_selectors(hooks: tuple[Hook, ...]) -> list[DeviceSelector]:
@@ -91,24 +96,24 @@ class UnbindStep(BuiltinStep):
     def __init__(self, hooks: tuple[Hook, ...] = ()) -> None:
         self.requested = requested_selectors(hooks)
 
-    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
+    def prepare(self, ctx: TransitionContext) -> AnyUndo | None:
         # Raises InvalidArgument for the root device: before anything is journaled or done.
         plan = plan_for(ctx, self.requested)
-        ctx.facts["bindings"] = plan.bindings
-        ctx.facts["kept"] = plan.kept
+        ctx.facts.set(BINDINGS, plan.bindings)
+        ctx.facts.set(KEPT, plan.kept)
         if ctx.mode is ExecMode.SYSTEMD or not plan.bindings:
             return None  # the shutdown helper unbinds from the checkpoint
-        return {"kind": "rebind", "bindings": [b.to_json() for b in plan.bindings]}
+        # The rollback information, stored once: the journal's undo record.
+        return RebindUndo(bindings=plan.bindings)
 
     async def apply(self, ctx: TransitionContext) -> None:
-        bindings: tuple[Binding, ...] = ctx.facts.get("bindings", ())
-        kept: tuple[str, ...] = ctx.facts.get("kept", ())
+        bindings = ctx.facts.get_or(BINDINGS, ())
+        kept = ctx.facts.get_or(KEPT, ())
         devices = ctx.backends.devices
         for path in kept:
             ctx.log("devices.kept", sys_path=path)
         for b in bindings:
             ctx.log("devices.recorded", **describe(b))
-        ctx.journal.step_update(self.key, bindings=[b.to_json() for b in bindings], kept=list(kept))
         if ctx.mode is ExecMode.SYSTEMD:
             if bindings:
                 ctx.log("devices.deferred", reason="the shutdown helper unbinds them")
@@ -172,9 +177,8 @@ async def rebind(ctx: TransitionContext, bindings: list[Binding]) -> list[str]:
     return failures
 
 
-@undo_handler("rebind")
-async def undo_rebind(ctx: TransitionContext, record: UndoRecord) -> None:
-    bindings = [Binding.from_json(b) for b in reversed(record["bindings"])]
+async def undo_rebind(ctx: TransitionContext, record: RebindUndo) -> None:
+    bindings = list(reversed(record.bindings))
     failures = await rebind(ctx, bindings)
     if failures:
         raise Failed(

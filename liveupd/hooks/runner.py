@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+import psutil
+
 from liveupd.bounded import TimedOut, run_bounded
 from liveupd.hooks import trust
 from liveupd.hooks.trust import HOOK_PATH, UntrustedProgram
@@ -87,6 +89,14 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
+def leader_start_time(pid: int) -> float | None:
+    """When the process ``pid`` started (psutil's create_time), or None if it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 async def _kill_group(pgid: int, proc: asyncio.subprocess.Process) -> None:
     if _signal_group(pgid, signal.SIGTERM):
         with contextlib.suppress(TimeoutError):
@@ -95,24 +105,9 @@ async def _kill_group(pgid: int, proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def run_program(
-    argv: list[str],
-    *,
-    env: Mapping[str, str],
-    timeout: float,
-    cancel: asyncio.Event | None = None,
-    on_start: Callable[[int], None] | None = None,
-    output_cap: int = OUTPUT_CAP,
-) -> ProgramResult:
-    """Run ``argv`` to completion, timeout or cancel; never raises for the program's faults."""
-    start = time.monotonic()
-
-    def usec() -> int:
-        return int((time.monotonic() - start) * 1e6)
-
-    def error(message: str) -> ProgramResult:
-        return ProgramResult(Outcome.ERROR, None, usec(), "", "", False, message)
-
+async def _start(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.Process | str:
+    """Verify the program (off the event loop, bounded in time) and start that very
+    descriptor; the process, or why it was not started."""
     try:
         program = await run_bounded(
             lambda: trust.verify_program(argv[0]),
@@ -120,11 +115,11 @@ async def run_program(
             what="program verification",
         )
     except UntrustedProgram as e:
-        return error(f"not started: {e}")
+        return f"not started: {e}"
     except TimedOut as e:
-        return error(f"not started: {clip(argv[0])}: {e}")
+        return f"not started: {clip(argv[0])}: {e}"
     try:
-        proc = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *argv,
             executable=program.exec_path,
             pass_fds=(program.fd,),
@@ -136,12 +131,48 @@ async def run_program(
             start_new_session=True,
         )
     except OSError as e:
-        return error(f"cannot start {clip(argv[0])}: {e.strerror}")
+        return f"cannot start {clip(argv[0])}: {e.strerror}"
     finally:
         program.close()
+
+
+async def run_program(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    cancel: asyncio.Event | None = None,
+    on_start: Callable[[int, float | None], None] | None = None,
+    output_cap: int = OUTPUT_CAP,
+) -> ProgramResult:
+    """Run ``argv`` to completion, timeout or cancel; never raises for the program's faults.
+
+    ``on_start(pgid, started)`` gets the process group and its leader's start time
+    (psutil's create_time; None if it already exited): together they identify the
+    group after a crash, when the pid may have been reused.  If ``on_start`` raises,
+    the group is killed and the exception goes up.
+    """
+    start = time.monotonic()
+
+    def usec() -> int:
+        return int((time.monotonic() - start) * 1e6)
+
+    def error(message: str) -> ProgramResult:
+        return ProgramResult(Outcome.ERROR, None, usec(), "", "", False, message)
+
+    started = await _start(argv, env)
+    if isinstance(started, str):
+        return error(started)
+    proc = started
     pgid = proc.pid
     if on_start is not None:
-        on_start(pgid)
+        try:
+            on_start(pgid, leader_start_time(pgid))
+        except BaseException:
+            await _kill_group(pgid, proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), DRAIN_DEADLINE)
+            raise
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
         asyncio.ensure_future(_read_capped(proc.stdout, output_cap)),

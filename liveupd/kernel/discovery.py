@@ -7,11 +7,14 @@ In each allowed directory D:
 * ``D/RELEASE/vmlinuz`` (D = /usr/lib/modules), with an initrd next to it or
   named as above in any allowed directory;
 * Boot Loader Specification entries ``D/loader/entries/*.conf`` (D = /boot,
-  /efi, /boot/efi) naming a ``linux`` kernel, its ``initrd`` and ``options``.
+  /efi, /boot/efi) naming a ``linux`` kernel, its ``initrd`` and ``options``;
+* unified kernel images, type #2 entries ``D/EFI/Linux/*.efi`` (read by
+  ``uki_discovery``: their release comes from ``.uname`` or the kernel inside).
 
-One kernel per release: a BLS entry wins (it carries the boot loader's command
-line), then /boot, then /usr/lib/modules.  Nothing is validated here, only
-found (entries are read through liveupd.safeopen); staging validates.
+One kernel per release: a UKI wins (it is what systemd-boot boots, with its own
+command line), then a BLS entry (it carries the boot loader's command line),
+then /boot, then /usr/lib/modules.  Nothing is validated here, only found
+(entries are read through liveupd.safeopen); staging validates.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from liveupd.config import Config
+from liveupd.kernel import uki_discovery
 from liveupd.kernel.bls import BlsEntry, for_arch, read_entries
 from liveupd.kernel.versions import version_key
 from liveupd.quoting import clip
@@ -33,12 +37,13 @@ _SKIP_SUFFIXES = (".old", ".bak", ".sig", ".dpkg-tmp", ".dpkg-new", ".dpkg-old",
 
 
 class Source(StrEnum):
+    UKI = "uki"
     BLS = "bls"
     BOOT = "boot"
     MODULES = "modules"
 
 
-_PREFERENCE = {Source.BLS: 0, Source.BOOT: 1, Source.MODULES: 2}
+_PREFERENCE = {Source.UKI: 0, Source.BLS: 1, Source.BOOT: 2, Source.MODULES: 3}
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,14 @@ class InstalledKernel:
     entry: str | None = None  # the BLS entry file
     title: str = ""
     initrds: tuple[str, ...] = ()  # every initrd named (a BLS entry may name several)
+    profiles: tuple[str, ...] = ()  # a UKI's profiles ("@0 (regular)", ...)
 
 
 @dataclass(frozen=True)
 class Scan:
     kernels: list[InstalledKernel]  # oldest first
     problems: list[str]  # entries that could not be used, and why
+    unreadable: tuple[str, ...] = ()  # UKIs whose release could not be read (in problems too)
 
 
 def is_release(text: str) -> bool:
@@ -159,13 +166,30 @@ def scan(config: Config, running_release: str, machine: str | None = None) -> Sc
                 continue
             initrd = find_initrd(dirs, release, beside=k.parent)
             found.append(_plain(release, k, initrd, running_release, Source.MODULES))
+    unreadable: list[str] = []
+    for u in uki_discovery.find(config.kernel.allowed_dirs, machine):
+        if not u.release or not is_release(u.release):
+            problems.append(f"{u.path}: {u.problem or f'its release {u.release!r} is not one'}")
+            unreadable.append(u.path)
+            continue
+        found.append(
+            InstalledKernel(
+                release=u.release,
+                kernel_path=u.path,
+                initrd_path=None,
+                running=u.release == running_release,
+                source=Source.UKI,
+                title=u.title,
+                profiles=u.profiles,
+            )
+        )
     best: dict[str, InstalledKernel] = {}
     for candidate in found:
         have = best.get(candidate.release)
         if have is None or _PREFERENCE[candidate.source] < _PREFERENCE[have.source]:
             best[candidate.release] = candidate
     ordered = sorted(best.values(), key=lambda k: version_key(k.release))
-    return Scan(ordered, problems)
+    return Scan(ordered, problems, tuple(unreadable))
 
 
 def _plain(

@@ -12,10 +12,11 @@ Formats:
   ``Linux version R (`` banner inside the (uncompressed) image.
 * **EFI zboot**: ``MZ`` + ``zimg`` at 4, a compressed payload (offset at 8,
   size at 12, compression name at 0x18) holding an arm64 Image.
-* **compressed**: a gzip/xz/lzma/bzip2 file holding an image (Debian's arm64
-  ``vmlinuz`` is a gzip'd Image).
-* **unified kernel image**: a PE with a ``.linux`` section (recognised so it can
-  be refused clearly: kexec_file_load does not take one).
+* **compressed**: a gzip/xz/lzma/bzip2/zstd file holding an image (Debian's arm64
+  ``vmlinuz`` is a gzip'd Image; zstd needs python3-zstandard).
+* **unified kernel image**: a PE with a ``.linux`` section.  kexec_file_load
+  does not take one; ``uki_extract`` takes it apart before anything here sees
+  the kernel, so this only describes one met where a kernel was expected.
 
 An EFI-stub kernel is also a PE file; its certificate table tells whether it
 carries an embedded (Authenticode) signature.
@@ -24,6 +25,7 @@ carries an embedded (Authenticode) signature.
 from __future__ import annotations
 
 import bz2
+import io
 import lzma
 import re
 import struct
@@ -272,7 +274,15 @@ _MAGICS: tuple[tuple[bytes, str], ...] = (
     (b"\x5d\x00\x00", "lzma"),
 )
 # zboot names its compressors after the kernel's Kconfig (Makefile.zboot).
-_ZBOOT_NAMES = {"gzip": "gzip", "lzma": "lzma", "xzkern": "xz", "lz4": "lz4", "lzo": "lzo"}
+_ZBOOT_NAMES = {
+    "gzip": "gzip",
+    "lzma": "lzma",
+    "xzkern": "xz",
+    "lz4": "lz4",
+    "lzo": "lzo",
+    "zstd22": "zstd",
+    "zstd": "zstd",
+}
 
 
 def compression_of(data: bytes) -> str:
@@ -294,17 +304,46 @@ def decompress(kind: str, data: bytes, limit: int = MAX_DECOMPRESSED) -> bytes:
             out = lzma.LZMADecompressor(fmt).decompress(data, limit + 1)
         elif kind == "bzip2":
             out = bz2.BZ2Decompressor().decompress(data, limit + 1)
+        elif kind == "zstd":
+            out = _zstd(data, limit + 1)
         else:
             raise ImageError(
-                f"is {kind}-compressed; liveupd can only look inside gzip, xz, lzma and bzip2 "
-                "images, and it must see the kernel before loading it. Stage an uncompressed "
-                "or gzip-compressed image"
+                f"is {kind}-compressed; liveupd can only look inside gzip, xz, lzma, bzip2 and "
+                "zstd images, and it must see the kernel before loading it. Stage an "
+                "uncompressed or gzip-compressed image"
             )
-    except (zlib.error, lzma.LZMAError, OSError, EOFError) as e:
+    except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as e:
+        if isinstance(e, ImageError):
+            raise
         raise ImageError(f"is {kind}-compressed but does not decompress: {e}") from None
     if len(out) > limit:
         raise ImageError(f"decompresses to more than {limit >> 20} MiB; that is not a kernel")
     return out
+
+
+def _zstd(data: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes of a zstd stream (python3-zstandard, imported on first use)."""
+    try:
+        import zstandard
+    except ImportError:
+        raise ImageError(
+            "is zstd-compressed, and reading zstd needs python3-zstandard, which is not "
+            "installed. Install it (apt install python3-zstandard) and stage again"
+        ) from None
+    dctx = zstandard.ZstdDecompressor(max_window_size=1 << 30)
+    try:
+        reader = dctx.stream_reader(io.BytesIO(data), read_across_frames=True)
+        out = bytearray()
+        while len(out) < limit and (chunk := reader.read(min(1 << 20, limit - len(out)))):
+            out += chunk
+    except zstandard.ZstdError as e:
+        raise ValueError(str(e)) from None
+    return bytes(out)
+
+
+def zboot_payload_range(head: bytes) -> tuple[int, int]:
+    """(offset, size) of an EFI zboot image's compressed payload, from its first 0x40 bytes."""
+    return _u32(head, 8), _u32(head, 12)
 
 
 def _parse_zboot(data: bytes, depth: int) -> KernelImage:
@@ -411,7 +450,13 @@ def parse_image(data: bytes, depth: int = 0) -> KernelImage:
         )
     kind = compression_of(data)
     if kind:
-        inner = parse_image(decompress(kind, data), depth + 1)
+        try:
+            inner = parse_image(decompress(kind, data), depth + 1)
+        except ImageError as e:
+            text = str(e)
+            if text.startswith(f"is {kind}-compressed"):
+                raise
+            raise ImageError(f"is {kind}-compressed, and what it holds {text}") from None
         return KernelImage(
             format=ImageFormat.COMPRESSED,
             arch=inner.arch,

@@ -10,29 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from liveupd.backends.base import OpenedKernel, SystemBackend
 from liveupd.config import Config
-from liveupd.errors import InvalidArgument, InvalidKernel, SignatureRejected
-from liveupd.kernel import bls, discovery
-from liveupd.kernel.arch import Arch, ArchInfo, arch_info
+from liveupd.errors import InvalidArgument, InvalidKernel, LiveUpdError
+from liveupd.kernel import bls, discovery, imagecheck, uki_extract
+from liveupd.kernel.arch import ArchInfo, arch_info
 from liveupd.kernel.cmdline import build_cmdline
-from liveupd.kernel.image import (
-    ImageError,
-    ImageFormat,
-    KernelImage,
-    cmdline_limit,
-    embedded_kernel,
-    parse_image,
-)
-from liveupd.kernel.signature import SignaturePolicy, image_problem
+from liveupd.kernel.image import ImageError, KernelImage, cmdline_limit, parse_image
+from liveupd.kernel.memfd import FdRange
+from liveupd.kernel.signature import SignaturePolicy
+from liveupd.kernel.uki import UkiError, UkiView
+from liveupd.kernel.unpack import UnpackError, unpack_kernel
 from liveupd.kernel.validate import (
+    FileId,
     OpenedFile,
     check_initrd,
     check_pin,
@@ -72,12 +68,18 @@ class Checked:
     initrd_sha256: str
     load_fd: int  # the kernel descriptor, or a sealed memfd with the kernel it wraps
     extracted: bool
+    # A unified kernel image: the profile it boots, what was left out, what the initrd holds.
+    uki: UkiView | None = None
+    warnings: tuple[str, ...] = ()
+    initrd_parts: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------- choosing ----
 
 
-def choose(request: StageRequest, config: Config, running_release: str) -> Choice:
+def choose(
+    request: StageRequest, config: Config, running_release: str, arch: ArchInfo | None = None
+) -> Choice:
     """Which kernel and initrd a request names (InvalidKernel when none fits)."""
     dirs = ", ".join(config.kernel.allowed_dirs)
     found = discovery.scan(config, running_release)
@@ -89,7 +91,7 @@ def choose(request: StageRequest, config: Config, running_release: str) -> Choic
             raise InvalidKernel(
                 f"no kernel found in {dirs} (kernel.allowed-dirs); install one, or name its file"
             )
-        chosen = kernels[-1]
+        chosen = newest_stageable(kernels, config, lambda k: verdict(k, kernels, config, arch))
     elif spec.endswith(".conf") and "/" in spec:
         chosen = _from_entry_file(spec, config, running_release)
     elif "/" in spec:
@@ -133,6 +135,76 @@ def choose(request: StageRequest, config: Config, running_release: str) -> Choic
         request,
         Choice(chosen.release, chosen.kernel_path, chosen.initrd_path, chosen.cmdline, origin),
         kernels,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether Stage would take an installed kernel, from the same checks Stage runs."""
+
+    problem: str  # why Stage would refuse it ("" when it would stage)
+    image: str = ""  # what the file holds (e.g. "unified kernel image holding a bzImage")
+    warnings: tuple[str, ...] = ()  # a UKI's sections that would be left out
+    signed: bool | None = None  # the kernel that would be loaded carries a signature
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def verdict(
+    kernel: discovery.InstalledKernel,
+    kernels: Sequence[discovery.InstalledKernel],
+    config: Config,
+    arch: ArchInfo | None = None,
+) -> Verdict:
+    """Run Stage's checks on ``kernel`` as ``stage RELEASE`` would (nothing is loaded)."""
+    try:
+        with checked(
+            config, kernel.kernel_path, kernel.initrd_path, kernel.release, arch=arch
+        ) as c:
+            described = c.image.describe()
+            if c.uki is not None:
+                described = f"unified kernel image holding {c.image.describe()}"
+            result = Verdict("", described, c.warnings, c.image.signed)
+    except LiveUpdError as e:
+        return Verdict(e.message)
+    if len(kernel.initrds) > 1:
+        return dataclasses.replace(
+            result,
+            problem=(
+                f"{kernel.entry}: names {len(kernel.initrds)} initrds; kexec_file_load takes one "
+                "(stage it with one combined initrd)"
+            ),
+        )
+    if kernel.source is not discovery.Source.UKI and kernel.initrd_path is None:
+        others = [k for k in kernels if k.initrd_path and k.kernel_path != kernel.kernel_path]
+        if others:
+            return dataclasses.replace(
+                result,
+                problem=(
+                    f"{kernel.kernel_path}: no initrd found for it, while the other installed "
+                    f"kernels have one ({others[0].initrd_path})"
+                ),
+            )
+    return result
+
+
+def newest_stageable(
+    kernels: Sequence[discovery.InstalledKernel],
+    config: Config,
+    check: Callable[[discovery.InstalledKernel], Verdict] | None = None,
+) -> discovery.InstalledKernel:
+    """The newest kernel Stage would take; InvalidKernel naming why each was refused."""
+    refused: list[str] = []
+    for k in reversed(kernels):
+        v = check(k) if check is not None else verdict(k, kernels, config)
+        if v.ok:
+            return k
+        refused.append(f"{k.release}: {v.problem}")
+    raise InvalidKernel(
+        "no installed kernel would stage: " + "; ".join(refused)[:2000] + ". Fix or remove "
+        "them, or name a kernel file"
     )
 
 
@@ -193,53 +265,6 @@ def _with_initrd(
 # ------------------------------------------------------------- checking ----
 
 
-def _loadable(image: KernelImage, path: str, arch: ArchInfo) -> bool:
-    """Whether the kernel must be extracted first; InvalidKernel when it cannot be loaded."""
-    kernel = image.kernel
-    if image.format is ImageFormat.UKI:
-        raise InvalidKernel(
-            f"{path}: is a unified kernel image (a PE with an embedded {kernel.format}); "
-            "kexec_file_load takes the kernel itself. Stage the vmlinuz and initrd it was "
-            "built from"
-        )
-    if kernel.arch != arch.arch:
-        raise InvalidKernel(
-            f"{path}: is an {kernel.arch} kernel ({image.describe()}); this machine is "
-            f"{arch.arch}. Install the {arch.arch} kernel package"
-        )
-    if arch.arch is Arch.X86_64:
-        if image is not kernel:
-            raise InvalidKernel(
-                f"{path}: is {image.describe()}; on x86_64 kexec_file_load takes the bzImage "
-                "itself. Give the uncompressed vmlinuz"
-            )
-        if kernel.kexec64_problem:
-            raise InvalidKernel(
-                f"{path}: kexec_file_load on x86_64 cannot load this bzImage: "
-                f"{kernel.kexec64_problem}. Use a 64-bit kernel from Linux 3.x or newer"
-            )
-        return False
-    return image is not kernel
-
-
-def _sealed_memfd(data: bytes, name: str) -> int:
-    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        fcntl.fcntl(
-            fd,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL,
-        )
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 @contextlib.contextmanager
 def checked(
     config: Config,
@@ -249,57 +274,72 @@ def checked(
     *,
     pin: str = "",
     arch: ArchInfo | None = None,
+    profile: str = "",
+    uki_initrd: bool = True,
 ) -> Iterator[Checked]:
-    """Open and check the files; yield them open; close them afterwards."""
+    """Open and check the files; yield them open; close them afterwards.
+
+    A unified kernel image is taken apart first (``uki_extract``): its .linux
+    then goes through the same checks as any kernel, its .ucode + .initrd (and
+    ``initrd_path`` after them, if given) become the initrd.  ``profile`` and
+    ``uki_initrd`` apply to UKIs only.
+    """
     arch = arch or arch_info()
     dirs = config.kernel.allowed_dirs
     with contextlib.ExitStack() as stack:
         kernel = open_checked(kernel_path, dirs, "kernel")
         stack.callback(os.close, kernel.fd)
+        # --- unified kernel images (issue 17): .linux and the initrd into sealed memfds ---
+        uki = None
+        what = kernel_path
+        initrd = None
+        if uki_extract.looks_like_uki(kernel.fd):
+            if initrd_path is not None:
+                initrd = _open_initrd(stack, initrd_path, dirs)
+            uki = _open_uki(kernel, initrd, profile, uki_initrd, arch)
+            stack.callback(uki.close)
+            what = f"{kernel_path} (its .linux section)"
+        elif profile:
+            raise InvalidArgument(
+                f"{kernel_path}: the profile option is for unified kernel images; this is not one"
+            )
+        # --- the kernel: read through the descriptor, hashed, parsed, checked ---
         # One buffer of at most 256 MiB (the cap open_checked enforced): the
         # header parsers need the image; the initrd is only ever streamed.
         try:
-            data = read_all(kernel.fd)
+            data = read_all(uki.linux_fd if uki else kernel.fd)
         except OSError:
             raise InvalidKernel(
                 f"{clip(kernel_path)}: changed while it was read; stage again"
             ) from None
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_fd(kernel.fd) if uki else hashlib.sha256(data).hexdigest()
         check_pin(pin, digest, kernel_path)
         try:
             image = parse_image(data)
         except ImageError as e:
-            raise InvalidKernel(f"{kernel_path}: {e}") from None
-        extract = _loadable(image, kernel_path, arch)
-        actual = image.kernel.release
-        if not actual:
-            raise InvalidKernel(
-                f"{kernel_path}: the image has no kernel version string, so it cannot be "
-                f"checked to be {release or 'the kernel asked for'}. Use the distribution's "
-                "kernel image"
-            )
-        if release is not None and actual != release:
-            raise InvalidKernel(
-                f"{kernel_path}: is kernel {actual}, not {release} as asked (its version string: "
-                f"{image.kernel.version!r}). The file name and the kernel inside disagree: "
-                "reinstall the kernel package"
-            )
-        problem = image_problem(
-            SignaturePolicy(config.kernel.signature), kernel_path, image.signed, extract
+            raise InvalidKernel(f"{what}: {e}") from None
+        actual, extract = imagecheck.check(
+            image,
+            what,
+            release,
+            arch,
+            SignaturePolicy(config.kernel.signature),
+            uname=uki.view.uname if uki else "",
         )
-        if problem:
-            raise SignatureRejected(problem)
-        load_fd = kernel.fd
+        load_fd = uki.linux_fd if uki else kernel.fd
         if extract:
-            load_fd = _sealed_memfd(embedded_kernel(data, image), f"liveupd-kernel-{actual}")
+            try:
+                load_fd = unpack_kernel(load_fd, len(data), image, f"liveupd-kernel-{actual}")
+            except UnpackError as e:
+                raise InvalidKernel(f"{what}: {e}") from None
             stack.callback(os.close, load_fd)
         del data
-        initrd = None
         initrd_digest = ""
-        if initrd_path is not None:
-            initrd = open_checked(initrd_path, dirs, "initrd")
-            stack.callback(os.close, initrd.fd)
-            check_initrd(initrd)
+        if uki is not None:
+            initrd_digest = sha256_fd(initrd.fd) if initrd else ""
+            initrd = _memfd_file(uki, kernel) if uki.initrd_fd is not None else None
+        elif initrd_path is not None:
+            initrd = _open_initrd(stack, initrd_path, dirs)
             initrd_digest = sha256_fd(initrd.fd)
         yield Checked(
             release=actual,
@@ -310,7 +350,55 @@ def checked(
             initrd_sha256=initrd_digest,
             load_fd=load_fd,
             extracted=extract,
+            uki=uki.view if uki else None,
+            warnings=_uki_warnings(uki, image),
+            initrd_parts=uki.initrd_parts if uki else (),
         )
+
+
+UNSIGNED_LINUX = (
+    "its .linux section carries no signature of its own: a kernel that enforces signatures "
+    "(lockdown, CONFIG_KEXEC_SIG_FORCE) will refuse it, even when the UKI as a whole is signed"
+)
+
+
+def _uki_warnings(uki: uki_extract.OpenedUki | None, image: KernelImage) -> tuple[str, ...]:
+    if uki is None:
+        return ()
+    return uki.warnings + (() if image.signed else (UNSIGNED_LINUX,))
+
+
+def _open_initrd(stack: contextlib.ExitStack, path: str, dirs: Sequence[str]) -> OpenedFile:
+    initrd = open_checked(path, dirs, "initrd")
+    stack.callback(os.close, initrd.fd)
+    check_initrd(initrd)
+    return initrd
+
+
+def _open_uki(
+    kernel: OpenedFile, extra: OpenedFile | None, profile: str, with_initrd: bool, arch: ArchInfo
+) -> uki_extract.OpenedUki:
+    try:
+        return uki_extract.open_uki(
+            kernel.fd,
+            kernel.id.size,
+            profile=profile,
+            arch=arch.arch,
+            with_initrd=with_initrd,
+            extra_initrd=FdRange(extra.fd, 0, extra.id.size) if extra else None,
+            extras=uki_extract.extras_of(Path(kernel.real)),
+            name=Path(kernel.path).stem,
+        )
+    except UkiError as e:
+        raise InvalidKernel(f"{kernel.path}: {e}") from None
+
+
+def _memfd_file(uki: uki_extract.OpenedUki, kernel: OpenedFile) -> OpenedFile:
+    """The UKI's initrd memfd, described as a file for the loader."""
+    assert uki.initrd_fd is not None
+    name = f"{kernel.path} ({' + '.join(uki.initrd_parts)})"
+    st = os.fstat(uki.initrd_fd)
+    return OpenedFile(name, name, uki.initrd_fd, FileId.of(st), st)
 
 
 @dataclass(frozen=True)
@@ -319,6 +407,9 @@ class Resolved:
     image: KernelImage
     initrd_sha256: str
     extracted: bool  # the kernel is loaded from a decompressed copy (arm64 vmlinuz, zboot)
+    uki: UkiView | None = None  # a unified kernel image: the profile it boots
+    warnings: tuple[str, ...] = ()  # what a UKI brings that is left out
+    initrd_parts: tuple[str, ...] = ()  # what a UKI's initrd is made of
 
 
 def resolve(
@@ -331,7 +422,8 @@ def resolve(
 ) -> Resolved:
     """Choose and check the request's kernel, and build its command line."""
     arch = arch or arch_info()
-    choice = choose(request, config, system.release())
+    choice = choose(request, config, system.release(), arch)
+    uki_initrd = request.initrd.strip() != NO_INITRD
     with checked(
         config,
         choice.kernel_path,
@@ -339,13 +431,20 @@ def resolve(
         choice.release,
         pin=request.sha256,
         arch=arch,
+        profile=request.profile,
+        uki_initrd=uki_initrd,
     ) as c:
         release, image, digest = c.release, c.image, c.sha256
         initrd_digest, extracted = c.initrd_sha256, c.extracted
-    if choice.missing_initrd:
+        uki, warnings, parts = c.uki, c.warnings, c.initrd_parts
+    if choice.missing_initrd and uki is None:
         raise InvalidKernel(choice.missing_initrd)
     if request.cmdline.strip():
         base, origin = request.cmdline, "the given command line"
+    elif uki is not None and uki.cmdline is not None:
+        # A UKI's own command line, as its stub would boot it (not the running one).
+        which = f" of profile {uki.profile.label}" if uki.profile else ""
+        base, origin = uki.cmdline, f"the .cmdline{which} of {choice.kernel_path}"
     elif choice.cmdline is not None:
         base, origin = choice.cmdline, choice.origin
     else:
@@ -357,8 +456,17 @@ def resolve(
         cmdline_limit(image, arch.command_line_size),
         source=origin,
     )
-    target = Target(release, choice.kernel_path, choice.initrd_path, line, digest)
-    return Resolved(target, image, initrd_digest, extracted)
+    profile = f"@{uki.profile.index}" if uki is not None and uki.profile is not None else ""
+    target = Target(
+        release,
+        choice.kernel_path,
+        choice.initrd_path,
+        line,
+        digest,
+        profile=profile,
+        uki_initrd=uki_initrd,
+    )
+    return Resolved(target, image, initrd_digest, extracted, uki, warnings, parts)
 
 
 def resolve_target(
@@ -382,6 +490,8 @@ def open_target(
                     target.release,
                     pin=target.sha256,
                     arch=arch,
+                    profile=target.profile,
+                    uki_initrd=target.uki_initrd,
                 )
             )
         except InvalidKernel as e:
@@ -394,10 +504,13 @@ def open_target(
                 f"{target.initrd_path}: changed since it was staged (SHA-256 {c.initrd_sha256}, "
                 f"was {initrd_sha256}); stage again"
             )
+        uki = c.uki is not None
         yield OpenedKernel(
             release=target.release,
-            kernel_path=target.kernel_path,
-            initrd_path=target.initrd_path,
+            kernel_path=f"the .linux section of {target.kernel_path}"
+            if uki
+            else target.kernel_path,
+            initrd_path=c.initrd.path if uki and c.initrd else target.initrd_path,
             kernel_fd=c.load_fd,
             initrd_fd=c.initrd.fd if c.initrd else None,
             sha256=target.sha256,

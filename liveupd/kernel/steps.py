@@ -7,12 +7,14 @@ import logging
 
 from liveupd.errors import Failed
 from liveupd.kernel.resolve import open_target, resolve
-from liveupd.transition.checkpoint import write_exec_stamp
-from liveupd.transition.context import TransitionContext
+from liveupd.transition.checkpoint import EXEC_STAMP_NS, write_exec_stamp
+from liveupd.transition.context import Fact, TransitionContext
 from liveupd.transition.phases import Phase
-from liveupd.transition.steps import FIRST, BuiltinStep, UndoRecord, undo_handler
+from liveupd.transition.steps import FIRST, BuiltinStep
+from liveupd.transition.undo import AnyUndo, UnloadUndo
 
-INITRD_SHA256 = "kernel.initrd_sha256"
+# The initrd's digest as checked at stage: the load opens it again and compares.
+INITRD_SHA256: Fact[str] = Fact("kernel.initrd-sha256")
 
 
 class CheckStep(BuiltinStep):
@@ -27,7 +29,7 @@ class CheckStep(BuiltinStep):
         )
         target = resolved.target
         ctx.target = target
-        ctx.facts[INITRD_SHA256] = resolved.initrd_sha256
+        ctx.facts.set(INITRD_SHA256, resolved.initrd_sha256)
         ctx.journal.update(target=target.to_json())
         ctx.log(
             "kernel.resolved",
@@ -40,7 +42,13 @@ class CheckStep(BuiltinStep):
             image=resolved.image.describe(),
             signed=resolved.image.signed,
             extracted=resolved.extracted or None,
+            uki_profile=(
+                resolved.uki.profile.label if resolved.uki and resolved.uki.profile else None
+            ),
+            initrd_parts=list(resolved.initrd_parts) or None,
         )
+        for warning in resolved.warnings:  # what a unified kernel image brings that is left out
+            ctx.log("kernel.uki-left-out", level=logging.WARNING, what=warning)
 
 
 class LoadStep(BuiltinStep):
@@ -49,13 +57,13 @@ class LoadStep(BuiltinStep):
     phase = Phase.LOAD
     order = FIRST
 
-    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
-        return {"kind": "kexec-unload"}
+    def prepare(self, ctx: TransitionContext) -> AnyUndo | None:
+        return UnloadUndo()
 
     async def apply(self, ctx: TransitionContext) -> None:
         assert ctx.target is not None
         target = ctx.target
-        initrd_sha256 = str(ctx.facts.get(INITRD_SHA256, ""))
+        initrd_sha256 = ctx.facts.get_or(INITRD_SHA256, "")
 
         def load() -> None:
             with open_target(target, ctx.config, initrd_sha256=initrd_sha256) as opened:
@@ -65,8 +73,7 @@ class LoadStep(BuiltinStep):
         ctx.log("kernel.loaded", release=target.release, kernel=target.kernel_path)
 
 
-@undo_handler("kexec-unload")
-async def undo_load(ctx: TransitionContext, record: UndoRecord) -> None:
+async def undo_load(ctx: TransitionContext, record: UnloadUndo) -> None:
     await asyncio.to_thread(ctx.backends.kexec.unload)
     ctx.log("kernel.unloaded", loaded=ctx.backends.kexec.is_loaded())
 
@@ -78,7 +85,7 @@ class ExecStep(BuiltinStep):
     order = FIRST
 
     async def apply(self, ctx: TransitionContext) -> None:
-        if "exec_stamp_ns" not in ctx.facts:
+        if EXEC_STAMP_NS not in ctx.facts:
             write_exec_stamp(ctx)
         ctx.log("exec.jump", mode=str(ctx.mode), level=logging.WARNING)
         try:

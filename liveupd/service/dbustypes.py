@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from dbus_fast import Variant
 from dbus_fast.annotations import (
     DBusBool,
     DBusDict,
@@ -18,6 +19,7 @@ __all__ = [
     "Bool",
     "HookFinishedArgs",
     "IdAndPath",
+    "KernelDetails",
     "KernelList",
     "Nothing",
     "ObjectPath",
@@ -41,6 +43,8 @@ Options = DBusDict
 Nothing = Annotated[None, DBusSignature("")]
 # ListKernels: release, kernel path, initrd path ("" if none), running
 KernelList = Annotated[list[tuple[str, str, str, bool]], DBusSignature("a(sssb)")]
+# ListKernelDetails: one dictionary per kernel (keys in docs/dbus-api.md)
+KernelDetails = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 # Stage and Execute: the transition's id and object path
 IdAndPath = Annotated[tuple[str, str], DBusSignature("so")]
 # Signals

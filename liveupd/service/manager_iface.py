@@ -39,6 +39,7 @@ from liveupd.service.boundary import dbus_errors
 from liveupd.service.dbustypes import (
     HookFinishedArgs,
     IdAndPath,
+    KernelDetails,
     KernelList,
     Nothing,
     ObjectPath,
@@ -51,6 +52,7 @@ from liveupd.service.dbustypes import (
 )
 from liveupd.service.exec_gate import ExecGate
 from liveupd.service.introspection import EMITS_CHANGED, annotate_property, arg_names
+from liveupd.service.kernel_details import kernel_details
 from liveupd.service.options import parse as parse_options
 from liveupd.service.transition_iface import TransitionRegistry
 from liveupd.service.writer_guard import GuardedWriter
@@ -61,7 +63,7 @@ LOG = logs.get("service")
 
 RECOVERY_WAIT = 90.0  # seconds a change waits for start-up recovery
 SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-STAGE_OPTIONS = {"append": "s", "sha256": "s", "interactive": "b"}
+STAGE_OPTIONS = {"append": "s", "sha256": "s", "interactive": "b", "profile": "s"}
 EXECUTE_OPTIONS = {"mode": "s", "ignore-inhibitors": "b", "interactive": "b"}
 
 
@@ -205,6 +207,14 @@ class ManagerInterface(ServiceInterface):
         kernels = await asyncio.to_thread(self.manager.kernels)
         return [(k.release, k.kernel_path, k.initrd_path or "", k.running) for k in kernels]
 
+    @arg_names("kernels")
+    @dbus_method()
+    @dbus_errors
+    async def ListKernelDetails(self) -> KernelDetails:
+        rows = await asyncio.to_thread(self.manager.kernel_verdicts)
+        latest = next((k.release for k, v in reversed(rows) if v.ok), "")
+        return [kernel_details(k, v, k.release == latest and v.ok) for k, v in rows]
+
     @arg_names("id", "transition")
     @dbus_method()
     @dbus_errors
@@ -234,6 +244,7 @@ class ManagerInterface(ServiceInterface):
             cmdline=cmdline,
             append=str(opts.get("append", "")),
             sha256=sha256,
+            profile=str(opts.get("profile", "")),
         )
         logs.event(
             LOG, "stage.requested", sender=call.sender, uid=uid, kernel=clip(kernel or "latest")

@@ -36,6 +36,7 @@ from liveupd.service.polkit import Authority
 from liveupd.service.refusals import REFUSALS
 from liveupd.service.signals import SignalRouter
 from liveupd.service.transition_iface import TransitionRegistry
+from liveupd.transition.history import CORRUPT
 from liveupd.transition.phases import TransitionState
 
 LOG = logs.get("server")
@@ -103,7 +104,8 @@ async def _run(
     # Past transitions are objects before the name is owned: the call that
     # bus-activated us may be a Get on one of them, delivered as soon as we own it.
     for entry in manager.history():
-        registry.get(str(entry["id"]))
+        if entry["state"] != CORRUPT:  # a corrupt journal has no object, only a history entry
+            registry.get(str(entry["id"]))
     reply = await conn.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise Failed(
@@ -127,6 +129,8 @@ async def _run(
     # announced with Recovered.
     boot_id = manager.backends.system.boot_id()
     for entry in reversed(manager.history()):
+        if entry["state"] == CORRUPT:
+            continue
         obj = registry.get(str(entry["id"]))
         verification = entry.get("verification") or {}
         if verification.get("boot_id") == boot_id and "finished" in verification:

@@ -29,7 +29,7 @@ from liveupd.service.dbustypes import Str, UInt32
 from liveupd.service.introspection import EMITS_CHANGED, annotate_property
 from liveupd.transition import history
 from liveupd.transition.engine import Transition
-from liveupd.transition.journal import JOURNAL_NAME, Journal, transitions_dir
+from liveupd.transition.journal import JOURNAL_NAME, Journal, JournalCorrupt, transitions_dir
 
 COALESCE_INTERVAL = 0.2  # seconds
 
@@ -65,12 +65,12 @@ class TransitionInterface(ServiceInterface):
         if t is not None and t.ctx.target is not None:
             return t.ctx.target.to_json()
         j = self._journal()
-        target = j.data.get("target") if j is not None else None
-        return target if isinstance(target, dict) else {}
+        target = j.record.target if j is not None else None
+        return target.to_json() if target is not None else {}
 
     def _state(self) -> str:
         j = self._journal()
-        return str(j.data.get("state", "")) if j is not None else ""
+        return str(j.state) if j is not None else ""
 
     def _phase(self) -> str:
         t = self._live()
@@ -208,5 +208,5 @@ class TransitionRegistry:
 def _load(path: Path) -> Journal | None:
     try:
         return Journal.load(path)
-    except (OSError, ValueError):
+    except (OSError, JournalCorrupt):
         return None

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 from liveupd import logs
 from liveupd.backends.base import StorageBackend
 from liveupd.transition.journal import Journal
 from liveupd.transition.phases import StepStatus
+from liveupd.transition.undo import ThawUndo
 
 LOG = logs.get("storage")
 
@@ -30,37 +31,45 @@ def possibly_frozen(journal: Journal) -> list[str]:
     """Mount points the journal's flush steps may have left frozen, in thaw order."""
     out: list[str] = []
     for entry in reversed(journal.steps()):
-        undo = entry.get("undo") or {}
-        if undo.get("kind") != "thaw" or entry.get("status") not in _MAY_BE_FROZEN:
+        if not isinstance(entry.undo, ThawUndo) or entry.status not in _MAY_BE_FROZEN:
             continue
-        for mp in reversed(undo.get("mountpoints", [])):
-            if isinstance(mp, str) and mp not in out:
+        for mp in reversed(entry.undo.mountpoints):
+            if mp not in out:
                 out.append(mp)
     return out
 
 
-async def thaw_leftovers(state_dir: Path, boot_id: str, storage: StorageBackend) -> list[str]:
+async def thaw_leftovers(
+    journals: Iterable[Journal], boot_id: str, storage: StorageBackend
+) -> list[str]:
     """Thaw what unfinished transitions of this boot may have frozen; returns what was thawed.
 
     Writes nothing: call it first thing on start, before any journal or log write.
     """
     thawed: list[str] = []
-    for journal in Journal.all(state_dir):
-        if journal.state.terminal or journal.data.get("boot_id") != boot_id:
+    for journal in journals:
+        if journal.state.terminal or journal.record.boot_id != boot_id:
             continue
-        for mp in possibly_frozen(journal):
-            try:
-                await asyncio.to_thread(storage.thaw, mp)
-            except OSError as e:
-                logs.event(
-                    LOG,
-                    "storage.thaw-failed",
-                    level=logging.ERROR,
-                    transition=journal.id,
-                    mountpoint=mp,
-                    error=e.strerror or str(e),
-                )
-                continue
-            thawed.append(mp)
-            logs.event(LOG, "storage.thawed-after-crash", transition=journal.id, mountpoint=mp)
+        thawed += await thaw(storage, possibly_frozen(journal), journal.id)
+    return thawed
+
+
+async def thaw(storage: StorageBackend, mountpoints: Sequence[str], transition: str) -> list[str]:
+    """Thaw each (in the order given; no error when one is not frozen); what was thawed."""
+    thawed: list[str] = []
+    for mp in mountpoints:
+        try:
+            await asyncio.to_thread(storage.thaw, mp)
+        except OSError as e:
+            logs.event(
+                LOG,
+                "storage.thaw-failed",
+                level=logging.ERROR,
+                transition=transition,
+                mountpoint=mp,
+                error=e.strerror or str(e),
+            )
+            continue
+        thawed.append(mp)
+        logs.event(LOG, "storage.thawed-after-crash", transition=transition, mountpoint=mp)
     return thawed

@@ -20,21 +20,26 @@ import sys
 from liveupd.errors import Failed
 from liveupd.storage.plan import FreezePlan, plan_freeze
 from liveupd.transition.checkpoint import write_exec_stamp
-from liveupd.transition.context import TransitionContext
+from liveupd.transition.context import Fact, TransitionContext
 from liveupd.transition.phases import ExecMode, Phase
-from liveupd.transition.steps import LAST, MIDDLE, BuiltinStep, UndoRecord, undo_handler
+from liveupd.transition.steps import LAST, MIDDLE, BuiltinStep
+from liveupd.transition.undo import AnyUndo, ThawUndo
 
 UNFREEZABLE_ERRNOS = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL)
 
+# The freeze plan the checkpoint recorded, which the flush step then follows.
+FREEZE_PLAN: Fact[FreezePlan] = Fact("storage.freeze-plan")
+FROZEN: Fact[tuple[str, ...]] = Fact("storage.frozen")
 
-def _plan(ctx: TransitionContext) -> FreezePlan:
-    plan = ctx.facts.get("freeze_plan")
-    if isinstance(plan, FreezePlan):
-        return plan
-    plan = plan_freeze(
-        ctx.backends.storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir)
-    )
-    ctx.facts["freeze_plan"] = plan
+
+def freeze_plan(ctx: TransitionContext) -> FreezePlan:
+    """The freeze plan of this run (planned once, then handed on as a fact)."""
+    plan = ctx.facts.get(FREEZE_PLAN)
+    if plan is None:
+        plan = plan_freeze(
+            ctx.backends.storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir)
+        )
+        ctx.facts.set(FREEZE_PLAN, plan)
     return plan
 
 
@@ -65,14 +70,13 @@ class FlushStep(BuiltinStep):
     phase = Phase.FLUSH
     order = LAST  # after flush hooks: nothing may write once frozen
 
-    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
+    def prepare(self, ctx: TransitionContext) -> AnyUndo | None:
         if ctx.mode is ExecMode.SYSTEMD:
             return None  # systemd unmounts; nothing is frozen
-        plan = _plan(ctx)
-        return {"kind": "thaw", "mountpoints": list(plan.freeze)}
+        return ThawUndo(mountpoints=freeze_plan(ctx).freeze)
 
     async def apply(self, ctx: TransitionContext) -> None:
-        plan = _plan(ctx)
+        plan = freeze_plan(ctx)
         storage = ctx.backends.storage
         await asyncio.to_thread(storage.sync)
         synced = []
@@ -81,18 +85,15 @@ class FlushStep(BuiltinStep):
                 await asyncio.to_thread(storage.syncfs, mp)
                 synced.append(mp)
             except OSError as e:
-                ctx.log(
-                    "storage.syncfs-failed",
-                    level=logging.WARNING,
-                    mountpoint=mp,
-                    error=e.strerror or str(e),
+                # Not fatal: freezing syncs the filesystem again, and fails if it cannot.
+                error = e.strerror or str(e)
+                ctx.log("storage.syncfs-failed", level=logging.WARNING, mountpoint=mp, error=error)
+                ctx.journal.step_update(
+                    self.key, warning=f"syncfs {mp}: {error}"[:300], durable=False
                 )
         ctx.log("storage.synced", mountpoints=",".join(synced) or None)
         for mp, why in plan.skipped:
             ctx.log("storage.skipped", mountpoint=mp, reason=why)
-        ctx.journal.step_update(
-            self.key, planned=list(plan.freeze), skipped=[list(s) for s in plan.skipped]
-        )
         if ctx.mode is ExecMode.SYSTEMD:
             return
         # An import after the freeze must not try to write its bytecode cache (it would
@@ -124,7 +125,7 @@ class FlushStep(BuiltinStep):
                     ) from e
                 frozen.append(mp)
                 ctx.log("storage.frozen", mountpoint=mp)
-            ctx.facts["frozen"] = frozen
+            ctx.facts.set(FROZEN, tuple(frozen))
         except BaseException:
             await _thaw(ctx, list(reversed(frozen)))
             raise
@@ -146,9 +147,8 @@ async def _thaw(ctx: TransitionContext, mountpoints: list[str]) -> list[str]:
     return failures
 
 
-@undo_handler("thaw")
-async def undo_thaw(ctx: TransitionContext, record: UndoRecord) -> None:
-    failures = await _thaw(ctx, list(reversed(record["mountpoints"])))
+async def undo_thaw(ctx: TransitionContext, record: ThawUndo) -> None:
+    failures = await _thaw(ctx, list(reversed(record.mountpoints)))
     if failures:
         raise Failed(
             "thawing failed for "

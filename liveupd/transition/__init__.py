@@ -1,1 +1,1 @@
-"""The transition engine: plan, run, roll back, journal, recover, history."""
+"""The transition engine: plan, run, journal, roll back, history (built-ins: see assembly)."""

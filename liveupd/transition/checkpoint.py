@@ -13,24 +13,23 @@ directory freezes, or, when it is not frozen, just before the jump.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liveupd.backends.base import Binding
 from liveupd.fsio import atomic_write, atomic_write_json, read_json, remove_durably
-from liveupd.storage.plan import plan_freeze
-from liveupd.transition.context import Target, TransitionContext
-from liveupd.transition.phases import Phase
-from liveupd.transition.steps import LAST, BuiltinStep, UndoRecord, undo_handler
+from liveupd.transition.context import Fact, Target, TransitionContext
+from liveupd.transition.undo import CheckpointUndo
 
 CHECKPOINT_NAME = "checkpoint.json"
 STAMP_NAME = "exec-stamp"
 PENDING_NAME = "pending"
 VERSION = 1
+
+EXEC_STAMP_NS: Fact[int] = Fact("exec-stamp-ns")  # written: CLOCK_REALTIME in ns
 
 
 class InvalidCheckpoint(ValueError):
@@ -148,7 +147,7 @@ def write_exec_stamp(ctx: TransitionContext) -> None:
     """Record CLOCK_REALTIME now, durably, and remember that it was written."""
     now_ns = time.clock_gettime_ns(time.CLOCK_REALTIME)
     atomic_write(ctx.dir / STAMP_NAME, f"{now_ns}\n".encode(), mode=0o600)
-    ctx.facts["exec_stamp_ns"] = now_ns
+    ctx.facts.set(EXEC_STAMP_NS, now_ns)
 
 
 def read_exec_stamp(transition_dir: Path) -> float | None:
@@ -158,75 +157,11 @@ def read_exec_stamp(transition_dir: Path) -> float | None:
         return None
 
 
-def old_kernel_paths(ctx: TransitionContext, release: str) -> tuple[str | None, str | None]:
-    """Where the running kernel's image and initrd are (for a rollback), if found."""
-    from liveupd.kernel.discovery import list_kernels
-
-    try:
-        kernels = list_kernels(ctx.config, release)
-    except OSError:
-        return None, None
-    for k in kernels:
-        if k.release == release:
-            return k.kernel_path, k.initrd_path
-    return None, None
+def write_pending(state_dir: Path, transition_id: str) -> None:
+    atomic_write_json(pending_path(state_dir), {"id": transition_id}, mode=0o600)
 
 
-def hook_state_dirs(ctx: TransitionContext) -> dict[str, str]:
-    hooks_dir = ctx.dir / "hooks"
-    names: Sequence[str] = sorted(p.name for p in hooks_dir.iterdir()) if hooks_dir.is_dir() else []
-    return {h: str(hooks_dir / h) for h in names}
-
-
-class CheckpointStep(BuiltinStep):
-    kind = "checkpoint"
-    name = "checkpoint"
-    phase = Phase.CHECKPOINT
-    order = LAST  # after the hooks that save their own state
-
-    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
-        return {"kind": "checkpoint"}
-
-    async def apply(self, ctx: TransitionContext) -> None:
-        assert ctx.target is not None
-        system = ctx.backends.system
-        storage = ctx.backends.storage
-        plan = plan_freeze(storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir))
-        ctx.facts["freeze_plan"] = plan
-        release = system.release()
-        kernel_path, initrd_path = old_kernel_paths(ctx, release)
-        record = Checkpoint(
-            id=ctx.id,
-            written=time.time(),
-            mode=str(ctx.mode),
-            old=OldKernel(
-                release=release,
-                boot_id=system.boot_id(),
-                cmdline=system.cmdline(),
-                kernel_path=kernel_path,
-                initrd_path=initrd_path,
-            ),
-            new=ctx.target,
-            bindings=tuple(ctx.facts.get("bindings", ())),
-            freeze=plan.freeze,
-            freeze_skipped=plan.skipped,
-            hook_state_dirs=hook_state_dirs(ctx),
-            dry_run=ctx.backends.dry_run,
-        )
-        write_checkpoint(ctx.dir, record)
-        atomic_write_json(pending_path(ctx.config.state_dir), {"id": ctx.id}, mode=0o600)
-        ctx.log(
-            "checkpoint.written",
-            path=str(ctx.dir / CHECKPOINT_NAME),
-            bindings=len(record.bindings),
-            freeze=",".join(record.freeze) or None,
-            old_kernel=kernel_path,
-            pid=os.getpid(),
-        )
-
-
-@undo_handler("checkpoint")
-async def undo_checkpoint(ctx: TransitionContext, record: UndoRecord) -> None:
+async def undo_checkpoint(ctx: TransitionContext, record: CheckpointUndo) -> None:
     """The transition did not happen: nothing is pending verification any more."""
     if read_pending(ctx.config.state_dir) == ctx.id:
         remove_durably(pending_path(ctx.config.state_dir))

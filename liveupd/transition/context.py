@@ -1,4 +1,4 @@
-"""What the steps of one transition share: its id, config, backends, journal, log."""
+"""What the steps of one transition share: its id, config, backends, journal, facts, log."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from liveupd import logs
 from liveupd.backends.base import Backends
@@ -16,38 +15,49 @@ from liveupd.config import Config
 from liveupd.transition.events import Event, EventSink
 from liveupd.transition.journal import Journal
 from liveupd.transition.phases import ExecMode
+from liveupd.transition.records import StageRequest, Target
+
+__all__ = ["Fact", "Facts", "StageRequest", "Target", "TransitionContext", "read_log"]
 
 LOG = logs.get("transition")
 LOG_NAME = "log.jsonl"
 
-
-@dataclass(frozen=True)
-class StageRequest:
-    """What a caller asked to stage; empty strings mean 'choose for me'."""
-
-    kernel: str = ""  # a path, a release, or "" for the latest installed
-    initrd: str = ""  # "" pairs automatically
-    cmdline: str = ""  # "" reuses the running command line
-    append: str = ""
-    sha256: str = ""
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Target:
-    """The kernel a transition goes to, resolved and validated."""
+class Fact(Generic[T]):
+    """A typed key for a result one step hands to a later one (``Facts``).
 
-    release: str
-    kernel_path: str
-    initrd_path: str | None
-    cmdline: str
-    sha256: str
+    The module that produces the fact declares it, e.g. ``BINDINGS:
+    Fact[tuple[Binding, ...]] = Fact("devices.bindings")``; the engine only
+    carries the values.  Facts live in memory for one run: anything needed
+    after a crash is in the journal or the checkpoint.
+    """
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+    def __init__(self, name: str) -> None:
+        self.name = name
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Target:
-        return cls(**data)
+    def __repr__(self) -> str:
+        return f"Fact({self.name!r})"
+
+
+class Facts:
+    def __init__(self) -> None:
+        self._values: dict[Fact[Any], Any] = {}
+
+    def set(self, fact: Fact[T], value: T) -> None:
+        self._values[fact] = value
+
+    def get(self, fact: Fact[T]) -> T | None:
+        value: T | None = self._values.get(fact)
+        return value
+
+    def get_or(self, fact: Fact[T], default: T) -> T:
+        value: T = self._values.get(fact, default)
+        return value
+
+    def __contains__(self, fact: Fact[Any]) -> bool:
+        return fact in self._values
 
 
 class TransitionContext:
@@ -72,9 +82,10 @@ class TransitionContext:
         self.target = target
         self.mode = mode
         self.cancel = asyncio.Event()
-        self.facts: dict[str, Any] = {}  # results steps hand to later steps
+        self.facts = Facts()  # results steps hand to later steps
         self._held_log: list[str] = []
         self._writes_held = False
+        self._log_failed = False
 
     @property
     def dir(self) -> Path:
@@ -101,9 +112,22 @@ class TransitionContext:
     # ------------------------------------------------------- log, events --
 
     def _append_log(self, lines: list[str]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / LOG_NAME).open("a") as f:
-            f.writelines(lines)
+        """Best effort: the transition's own log must never fail the transition (the
+        daemon's log has every line too)."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with (self.dir / LOG_NAME).open("a") as f:
+                f.writelines(lines)
+        except OSError as e:
+            if not self._log_failed:
+                self._log_failed = True
+                logs.event(
+                    LOG,
+                    "transition-log.write-failed",
+                    level=logging.ERROR,
+                    transition=self.id,
+                    error=e.strerror or str(e),
+                )
 
     def log(self, event: str, /, *, level: int = logging.INFO, **fields: Any) -> None:
         """One structured line to the daemon's log and to this transition's log."""

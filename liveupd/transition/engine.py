@@ -1,10 +1,25 @@
 """Run a transition: stage (check, load), execute (quiesce .. exec), roll back.
 
-The engine walks the plan group by group.  Before each step it journals the
-step's undo record; after it, the step's result.  A failure before ``exec``
-(or a cancel) rolls back: every completed step's undo runs, most recent first,
-and the transition ends ``failed`` (or ``cancelled``) naming the step that
-failed, why, and what was undone.
+The engine walks the plan group by group (``groups.run_group``): each group's
+undo records are journaled before any of its steps starts, each result after
+it ends.  A failure of any kind before ``exec`` (a step's error, any other
+exception a step raises, a journal write that fails, a hook that cannot be
+spawned, the task being cancelled) or a cancel rolls back: every completed
+step's undo runs, most recent first (a failed undo is tried once more, after
+the others), and the transition ends ``failed`` (or ``cancelled``, or
+``rollback-failed`` if an undo failed twice) naming the step that failed, why,
+and what was undone.  The rollback itself never gives up half-way: a journal
+write that fails during it is logged and the undoing goes on, so the
+transition always reaches a final state in memory and its owner is never left
+busy.
+
+The engine knows no built-in step and no undo handler by itself: both are
+handed in (``builtins``, ``undo``) by ``liveupd.assembly``.
+
+Decisions on a transition (staged -> running in ``start_execute``, staged or
+running -> cancelling in ``begin_cancel``) are taken synchronously, before
+the first ``await``, so that no other call can interleave between the check
+and the change.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 from liveupd.backends.base import Backends
 from liveupd.config import Config
-from liveupd.errors import Cancelled, Failed, LiveUpdError
+from liveupd.errors import Cancelled, Failed, LiveUpdError, NotStaged
 from liveupd.hooks.discovery import discover, effective_hooks
 from liveupd.hooks.manifest import Hook
 from liveupd.transition.context import StageRequest, TransitionContext
@@ -26,10 +41,11 @@ from liveupd.transition.events import (
     EventSink,
     PhaseChanged,
     StateChanged,
-    StepFinished,
     TransitionFailed,
 )
-from liveupd.transition.journal import Journal
+from liveupd.transition.failures import LOG, StepFailure, as_error, describe, log_write_failure
+from liveupd.transition.groups import run_group
+from liveupd.transition.journal import Journal, transitions_dir
 from liveupd.transition.phases import (
     EXECUTE_PHASES,
     STAGE_PHASES,
@@ -39,7 +55,9 @@ from liveupd.transition.phases import (
     TransitionState,
 )
 from liveupd.transition.plan import Group, plan, step_count
-from liveupd.transition.steps import HookStep, Step, get_undo_handler
+from liveupd.transition.records import Failure
+from liveupd.transition.rollback import UndoTable, undo_journal
+from liveupd.transition.steps import HookStep, Step
 
 BuiltinFactory = Callable[[ExecMode, Sequence[Hook]], list[Step]]
 
@@ -47,12 +65,6 @@ BuiltinFactory = Callable[[ExecMode, Sequence[Hook]], list[Step]]
 def new_transition_id() -> str:
     """Sortable, readable, and valid as a D-Bus object path element."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "_" + secrets.token_hex(3)
-
-
-def default_builtins(mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
-    from liveupd.transition.builtins import builtin_steps
-
-    return builtin_steps(mode, hooks)
 
 
 class Transition:
@@ -64,6 +76,8 @@ class Transition:
         self.progress = 0
         self.error: LiveUpdError | None = None
         self.task: asyncio.Task[None] | None = None
+        # Set once a cancel was decided: the one rollback every Cancel waits for.
+        self.cancelling: asyncio.Future[None] | None = None
 
     @property
     def id(self) -> str:
@@ -81,12 +95,14 @@ class Engine:
         backends: Backends,
         *,
         events: EventSink,
-        builtins: BuiltinFactory = default_builtins,
+        builtins: BuiltinFactory,
+        undo: UndoTable,
     ) -> None:
         self.config = config
         self.backends = backends
         self.events = events
         self.builtins = builtins
+        self.undo = undo
 
     # ------------------------------------------------------------ helpers --
 
@@ -103,10 +119,43 @@ class Engine:
         steps += [HookStep(h, self.config.hooks.timeout) for h in hooks]
         return steps
 
-    def _set_state(self, t: Transition, state: TransitionState, **fields: object) -> None:
-        t.ctx.journal.set_state(state, **fields)
+    def context(self, journal: Journal) -> TransitionContext:
+        """A context for a transition known from its journal (recovery, verification)."""
+        record = journal.record
+        return TransitionContext(
+            transition_id=journal.id,
+            config=self.config,
+            backends=self.backends,
+            journal=journal,
+            events=self.events,
+            request=record.request,
+            target=record.target,
+            mode=record.mode or ExecMode.DIRECT,
+        )
+
+    def announce(self, t: Transition, state: TransitionState) -> None:
+        """Log and signal the transition's (new) state."""
         t.ctx.log("transition.state", state=str(state), progress=t.progress)
         self.events(StateChanged(t.id, state, t.progress))
+
+    def finish(self, t: Transition, state: TransitionState, **fields: object) -> None:
+        """Record a final state: in memory always; on disk if at all possible."""
+        journal = t.ctx.journal
+        try:
+            journal.set_state(state, **fields)
+        except Exception as e:
+            log_write_failure(LOG, t.id, f"final state {state}", e)
+            try:
+                journal.flush()  # one more try, rewriting the whole journal
+            except Exception as again:
+                t.ctx.log(
+                    "journal.unwritable",
+                    level=logging.ERROR,
+                    state=str(state),
+                    error=describe(again),
+                    hint="the transition ended; its journal on disk is behind",
+                )
+        self.announce(t, state)
 
     # ------------------------------------------------------------- stage --
 
@@ -114,14 +163,23 @@ class Engine:
         """Check and load a kernel.  On failure everything is undone and the error raised."""
         hooks = await self.discover_hooks()  # refuse bad hooks now, before anything is loaded
         tid = transition_id or new_transition_id()
-        journal = Journal.create(
-            self.config.state_dir,
-            tid,
-            boot_id=self.backends.system.boot_id(),
-            old_release=self.backends.system.release(),
-            request=request.__dict__,
-            dry_run=self.backends.dry_run,
-        )
+        try:
+            journal = Journal.create(
+                self.config.state_dir,
+                tid,
+                files=self.backends.files,
+                boot_id=self.backends.system.boot_id(),
+                old_release=self.backends.system.release(),
+                request=request,
+                dry_run=self.backends.dry_run,
+            )
+        except OSError as e:
+            with contextlib.suppress(OSError):  # leave no empty transition behind
+                (transitions_dir(self.config.state_dir) / tid).rmdir()
+            raise Failed(
+                f"cannot create the journal of a new transition in {self.config.state_dir}: "
+                f"{describe(e)}; nothing was staged. Free space there or fix it, then retry"
+            ) from e
         ctx = TransitionContext(
             transition_id=tid,
             config=self.config,
@@ -131,7 +189,7 @@ class Engine:
             request=request,
         )
         t = Transition(ctx)
-        ctx.log("transition.stage", request=request.__dict__, dry_run=self.backends.dry_run)
+        ctx.log("transition.stage", request=request.to_json(), dry_run=self.backends.dry_run)
         groups = plan(self.steps(ExecMode.DIRECT, hooks), STAGE_PHASES)
         await self._run(t, groups, final=TransitionState.STAGED)
         return t
@@ -143,50 +201,105 @@ class Engine:
     ) -> asyncio.Task[None]:
         """Begin Execute in the background; failures end in the transition's state.
 
-        ``hooks``: as :meth:`discover_hooks` found them (found here when None).
+        Synchronous up to the decision: the transition is ``running`` (in memory)
+        when this returns, and a Cancel already under way refuses it.  ``hooks``:
+        as :meth:`discover_hooks` found them (found here when None).
         """
+        if t.cancelling is not None:
+            raise NotStaged(
+                f"transition {t.id} is being cancelled; stage a kernel again (liveupctl stage)"
+            )
         if t.state is not TransitionState.STAGED:
             raise Failed(f"transition {t.id} is {t.state}, not staged")
         hooks = hooks if hooks is not None else self.hooks()
         t.ctx.mode = mode
         groups = plan(self.steps(mode, hooks), EXECUTE_PHASES)
-        t.ctx.journal.update(mode=str(mode), execute_requested=time.time())
-        self._set_state(t, TransitionState.RUNNING)
+        start_error: LiveUpdError | None = None
+        try:
+            t.ctx.journal.set_state(
+                TransitionState.RUNNING, mode=mode, execute_requested=time.time()
+            )
+        except Exception as e:  # running in memory: the run rolls back at once
+            start_error = as_error(e, f"journaling the start of transition {t.id}")
+        self.announce(t, TransitionState.RUNNING)
         t.ctx.log("transition.execute", mode=str(mode), steps=step_count(groups))
-        t.task = asyncio.create_task(self._execute(t, groups))
+        t.task = asyncio.create_task(self._execute(t, groups, start_error))
         return t.task
 
-    async def _execute(self, t: Transition, groups: list[Group]) -> None:
-        # A failure is recorded in the transition and signalled to listeners.
-        with contextlib.suppress(LiveUpdError):
-            await self._run(t, groups, final=TransitionState.EXEC)
+    async def _execute(
+        self, t: Transition, groups: list[Group], start_error: LiveUpdError | None
+    ) -> None:
+        try:
+            await self._run(t, groups, final=TransitionState.EXEC, start_error=start_error)
+        except LiveUpdError:
+            pass  # recorded in the transition and signalled to listeners
+        finally:
+            if t.state is TransitionState.RUNNING:
+                self._stuck(t)
+
+    def _stuck(self, t: Transition) -> None:
+        """A run that ended without a final state is a bug: end it, never leave it running."""
+        error = Failed(
+            f"transition {t.id} stopped without finishing its rollback (a bug in liveupd); "
+            "check devices, filesystems and hooks by hand, see 'journalctl -u liveupd'"
+        )
+        t.error = error
+        failure = Failure(kind=error.kind, dbus_name=error.dbus_name, message=error.message)
+        self.finish(t, TransitionState.ROLLBACK_FAILED, error=failure)
+        self.events(TransitionFailed(t.id, error.dbus_name, error.message))
 
     # ------------------------------------------------------------ cancel --
 
-    async def cancel(self, t: Transition) -> None:
-        """Cancel a staged or running transition and roll it back."""
+    def begin_cancel(self, t: Transition) -> asyncio.Future[None]:
+        """Decide to cancel (synchronously); the rollback every caller waits for.
+
+        A second Cancel gets the same rollback; a Cancel of a transition that is
+        neither staged nor running is NotStaged, one past exec is Failed.
+        """
+        if t.cancelling is not None:
+            return t.cancelling
         if t.state is TransitionState.STAGED:
             t.error = Cancelled(f"transition {t.id} was cancelled; the staged kernel was unloaded")
-            await self.rollback(t, t.error)
-            return
-        if t.state is not TransitionState.RUNNING:
-            raise Failed(
+            t.cancelling = asyncio.ensure_future(self._cancel_staged(t, t.error))
+        elif t.state is TransitionState.RUNNING and t.task is not None:
+            if t.phase is Phase.EXEC:
+                raise Failed(f"transition {t.id} has reached exec; it can no longer be cancelled")
+            t.ctx.cancel.set()
+            t.cancelling = t.task
+        else:
+            raise NotStaged(
                 f"transition {t.id} is {t.state}; only a staged or running one can be cancelled"
             )
-        if t.phase is Phase.EXEC:
-            raise Failed(f"transition {t.id} has reached exec; it can no longer be cancelled")
-        t.ctx.cancel.set()
-        if t.task is not None:
-            await asyncio.shield(t.task)
+        return t.cancelling
+
+    async def cancel(self, t: Transition) -> None:
+        """Cancel a staged or running transition and wait for its rollback."""
+        await asyncio.shield(self.begin_cancel(t))
+
+    async def _cancel_staged(self, t: Transition, error: LiveUpdError) -> None:
+        try:
+            await self.rollback(t, error)
+        finally:
+            if not t.state.terminal:
+                self._stuck(t)
 
     # --------------------------------------------------------------- run --
 
-    async def _run(self, t: Transition, groups: list[Group], *, final: TransitionState) -> None:
+    async def _run(
+        self,
+        t: Transition,
+        groups: list[Group],
+        *,
+        final: TransitionState,
+        start_error: LiveUpdError | None = None,
+    ) -> None:
         ctx = t.ctx
         total = max(step_count(groups), 1)
         done = 0
         phase_started = time.monotonic()
         try:
+            if start_error is not None:
+                raise StepFailure(None, start_error)
             for group in groups:
                 if ctx.cancel.is_set():
                     raise Cancelled(
@@ -195,74 +308,86 @@ class Engine:
                     )
                 if group.phase != t.phase:
                     if t.phase is not None:
-                        ctx.journal.phase_time(t.phase, _usec_since(phase_started))
+                        self._phase_time(t, phase_started)
                     phase_started = time.monotonic()
                     t.phase = group.phase
                     ctx.log("phase.started", phase=str(group.phase))
                     self.events(PhaseChanged(t.id, group.phase))
-                await self._run_group(ctx, group)
+                outcomes = await run_group(ctx, group)
+                failed = [o for o in outcomes if o.error is not None]
+                if failed and not (group.phase is Phase.EXEC and all(o.applied for o in outcomes)):
+                    # A step's own failure comes before a failure to record a success.
+                    first = next((o for o in failed if not o.applied), failed[0])
+                    assert first.error is not None
+                    raise StepFailure(first.key, first.error)
+                for o in failed:  # the jump was made: nothing can be undone any more
+                    assert o.error is not None
+                    ctx.log("exec.record-failed", level=logging.ERROR, error=o.error.message)
                 done += len(group.steps)
                 t.progress = done * 100 // total if final is TransitionState.EXEC else 0
             if t.phase is not None:
-                ctx.journal.phase_time(t.phase, _usec_since(phase_started))
-        except LiveUpdError as e:
-            t.error = e
-            await self.rollback(t, e)
-            raise
+                self._phase_time(t, phase_started)
+        except BaseException as e:
+            step, error = self._failure_of(t, e)
+            t.error = error
+            await self.rollback(t, error, step=step)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise error from e
         if self.backends.dry_run:
             # The simulated jump "rebooted" the simulated machine: nothing is frozen.
             ctx.release_writes()
-        self._set_state(t, final)
-
-    async def _run_group(self, ctx: TransitionContext, group: Group) -> None:
-        ctx.journal.steps_started(
-            [(step.key, step.phase, step.prepare(ctx)) for step in group.steps]
-        )
-        outcomes = await asyncio.gather(
-            *(self._run_step(ctx, step) for step in group.steps), return_exceptions=True
-        )
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        for err in errors:
-            if not isinstance(err, LiveUpdError):
-                raise err
-        if errors:
-            first = errors[0]
-            assert isinstance(first, LiveUpdError)
-            raise first
-
-    async def _run_step(self, ctx: TransitionContext, step: Step) -> None:
-        start = time.monotonic()
         try:
-            await step.apply(ctx)
-        except LiveUpdError as e:
-            ctx.journal.step_status(step.key, StepStatus.FAILED, error=e.message)
-            raise
+            ctx.journal.set_state(final)
         except Exception as e:
-            ctx.log("step.crashed", level=logging.ERROR, step=step.key, error=repr(e))
-            ctx.journal.step_status(step.key, StepStatus.FAILED, error=repr(e))
-            raise Failed(f"step {step.key} failed unexpectedly: {e!r}") from e
-        usec = _usec_since(start)
-        # Not fsync'd: see transition/journal.py; the next durable write carries it.
-        ctx.journal.step_status(step.key, StepStatus.DONE, durable=False, usec=usec)
-        if step.kind != "hook":
-            ctx.log("step.finished", step=step.key, phase=str(step.phase), usec=usec)
-            self.events(StepFinished(ctx.id, step.kind, step.name, step.phase, "success", usec))
+            if final is not TransitionState.EXEC:
+                error = as_error(e, f"journaling that transition {t.id} is {final}")
+                t.error = error
+                await self.rollback(t, error)
+                raise error from e
+            # Past the jump nothing is undone: the state is exec (in memory), and said so.
+            log_write_failure(LOG, t.id, f"state {final} (after the jump)", e)
+            with contextlib.suppress(Exception):
+                ctx.journal.flush()
+        self.announce(t, final)
+
+    def _phase_time(self, t: Transition, started: float) -> None:
+        assert t.phase is not None
+        try:
+            t.ctx.journal.phase_time(t.phase, int((time.monotonic() - started) * 1e6))
+        except Exception as e:
+            raise StepFailure(None, as_error(e, f"journaling the end of phase {t.phase}")) from e
+
+    def _failure_of(self, t: Transition, e: BaseException) -> tuple[str | None, LiveUpdError]:
+        if isinstance(e, StepFailure):
+            return e.step, e.error
+        if isinstance(e, asyncio.CancelledError):
+            return None, Cancelled(
+                f"transition {t.id} was stopped (liveupd is shutting down); everything done "
+                "so far was undone"
+            )
+        return None, as_error(e, f"transition {t.id}", transition=t.id)
 
     # ---------------------------------------------------------- rollback --
 
     async def rollback(
-        self, t: Transition, error: LiveUpdError, *, after_crash: bool = False
+        self,
+        t: Transition,
+        error: LiveUpdError,
+        *,
+        step: str | None = None,
+        after_crash: bool = False,
     ) -> None:
         """Undo what the journal shows as done, then end the transition failed/cancelled."""
         ctx = t.ctx
-        failed_step = next(
-            (s["key"] for s in reversed(ctx.journal.steps()) if s["status"] == StepStatus.FAILED),
+        failed_step = step or next(
+            (s.key for s in reversed(ctx.journal.steps()) if s.status is StepStatus.FAILED),
             None,
         )
         ctx.log("rollback.started", level=logging.WARNING, reason=error.message, step=failed_step)
         t.phase = Phase.ROLLBACK
         self.events(PhaseChanged(t.id, Phase.ROLLBACK))
-        undone, undo_failures = await undo_journal(ctx, after_crash=after_crash)
+        undone, undo_failures = await undo_journal(ctx, self.undo, after_crash=after_crash)
         # Held writes are released by the thaw undo once every filesystem thawed;
         # releasing them here after a failed thaw would block forever on a frozen one.
         if undo_failures:
@@ -273,45 +398,11 @@ class Engine:
             state = TransitionState.ABORTED
         else:
             state = TransitionState.FAILED
-        self._set_state(
-            t,
-            state,
-            error={
-                "kind": error.kind,
-                "dbus_name": error.dbus_name,
-                "message": error.message,
-                "step": failed_step,
-            },
-            undone=undone,
-            undo_failures=undo_failures,
+        failure = Failure(
+            kind=error.kind, dbus_name=error.dbus_name, message=error.message, step=failed_step
         )
+        self.finish(t, state, error=failure, undone=undone, undo_failures=undo_failures)
         message = error.message
         if undo_failures:
             message += " Rolling back also failed: " + "; ".join(undo_failures)
         self.events(TransitionFailed(t.id, error.dbus_name, message))
-
-
-async def undo_journal(ctx: TransitionContext, *, after_crash: bool) -> tuple[list[str], list[str]]:
-    """Run the undo of every step the journal says needs it; (undone, failures)."""
-    undone: list[str] = []
-    failures: list[str] = []
-    for entry in ctx.journal.to_undo(after_crash=after_crash):
-        key = entry["key"]
-        record = entry["undo"]
-        ctx.journal.step_status(key, StepStatus.UNDOING)
-        try:
-            await get_undo_handler(record["kind"])(ctx, record)
-        except Exception as e:  # keep undoing the rest; report every failure
-            msg = e.message if isinstance(e, LiveUpdError) else repr(e)
-            ctx.log("undo.failed", level=logging.ERROR, step=key, error=msg)
-            ctx.journal.step_status(key, StepStatus.UNDO_FAILED, undo_error=msg)
-            failures.append(f"{key}: {msg}")
-            continue
-        ctx.journal.step_status(key, StepStatus.UNDONE)
-        ctx.log("undo.finished", step=key)
-        undone.append(key)
-    return undone, failures
-
-
-def _usec_since(start: float) -> int:
-    return int((time.monotonic() - start) * 1e6)

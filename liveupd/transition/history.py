@@ -1,4 +1,9 @@
-"""History of transitions: summaries of their journals, newest first."""
+"""History of transitions: summaries of their journals, newest first.
+
+A transition whose journal is corrupt is listed too, as state ``corrupt``
+with the reason (its journal set aside as ``journal.json.corrupt`` by
+recovery, or still in place when recovery has not run since).
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from liveupd.transition.checkpoint import load_checkpoint, read_exec_stamp
-from liveupd.transition.journal import Journal
+from liveupd.transition.journal import CorruptJournal, Journal
+from liveupd.transition.phases import Phase
+from liveupd.transition.records import DEVICE_CHECKS, TransitionRecord
 
-DEVICE_CHECKS = ("device", "interface", "mac")
+CORRUPT = "corrupt"
 
 
 def _phases(journal: Journal) -> dict[str, int]:
     """Per-phase durations.  The flush phase ends with filesystems frozen, so its
     duration never reaches the journal: derive it from the flush step's start and
     the exec timestamp, written just before the last freeze."""
-    phases = dict(journal.data.get("phases", {}))
+    phases = dict(journal.record.phases)
     if "flush" not in phases:
         stamp = read_exec_stamp(journal.dir)
-        started = [
-            float(s["started"])
-            for s in journal.data.get("steps", [])
-            if s.get("phase") == "flush" and "started" in s
-        ]
+        started = [s.started for s in journal.record.steps if s.phase is Phase.FLUSH]
         if stamp is not None and started:
             phases["flush"] = max(0, int((stamp - min(started)) * 1e6))
     return phases
@@ -34,22 +37,20 @@ def _devices_and_filesystems(journal: Journal) -> tuple[list[dict[str, Any]], li
     checkpoint = load_checkpoint(journal.dir)
     if checkpoint is None:
         return [], []
-    verification = journal.data.get("verification") or {}
-    verified = "finished" in verification
-    problems = [
-        p.get("message", "")
-        for p in verification.get("problems", [])
-        if p.get("check") in DEVICE_CHECKS
-    ]
+    verification = journal.record.verification
+    verified = verification is not None and verification.finished is not None
+    not_back = {
+        p.sys_path
+        for p in (verification.problems if verification is not None else ())
+        if p.check in DEVICE_CHECKS
+    }
     devices = [
         {
             "sys_path": b.sys_path,
             "driver": b.driver,
             "interfaces": [f"{n.ifname} {n.mac}" for n in b.net],
             # None until the new kernel verified it.
-            "bound_again": (
-                not any(b.sys_path in m or b.name in m for m in problems) if verified else None
-            ),
+            "bound_again": (b.sys_path not in not_back) if verified else None,
         }
         for b in checkpoint.bindings
     ]
@@ -59,57 +60,92 @@ def _devices_and_filesystems(journal: Journal) -> tuple[list[dict[str, Any]], li
 
 def summary(journal: Journal) -> dict[str, Any]:
     """What a user wants to know about one transition (the history entry / report)."""
-    d = journal.data
-    target = d.get("target") or {}
+    r: TransitionRecord = journal.record
+    target = r.target
     hooks = [
         {
-            "hook": s["key"].split(":", 1)[1],
-            "phase": s["phase"],
-            "status": s["status"],
-            "usec": s.get("usec"),
+            "hook": s.key.split(":", 1)[1],
+            "phase": str(s.phase),
+            "status": str(s.status),
+            "usec": s.usec,
         }
-        for s in d.get("steps", [])
-        if s["key"].startswith("hook:")
+        for s in r.steps
+        if s.key.startswith("hook:")
     ]
     devices, frozen = _devices_and_filesystems(journal)
     return {
-        "id": d["id"],
-        "state": d["state"],
-        "created": d.get("created"),
-        "finished": d.get("finished"),
-        "mode": d.get("mode"),
-        "dry_run": d.get("dry_run", False),
-        "old_release": d.get("old_release"),
-        "new_release": target.get("release"),
-        "kernel": target.get("kernel_path"),
-        "initrd": target.get("initrd_path"),
-        "cmdline": target.get("cmdline"),
+        "id": r.id,
+        "state": str(r.state),
+        "created": r.created,
+        "finished": r.finished,
+        "mode": str(r.mode) if r.mode is not None else None,
+        "dry_run": r.dry_run,
+        "old_release": r.old_release or None,
+        "new_release": target.release if target else None,
+        "kernel": target.kernel_path if target else None,
+        "initrd": target.initrd_path if target else None,
+        "cmdline": target.cmdline if target else None,
         "phases_usec": _phases(journal),
         "hooks": hooks,
         "devices": devices,
         "frozen": frozen,
-        "error": d.get("error"),
-        "undone": d.get("undone", []),
-        "undo_failures": d.get("undo_failures", []),
-        "verification": d.get("verification"),
-        "rollback_of": d.get("rollback_of"),
+        "error": r.error.model_dump(mode="json") if r.error else None,
+        "undone": list(r.undone),
+        "undo_failures": list(r.undo_failures),
+        "verification": (
+            r.verification.model_dump(mode="json", exclude_none=True) if r.verification else None
+        ),
+        "rollback_of": r.rollback_of,
     }
 
 
+def corrupt_summary(corrupt: CorruptJournal) -> dict[str, Any]:
+    """A transition whose journal cannot be used: its id, where it is and why."""
+    where = str(corrupt.path)
+    return {
+        "id": corrupt.id,
+        "state": CORRUPT,
+        "created": _mtime(corrupt.path),
+        "finished": None,
+        "corrupt": corrupt.reason,
+        "journal": where,
+        "error": {
+            "kind": "Corrupt",
+            "message": f"its journal is corrupt ({corrupt.reason}); inspect {where} by hand, "
+            "then remove the transition's directory",
+        },
+        "hooks": [],
+        "devices": [],
+        "frozen": [],
+        "undone": [],
+        "undo_failures": [],
+    }
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def history(state_dir: Path, limit: int = 0) -> list[dict[str, Any]]:
-    journals = sorted(
-        Journal.all(state_dir), key=lambda j: float(j.data.get("created", 0)), reverse=True
-    )
+    scan = Journal.scan(state_dir)
+    entries = [summary(j) for j in scan.journals] + [corrupt_summary(c) for c in scan.corrupt]
+    entries.sort(key=lambda e: float(e.get("created") or 0), reverse=True)
     if limit > 0:
-        journals = journals[:limit]
-    return [summary(j) for j in journals]
+        entries = entries[:limit]
+    return entries
 
 
 def prune(state_dir: Path, keep: int) -> list[str]:
-    """Remove the oldest finished transitions beyond ``keep``; returns their ids."""
+    """Remove the oldest finished transitions beyond ``keep``; returns their ids.
+
+    Corrupt ones are kept (and not counted): they wait for someone to look.
+    """
     finished = sorted(
         (j for j in Journal.all(state_dir) if j.state.terminal),
-        key=lambda j: float(j.data.get("created", 0)),
+        key=lambda j: j.record.created,
         reverse=True,
     )
     removed = []

@@ -1,19 +1,18 @@
-"""Steps of a transition, and the undo actions that reverse them.
+"""Steps of a transition: the Step interface, and the hook steps.
 
 A step has a phase and an order inside it (a hook's ``NN`` prefix; built-in
 steps have fixed orders).  Before a step with side effects starts, its undo
-record is journaled: a JSON object naming an undo handler (``kind``) and the
-data it needs.  Rollback and crash recovery both undo by calling the handler
-on the journaled record, so what a crashed daemon undoes is exactly what a
-live one would have undone.
+record (``transition/undo.py``) is journaled; rollback and crash recovery
+undo by handing that record to its handler (the undo table, assembled with
+the built-in steps in ``liveupd.assembly``).  The hook steps live here: a
+hook is the engine's own unit of work, whatever the hook does.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import ClassVar
 
 from liveupd.errors import Cancelled, HookFailed
 from liveupd.hooks.manifest import Hook
@@ -21,39 +20,12 @@ from liveupd.hooks.runner import Outcome, ProgramResult, hook_environment, run_p
 from liveupd.transition.context import TransitionContext
 from liveupd.transition.events import StepFinished
 from liveupd.transition.phases import Phase
-
-UndoRecord = dict[str, Any]
-UndoHandler = Callable[[TransitionContext, UndoRecord], Awaitable[None]]
-_UNDO_HANDLERS: dict[str, UndoHandler] = {}
-_Handler = TypeVar("_Handler", bound=UndoHandler)
+from liveupd.transition.undo import AnyUndo, HookUndo
 
 # Orders of built-in steps relative to hooks' NN prefixes (00-99).
 FIRST = -1  # before every hook of the phase
 MIDDLE = 50  # after hooks 00-50, before 51-99
 LAST = 100  # after every hook of the phase
-
-
-def undo_handler(kind: str) -> Callable[[_Handler], _Handler]:
-    """Register the function that undoes records of ``kind``."""
-
-    def register(fn: _Handler) -> _Handler:
-        if kind in _UNDO_HANDLERS:
-            raise ValueError(f"undo handler {kind!r} registered twice")
-        _UNDO_HANDLERS[kind] = fn
-        return fn
-
-    return register
-
-
-def get_undo_handler(kind: str) -> UndoHandler:
-    if kind not in _UNDO_HANDLERS:
-        # The built-in steps register their handlers when imported; a daemon
-        # recovering after a crash may not have imported them yet.
-        import liveupd.transition.builtins  # noqa: F401
-    try:
-        return _UNDO_HANDLERS[kind]
-    except KeyError:
-        raise KeyError(f"no undo handler for {kind!r}") from None
 
 
 class Step(ABC):
@@ -67,7 +39,7 @@ class Step(ABC):
     def key(self) -> str:
         return f"{self.kind}:{self.name}"
 
-    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
+    def prepare(self, ctx: TransitionContext) -> AnyUndo | None:
         """The undo record to journal before the step starts (None: nothing to undo)."""
         return None
 
@@ -131,31 +103,29 @@ class HookStep(Step):
         self.order = hook.prefix
         self.timeout = hook.timeout(default_timeout)
 
-    def prepare(self, ctx: TransitionContext) -> UndoRecord | None:
+    def prepare(self, ctx: TransitionContext) -> AnyUndo | None:
         undo = self.hook.manifest.undo
         if undo is None:
             return None
-        return {
-            "kind": "hook",
-            "hook": self.name,
-            "phase": str(self.phase),
-            "argv": list(undo),
-            "timeout": self.timeout,
-        }
+        return HookUndo(hook=self.name, phase=self.phase, argv=tuple(undo), timeout=self.timeout)
 
     async def apply(self, ctx: TransitionContext) -> None:
         argv = self.hook.manifest.run
         if argv is None:
             return  # a hook that only asks for devices to be unbound
         ctx.log("hook.started", hook=self.name, phase=str(self.phase), argv=argv)
+        env = hook_env(ctx, self.name, self.phase, "run")
+        ctx.backends.faults.check("hook-spawn")
+
+        def started(pgid: int, leader_started: float | None) -> None:
+            # Only a restarted daemon in this same boot needs these (to kill what a
+            # crash left running, if it is still the same process): no fsync.
+            ctx.journal.step_update(
+                self.key, pgid=pgid, leader_started=leader_started, durable=False
+            )
+
         result = await run_program(
-            argv,
-            env=hook_env(ctx, self.name, self.phase, "run"),
-            timeout=self.timeout,
-            cancel=ctx.cancel,
-            # Only a restarted daemon in this same boot needs the pgid (to kill
-            # what a crash left running): it need not survive a power loss.
-            on_start=lambda pgid: ctx.journal.step_update(self.key, pgid=pgid, durable=False),
+            argv, env=env, timeout=self.timeout, cancel=ctx.cancel, on_start=started
         )
         log_program(ctx, self.name, self.phase, "run", result)
         ctx.emit(
@@ -182,15 +152,12 @@ class HookStep(Step):
         )
 
 
-@undo_handler("hook")
-async def undo_hook(ctx: TransitionContext, record: UndoRecord) -> None:
-    phase = Phase(record["phase"])
-    hook = record["hook"]
-    result = await run_program(
-        list(record["argv"]),
-        env=hook_env(ctx, hook, phase, "undo"),
-        timeout=float(record["timeout"]),
-    )
+async def undo_hook(ctx: TransitionContext, record: HookUndo) -> None:
+    phase = record.phase
+    hook = record.hook
+    env = hook_env(ctx, hook, phase, "undo")
+    ctx.backends.faults.check("hook-spawn")
+    result = await run_program(list(record.argv), env=env, timeout=record.timeout)
     log_program(ctx, hook, phase, "undo", result)
     ok = result.outcome is Outcome.SUCCESS
     ctx.emit(

@@ -6,32 +6,13 @@ Nothing here touches the machine; the caller passes in what it read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 
 from liveupd.backends.base import Binding, Device
+from liveupd.transition.records import Check, Problem
+
+__all__ = ["CMDLINE_KEY", "Check", "Problem", "device_problems", "kernel_problems"]
 
 CMDLINE_KEY = "liveupd.transition"
-
-
-class Check(StrEnum):
-    KERNEL = "kernel"  # the running kernel is the target
-    BOOT_ID = "boot-id"  # the boot changed
-    CHECKPOINT = "checkpoint"  # the transition's record is readable
-    SETTLE = "udev-settle"  # udev settled within verify.settle-timeout
-    DEVICE = "device"  # each recorded device is bound to its driver again
-    INTERFACE = "interface"  # each recorded network interface is back
-    MAC = "mac"  # ... with the same MAC address
-    HOOK = "hook"  # the verify and restore hooks succeeded
-
-
-@dataclass(frozen=True)
-class Problem:
-    check: Check
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"check": str(self.check), "message": self.message}
 
 
 def transition_on_cmdline(cmdline: str) -> str | None:
@@ -69,8 +50,8 @@ def kernel_problems(
     if target_release is not None and running_release != target_release:
         problems.append(
             Problem(
-                Check.KERNEL,
-                f"wrong kernel: the running kernel is {running_release}, not the target "
+                check=Check.KERNEL,
+                message=f"wrong kernel: the running kernel is {running_release}, not the target "
                 f"{target_release}, although the command line names this transition; "
                 "check the image that was staged (liveupctl history)",
             )
@@ -78,8 +59,9 @@ def kernel_problems(
     if boot_id == old_boot_id:
         problems.append(
             Problem(
-                Check.BOOT_ID,
-                f"boot_id {boot_id} is unchanged: the jump into the new kernel did not happen",
+                check=Check.BOOT_ID,
+                message=f"boot_id {boot_id} is unchanged: the jump into the new kernel did not "
+                "happen",
             )
         )
     return problems
@@ -99,18 +81,20 @@ def device_problems(bindings: Sequence[Binding], devices: Sequence[Device]) -> l
         if d is None:
             problems.append(
                 Problem(
-                    Check.DEVICE,
-                    f"{b.sys_path} is missing; before the transition it was bound to "
+                    check=Check.DEVICE,
+                    message=f"{b.sys_path} is missing; before the transition it was bound to "
                     f"{b.driver}. Check the kernel log (dmesg) of this boot",
+                    sys_path=b.sys_path,
                 )
             )
         elif d.driver != b.driver:
             problems.append(
                 Problem(
-                    Check.DEVICE,
-                    f"{b.sys_path} is bound to {d.driver or 'no driver'}, expected {b.driver}; "
-                    f"check that this kernel has the {b.driver} driver (modprobe {b.driver}) "
-                    "and the kernel log (dmesg)",
+                    check=Check.DEVICE,
+                    message=f"{b.sys_path} is bound to {d.driver or 'no driver'}, expected "
+                    f"{b.driver}; check that this kernel has the {b.driver} driver (modprobe "
+                    f"{b.driver}) and the kernel log (dmesg)",
+                    sys_path=b.sys_path,
                 )
             )
         for want in b.net:
@@ -120,17 +104,19 @@ def device_problems(bindings: Sequence[Binding], devices: Sequence[Device]) -> l
             if same_name is not None:
                 problems.append(
                     Problem(
-                        Check.MAC,
-                        f"interface {want.ifname} has MAC {same_name.mac}, expected {want.mac} "
-                        f"(device {b.sys_path})",
+                        check=Check.MAC,
+                        message=f"interface {want.ifname} has MAC {same_name.mac}, expected "
+                        f"{want.mac} (device {b.sys_path})",
+                        sys_path=b.sys_path,
                     )
                 )
             else:
                 problems.append(
                     Problem(
-                        Check.INTERFACE,
-                        f"interface {want.ifname} (MAC {want.mac}) of {b.sys_path} did not "
-                        "come back",
+                        check=Check.INTERFACE,
+                        message=f"interface {want.ifname} (MAC {want.mac}) of {b.sys_path} did "
+                        "not come back",
+                        sys_path=b.sys_path,
                     )
                 )
     return problems

@@ -13,7 +13,8 @@ at the end of verification.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from liveupd.transition.records import DowntimeRecord
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,17 @@ class Downtime:
     def kernel_to_verified(self) -> float:
         return self.uptime
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "exec_stamp": round(self.exec_stamp, 6),
-            "exec_stamp_source": self.exec_stamp_source,
-            "kernel_started": round(self.kernel_started, 6),
-            "verified": round(self.verified, 6),
-            "uptime_at_verified": round(self.uptime, 3),
-            "downtime_s": round(self.downtime, 3),
-            "exec_to_kernel_s": round(self.exec_to_kernel, 3),
-            "kernel_to_verified_s": round(self.kernel_to_verified, 3),
-        }
+    def to_record(self) -> DowntimeRecord:
+        return DowntimeRecord(
+            exec_stamp=round(self.exec_stamp, 6),
+            exec_stamp_source=self.exec_stamp_source,
+            kernel_started=round(self.kernel_started, 6),
+            verified=round(self.verified, 6),
+            uptime_at_verified=round(self.uptime, 3),
+            downtime_s=round(self.downtime, 3),
+            exec_to_kernel_s=round(self.exec_to_kernel, 3),
+            kernel_to_verified_s=round(self.kernel_to_verified, 3),
+        )
 
 
 def measure(exec_stamp: float | None, written: float, uptime: float, now: float) -> Downtime:

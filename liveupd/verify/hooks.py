@@ -1,25 +1,27 @@
 """Run the ``verify`` or ``restore`` hooks on the new kernel, with the engine's machinery.
 
 The same hooks (discovered from the configured hook directories), the same
-:class:`HookStep` (environment, timeout, process-group kill, ``on-failure``)
-and the same plan (by ``NN`` prefix; a shared prefix runs concurrently) as a
-transition's other phases.  Each hook is journaled as a step of the
-transition, so history shows it.  The first failing group ends the phase.
+:class:`HookStep` (environment, timeout, process-group kill, ``on-failure``),
+the same plan (by ``NN`` prefix; a shared prefix runs concurrently) and the
+same group runner (``transition.groups.run_group``) as a transition's other
+phases.  Each hook is journaled as a step of the transition, so history shows
+it; there is nothing to undo.  The first failing group ends the phase.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from liveupd.errors import ConfigError, LiveUpdError
+from liveupd.errors import ConfigError
 from liveupd.hooks.manifest import Hook
 from liveupd.transition.context import TransitionContext
 from liveupd.transition.engine import Engine
 from liveupd.transition.events import PhaseChanged
-from liveupd.transition.phases import Phase, StepStatus
+from liveupd.transition.failures import StepFailure
+from liveupd.transition.groups import run_group
+from liveupd.transition.phases import Phase
 from liveupd.transition.plan import plan
-from liveupd.transition.steps import HookStep, Step
+from liveupd.transition.steps import HookStep
 from liveupd.verify.checks import Check, Problem
 
 
@@ -27,7 +29,9 @@ async def _hooks(engine: Engine) -> tuple[list[Hook], list[Problem]]:
     try:
         return await engine.discover_hooks(), []  # off the event loop, bounded in time
     except ConfigError as e:
-        return [], [Problem(Check.HOOK, f"the hooks are invalid, none was run: {e.message}")]
+        return [], [
+            Problem(check=Check.HOOK, message=f"the hooks are invalid, none was run: {e.message}")
+        ]
 
 
 async def run_phase(engine: Engine, ctx: TransitionContext, phase: Phase) -> list[Problem]:
@@ -43,25 +47,30 @@ async def run_phase(engine: Engine, ctx: TransitionContext, phase: Phase) -> lis
     ctx.log("phase.started", phase=str(phase))
     started = time.monotonic()
     for group in groups:
-        ctx.journal.steps_started([(step.key, phase, None) for step in group.steps])
-        outcomes = await asyncio.gather(
-            *(_timed(step, ctx) for step in group.steps), return_exceptions=True
-        )
+        try:
+            outcomes = await run_group(ctx, group, journal_undo=False)
+        except StepFailure as e:
+            problems.append(
+                Problem(
+                    check=Check.HOOK,
+                    message=f"{phase} hooks: {e.error.message}",
+                    step=e.step.split(":", 1)[-1] if e.step else None,
+                )
+            )
+            break
         for step, outcome in zip(group.steps, outcomes, strict=True):
-            if isinstance(outcome, int):
-                ctx.journal.step_status(step.key, StepStatus.DONE, usec=outcome)
-                continue
-            message = outcome.message if isinstance(outcome, LiveUpdError) else repr(outcome)
-            ctx.journal.step_status(step.key, StepStatus.FAILED, error=message)
-            problems.append(Problem(Check.HOOK, f"{phase} hook {step.name}: {message}"))
+            if outcome.error is not None:
+                problems.append(
+                    Problem(
+                        check=Check.HOOK,
+                        message=f"{phase} hook {step.name}: {outcome.error.message}",
+                        step=step.name,
+                    )
+                )
         if problems:
             break
-    ctx.journal.phase_time(phase, int((time.monotonic() - started) * 1e6))
+    try:
+        ctx.journal.phase_time(phase, int((time.monotonic() - started) * 1e6))
+    except OSError as e:
+        ctx.log("journal.write-failed", what=f"end of phase {phase}", error=e.strerror or str(e))
     return problems
-
-
-async def _timed(step: Step, ctx: TransitionContext) -> int:
-    """Run the hook; how long it took, in microseconds (as the engine records it)."""
-    started = time.monotonic()
-    await step.apply(ctx)
-    return int((time.monotonic() - started) * 1e6)

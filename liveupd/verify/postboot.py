@@ -28,7 +28,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from liveupd.backends.base import Binding
 from liveupd.errors import Failed
@@ -40,9 +39,10 @@ from liveupd.transition.checkpoint import (
     read_pending,
 )
 from liveupd.transition.engine import Engine, Transition
-from liveupd.transition.events import StateChanged, TransitionFailed
-from liveupd.transition.journal import Journal
+from liveupd.transition.events import TransitionFailed
+from liveupd.transition.journal import Journal, JournalCorrupt
 from liveupd.transition.phases import Phase, TransitionState
+from liveupd.transition.records import RollbackResult, Verification
 from liveupd.verify.checks import (
     Check,
     Problem,
@@ -81,8 +81,8 @@ async def check_devices(
     if not settled:
         problems.append(
             Problem(
-                Check.SETTLE,
-                f"udev did not settle within {timeout:g} s (verify.settle-timeout); "
+                check=Check.SETTLE,
+                message=f"udev did not settle within {timeout:g} s (verify.settle-timeout); "
                 "see udevadm monitor and the journal of systemd-udevd",
             )
         )
@@ -99,29 +99,27 @@ def _remove_pending(engine: Engine, transition_id: str) -> None:
 
 
 def _finish(
-    engine: Engine, t: Transition, state: TransitionState, verification: dict[str, Any]
+    engine: Engine, t: Transition, state: TransitionState, verification: Verification
 ) -> None:
     ctx = t.ctx
-    ctx.journal.set_state(state, verification=verification)
+    t.progress = 100
+    engine.finish(t, state, verification=verification)
     _remove_pending(engine, t.id)
     level = logging.INFO if state is TransitionState.COMPLETED else logging.WARNING
     ctx.log("verify.finished", level=level, state=str(state), **_log_fields(verification))
-    engine.events(StateChanged(t.id, state, 100))
     if state is TransitionState.RECOVERY_FAILED:
-        message = "verification failed: " + "; ".join(
-            p["message"] for p in verification.get("problems", [])
-        )
+        message = "verification failed: " + "; ".join(p.message for p in verification.problems)
         engine.events(TransitionFailed(t.id, Failed.dbus_name, message))
 
 
-def _log_fields(verification: dict[str, Any]) -> dict[str, Any]:
-    downtime = verification.get("downtime") or {}
+def _log_fields(verification: Verification) -> dict[str, object]:
+    downtime = verification.downtime
     return {
-        "reason": verification.get("superseded"),
-        "problems": "; ".join(p["message"] for p in verification.get("problems", [])) or None,
-        "downtime_s": downtime.get("downtime_s"),
-        "exec_to_kernel_s": downtime.get("exec_to_kernel_s"),
-        "kernel_to_verified_s": downtime.get("kernel_to_verified_s"),
+        "reason": verification.superseded,
+        "problems": "; ".join(p.message for p in verification.problems) or None,
+        "downtime_s": downtime.downtime_s if downtime else None,
+        "exec_to_kernel_s": downtime.exec_to_kernel_s if downtime else None,
+        "kernel_to_verified_s": downtime.kernel_to_verified_s if downtime else None,
     }
 
 
@@ -129,11 +127,11 @@ async def verify_after_boot(engine: Engine, t: Transition) -> TransitionState:
     """Verify ``t`` on this boot; its final state (terminal)."""
     async with verify_lock(engine.config.state_dir):
         try:
-            fresh = Journal.load(t.ctx.journal.path)
-        except (OSError, ValueError):
+            fresh: Journal | None = Journal.load(t.ctx.journal.path)
+        except (OSError, JournalCorrupt):
             fresh = None
         if fresh is not None and fresh.state.terminal:
-            t.ctx.journal.data = fresh.data  # another verifier finished it meanwhile
+            t.ctx.journal.adopt(fresh)  # another verifier finished it meanwhile
             return fresh.state
         return await _verify(engine, t)
 
@@ -148,19 +146,16 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     checkpoint = load_checkpoint(journal.dir)
     target = ctx.target or (checkpoint.new if checkpoint else None)
     target_release = target.release if target else None
-    verification: dict[str, Any] = {
-        "started": started,
-        "running_release": release,
-        "boot_id": boot_id,
-        "target_release": target_release,
-    }
+    verification = Verification(
+        started=started, running_release=release, boot_id=boot_id, target_release=target_release
+    )
 
     if journal.state is TransitionState.STAGED:
         reason: str | None = "it was staged but never executed; the machine has rebooted since"
     else:
         reason = superseded_reason(t.id, target_release, cmdline, release)
     if reason is not None:
-        verification["superseded"] = reason
+        verification = verification.model_copy(update={"superseded": reason})
         _finish(engine, t, TransitionState.SUPERSEDED, verification)
         return TransitionState.SUPERSEDED
 
@@ -169,12 +164,12 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     if checkpoint is None:
         problems.append(
             Problem(
-                Check.CHECKPOINT,
-                f"{journal.dir}/checkpoint.json is missing or invalid: the devices cannot be "
-                "checked",
+                check=Check.CHECKPOINT,
+                message=f"{journal.dir}/checkpoint.json is missing or invalid: the devices "
+                "cannot be checked",
             )
         )
-    old_boot_id = checkpoint.old.boot_id if checkpoint else str(journal.data.get("boot_id"))
+    old_boot_id = checkpoint.old.boot_id if checkpoint else journal.record.boot_id
     problems += kernel_problems(target_release, old_boot_id, release, boot_id)
     new_boot = boot_id != old_boot_id
     if new_boot:
@@ -193,27 +188,32 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     now = time.time()
     figures = measure(
         read_exec_stamp(journal.dir),
-        checkpoint.written if checkpoint else float(journal.data.get("created", now)),
+        checkpoint.written if checkpoint else journal.record.created,
         system.uptime(),
         now,
     )
-    verification.update(
-        finished=now,
-        problems=[p.to_json() for p in problems],
-        downtime=figures.to_json(),
-        policy=config.verify.on_failure,
+    rollback: RollbackResult | None = None
+    if problems and config.verify.on_failure == "rollback":
+        rollback = (
+            RollbackResult(requested=now)
+            if rolling_back
+            else RollbackResult(skipped=no_rollback or "still on the old boot")
+        )
+    verification = verification.model_copy(
+        update={
+            "finished": now,
+            "problems": tuple(problems),
+            "downtime": figures.to_record(),
+            "policy": config.verify.on_failure,
+            "rollback": rollback,
+        }
     )
     state = TransitionState.RECOVERY_FAILED if problems else TransitionState.COMPLETED
-    if problems and config.verify.on_failure == "rollback":
-        verification["rollback"] = (
-            {"skipped": no_rollback or "still on the old boot"}
-            if not rolling_back
-            else {"requested": now}
-        )
+    # Terminal, with the rollback requested, before anything is staged: never twice.
     _finish(engine, t, state, verification)
 
     if rolling_back:
         assert checkpoint is not None
         result = await roll_back(engine, t, checkpoint)
-        journal.update(verification={**verification, "rollback": result})
+        engine.finish(t, state, verification=verification.model_copy(update={"rollback": result}))
     return state

@@ -4,18 +4,16 @@ A failed verification stages the kernel the transition left (its image,
 initrd and old command line, from the checkpoint) and runs a transition back
 to it in the original transition's exec mode.  The new transition's journal
 carries ``rollback_of`` = the original id; the original's verification
-records the rollback.  A rollback is never rolled back, and an original
-transition is rolled back once at most, whatever crashes in between: the
-original is marked (terminal, ``rollback`` requested) before anything is
-staged.
+records the rollback (``verification.rollback``, the one place).  A rollback
+is never rolled back, and an original transition is rolled back once at
+most, whatever crashes in between: the original is marked (terminal,
+rollback requested) before anything is staged.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
-from typing import Any
 
 from liveupd.errors import LiveUpdError
 from liveupd.transition.checkpoint import Checkpoint
@@ -23,6 +21,7 @@ from liveupd.transition.context import StageRequest
 from liveupd.transition.engine import Engine, Transition
 from liveupd.transition.journal import Journal
 from liveupd.transition.phases import ExecMode
+from liveupd.transition.records import RollbackResult
 
 
 def refusal(
@@ -31,13 +30,14 @@ def refusal(
     """Why there is no rollback for this failed transition; None when there is one."""
     if policy != "rollback":
         return f'verify.on-failure is "{policy}"'
-    original = journal.data.get("rollback_of")
+    original = journal.record.rollback_of
     if original:
         return f"{journal.id} is itself the rollback of {original}; a rollback is never rolled back"
-    if journal.data.get("rollback"):
+    done = journal.record.verification.rollback if journal.record.verification else None
+    if done is not None and (done.requested is not None or done.transition is not None):
         return f"a rollback of {journal.id} was already requested"
     for other in journals:
-        if other.id != journal.id and other.data.get("rollback_of") == journal.id:
+        if other.id != journal.id and other.record.rollback_of == journal.id:
             return f"{journal.id} was already rolled back by {other.id}"
     if checkpoint is None:
         return "the checkpoint is missing, so the previous kernel is unknown"
@@ -49,12 +49,14 @@ def refusal(
     return None
 
 
-async def roll_back(engine: Engine, t: Transition, checkpoint: Checkpoint) -> dict[str, Any]:
-    """Stage the previous kernel and run the transition back to it; what happened."""
+async def roll_back(engine: Engine, t: Transition, checkpoint: Checkpoint) -> RollbackResult:
+    """Stage the previous kernel and run the transition back to it; what happened.
+
+    The caller has already recorded the rollback as requested.
+    """
     ctx = t.ctx
     old = checkpoint.old
     assert old.kernel_path is not None
-    ctx.journal.update(rollback={"requested": time.time()})  # before anything: never twice
     request = StageRequest(
         kernel=old.kernel_path, initrd=old.initrd_path or "", cmdline=old.cmdline
     )
@@ -68,25 +70,35 @@ async def roll_back(engine: Engine, t: Transition, checkpoint: Checkpoint) -> di
     try:
         back = await engine.stage(request)
     except LiveUpdError as e:
-        result: dict[str, Any] = {"error": f"staging the previous kernel failed: {e.message}"}
-        ctx.journal.update(rollback={"requested": time.time(), **result})
-        ctx.log("verify.rollback-failed", level=logging.ERROR, error=result["error"])
-        return result
-    back.ctx.journal.update(rollback_of=t.id)
+        error = f"staging the previous kernel failed: {e.message}"
+        ctx.log("verify.rollback-failed", level=logging.ERROR, error=error)
+        return RollbackResult(requested=_requested(t), error=error)
     mode = ExecMode(checkpoint.mode)
     try:
+        back.ctx.journal.update(rollback_of=t.id)
         task = engine.start_execute(back, mode)
-    except LiveUpdError as e:
-        result = {"transition": back.id, "error": f"starting the rollback failed: {e.message}"}
-        ctx.journal.update(rollback=result)
-        ctx.log("verify.rollback-failed", level=logging.ERROR, error=result["error"])
-        return result
+    except (LiveUpdError, OSError) as e:
+        message = e.message if isinstance(e, LiveUpdError) else (e.strerror or str(e))
+        error = f"starting the rollback failed: {message}"
+        ctx.log("verify.rollback-failed", level=logging.ERROR, error=error)
+        return RollbackResult(requested=_requested(t), transition=back.id, error=error)
     # Recorded before the jump, which does not come back when it works.
-    ctx.journal.update(rollback={"transition": back.id, "mode": str(mode)})
+    verification = ctx.journal.record.verification
+    if verification is not None:
+        running = RollbackResult(transition=back.id, mode=mode)
+        engine.finish(
+            t, t.state, verification=verification.model_copy(update={"rollback": running})
+        )
     ctx.log("verify.rollback-started", rollback=back.id, mode=str(mode))
     await task
-    result = {"transition": back.id, "mode": str(mode), "state": str(back.state)}
-    if back.error is not None:
-        result["error"] = back.error.message
-    ctx.journal.update(rollback=result)
-    return result
+    return RollbackResult(
+        transition=back.id,
+        mode=mode,
+        state=back.state,
+        error=back.error.message if back.error is not None else None,
+    )
+
+
+def _requested(t: Transition) -> float | None:
+    verification = t.ctx.journal.record.verification
+    return verification.rollback.requested if verification and verification.rollback else None

@@ -29,6 +29,7 @@ from tests.dbus.buses import (
     wait_until,
 )
 from tests.dbus.fixtures import DaemonFactory, Polkit
+from tests.kernels import make_uki, uki_sections
 
 TARGET = "6.1.0-56-cloud-amd64"
 RUNNING = "6.1.0-55-cloud-amd64"
@@ -65,6 +66,7 @@ def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus, tmp_pat
         "reboot_required": False,
         "reboot_required_file": None,
         "reboot_required_packages": [],
+        "corrupt_journals": 0,
     }
     tid, path = bus.call("Stage", "sssa{sv}", "", "", "", "0")
     status = json.loads(ok(liveupctl(bus, "status", "--json")))  # --bus before the command
@@ -88,7 +90,27 @@ def test_kernels_json_matches_list_kernels(daemon: Daemon, bus: PrivateBus) -> N
         tuple(k) for k in listed
     ]
     text = ok(liveupctl(bus, "kernels"))
-    assert f"* {RUNNING}" in text and f"  {TARGET}" in text
+    assert f"* {RUNNING}" in text and f"> {TARGET}" in text
+    assert all(k["stageable"] and k["source"] == "boot" for k in kernels)
+    assert [k["latest"] for k in kernels] == [False, True]
+
+
+def test_kernels_marks_what_stage_would_refuse_and_latest_skips_it(
+    daemon: Daemon, bus: PrivateBus, boot_dir: Path
+) -> None:
+    """A text file named like a newer kernel is listed, marked, and never the latest."""
+    fake = boot_dir / "vmlinuz-9.9.9-text"
+    fake.write_text("not a kernel\n" * 200)
+    fake.chmod(0o644)
+    (boot_dir / "initrd.img-9.9.9-text").write_bytes(b"070701" + bytes(512))
+    text = ok(liveupctl(bus, "kernels"))
+    assert "! 9.9.9-text" in text, text
+    assert f"refused: {fake}: is a text file, not a kernel" in text
+    assert f"> {TARGET}" in text
+    assert bus.get("LatestKernel") == TARGET
+    details = json.loads(ok(liveupctl(bus, "kernels", "--json")))
+    [bad] = [k for k in details if k["release"] == "9.9.9-text"]
+    assert not bad["stageable"] and not bad["latest"] and "text file" in bad["problem"]
 
 
 def test_history_json_matches_get_history(
@@ -126,6 +148,33 @@ def test_stage_then_exec_follows_progress_until_the_jump(
     assert lines[-1] == f"the jump into {TARGET} was requested"
     assert bus.get("State") == "exec"
     assert "jump" in daemon.ops()
+
+
+def test_stage_a_uki_profile_over_the_bus(daemon: Daemon, bus: PrivateBus, boot_dir: Path) -> None:
+    """A UKI in EFI/Linux is listed, and Stage's profile option picks its command line."""
+    release = "6.1.0-57-cloud-amd64"
+    uki = boot_dir / "EFI/Linux/debian.efi"
+    uki.parent.mkdir(parents=True)
+    uki.write_bytes(
+        make_uki(
+            [
+                *uki_sections(release, cmdline="root=/dev/vda ro"),
+                (".profile", b"ID=regular\n"),
+                (".profile", b"ID=rescue\nTITLE=Rescue\n"),
+                (".cmdline", b"root=/dev/vda ro systemd.unit=rescue.target"),
+            ]
+        )
+    )
+    uki.chmod(0o644)
+    text = ok(liveupctl(bus, "kernels"))
+    assert f"> {release}  uki" in text and "profiles: @0 (regular), @1 (rescue)" in text
+    staged = ok(liveupctl(bus, "stage", "--profile", "rescue"))
+    assert f"Staged {release} as transition" in staged and str(uki) in staged
+    assert "command line: root=/dev/vda ro systemd.unit=rescue.target liveupd.transition=" in staged
+    ok(liveupctl(bus, "cancel"))
+    plain = liveupctl(bus, "stage", TARGET, "--profile", "@1")
+    assert plain.returncode == ExitCode.USAGE  # InvalidArgument
+    assert "the profile option is for unified kernel images" in plain.stderr
 
 
 def test_exec_no_wait_and_systemd_mode(daemon: Daemon, bus: PrivateBus) -> None:

@@ -22,7 +22,7 @@ from liveupd.service.boundary import dbus_errors
 from liveupd.service.dbustypes import Str
 from liveupd.service.exec_gate import ExecGate, GatedKexec
 from liveupd.service.transition_iface import COALESCE_INTERVAL, TransitionInterface
-from liveupd.transition.phases import ExecMode
+from liveupd.transition.phases import ExecMode, TransitionState
 from tests.dbus.buses import PrivateBus
 
 # --------------------------------------------------------------- boundary --
@@ -225,7 +225,10 @@ def test_progress_alone_is_coalesced_state_is_not() -> None:
         phase="quiesce",
         progress=0,
         ctx=SimpleNamespace(
-            target=None, journal=SimpleNamespace(data={"state": "running", "target": None})
+            target=None,
+            journal=SimpleNamespace(
+                state=TransitionState.RUNNING, record=SimpleNamespace(target=None)
+            ),
         ),
     )
     registry = SimpleNamespace(
@@ -255,7 +258,7 @@ def test_progress_alone_is_coalesced_state_is_not() -> None:
         obj.publish(coalesce=True)
         live.phase = "unbind"
         obj.publish()  # a phase change goes out at once, with the pending progress
-        live.ctx.journal.data["state"] = "exec"
+        live.ctx.journal.state = TransitionState.EXEC
         obj.publish(coalesce=True)  # so does a state change, even when asked to coalesce
         return sent
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from liveupd.service import introspection, names
+from liveupd.service import interface_xml, names
 from tests.dbus.buses import (
     BUS_NAME,
     MANAGER,
@@ -72,8 +72,8 @@ def normalize(node: ET.Element, interfaces: set[str]) -> dict[str, Any]:
 
 
 def test_shipped_xml_is_what_the_code_generates() -> None:
-    assert XML.read_text() == introspection.xml(), (
-        "regenerate it: python -m liveupd.service.introspection > dbus/org.liveupd.LiveUpdate1.xml"
+    assert XML.read_text() == interface_xml.xml(), (
+        "regenerate it: python -m liveupd.service.interface_xml > dbus/org.liveupd.LiveUpdate1.xml"
     )
 
 

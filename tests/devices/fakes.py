@@ -19,7 +19,8 @@ from liveupd.transition.context import Target, TransitionContext
 from liveupd.transition.events import Event
 from liveupd.transition.journal import Journal, transitions_dir
 from liveupd.transition.phases import ExecMode
-from liveupd.transition.steps import Step, UndoRecord
+from liveupd.transition.steps import Step
+from liveupd.transition.undo import AnyUndo
 
 PCI = "/sys/devices/pci0000:00"
 NIC = f"{PCI}/0000:00:03.0"
@@ -237,14 +238,14 @@ def context(
     )
 
 
-def prepare(step: Step, ctx: TransitionContext) -> UndoRecord | None:
+def prepare(step: Step, ctx: TransitionContext) -> AnyUndo | None:
     """What the engine does before a step: prepare it and journal its undo record."""
     record = step.prepare(ctx)
     ctx.journal.step_started(step.key, step.phase, record)
     return record
 
 
-def run_step(step: Step, ctx: TransitionContext) -> UndoRecord | None:
+def run_step(step: Step, ctx: TransitionContext) -> AnyUndo | None:
     """Prepare, journal and apply a step as the engine would (without its rollback)."""
     record = prepare(step, ctx)
     asyncio.run(step.apply(ctx))

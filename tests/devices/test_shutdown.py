@@ -10,8 +10,8 @@ import pytest
 
 from liveupd.backends.base import Binding, NetInterface
 from liveupd.devices import shutdown
+from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.root import root_devices
-from liveupd.devices.sysfs import SysfsDevices
 from tests.devices.fakes import checkpoint_record, write_pending
 from tests.devices.tree import MAC, NIC, VIRTIO0, FakeKernel, build
 

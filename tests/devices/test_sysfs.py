@@ -15,9 +15,10 @@ import pytest
 from liveupd.backends.base import Binding, NetInterface
 from liveupd.config.model import DeviceSelector
 from liveupd.devices.enumerate import convert
+from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.root import root_devices
 from liveupd.devices.select import plan_unbind
-from liveupd.devices.sysfs import Sysfs, SysfsDevices
+from liveupd.devices.sysfs import Sysfs
 from tests.devices.tree import (
     DISK,
     DM0,

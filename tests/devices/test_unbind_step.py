@@ -11,11 +11,13 @@ import pytest
 
 from liveupd.backends.base import Binding, Device, NetInterface
 from liveupd.config import Config
-from liveupd.devices.steps import DevicesCheckStep, UnbindStep, undo_rebind
+from liveupd.devices.steps import BINDINGS, DevicesCheckStep, UnbindStep, undo_rebind
 from liveupd.errors import Failed, InvalidArgument
 from liveupd.hooks.discovery import effective_hooks
 from liveupd.transition.context import read_log
+from liveupd.transition.journal import Journal
 from liveupd.transition.phases import ExecMode
+from liveupd.transition.undo import RebindUndo
 from tests.conftest import HookFactory
 from tests.devices.fakes import (
     ETH0,
@@ -45,12 +47,18 @@ def test_records_then_links_down_then_unbinds_children_first(
     record = run_step(UnbindStep(), ctx)
 
     assert devices.ops == [("link-down", "eth0"), ("unbind", VIRTIO_NET), ("unbind", NIC)]
-    assert record is not None and record["kind"] == "rebind"
-    assert [b["sys_path"] for b in record["bindings"]] == [VIRTIO_NET, NIC]
-    assert list(record["bindings"][0]["net"]) == [{"ifname": "eth0", "mac": MAC, "up": True}]
-    # The records reach the journal, and whoever holds the device is named.
-    (entry,) = json.loads((ctx.dir / "journal.json").read_text())["steps"]
-    assert entry["bindings"] == json.loads(json.dumps(record["bindings"]))
+    assert isinstance(record, RebindUndo)
+    assert [b.sys_path for b in record.bindings] == [VIRTIO_NET, NIC]
+    assert record.bindings[0].net == (NetInterface("eth0", MAC, True),)
+    # The records reach the journal (once: as the undo record), and whoever holds the
+    # device is named.
+    (entry,) = Journal.load(ctx.journal.path).steps()
+    assert entry.undo == record
+    assert set(json.loads((ctx.dir / "journal.json").read_text().splitlines()[1])) == {
+        "event",
+        "at",
+        "steps",
+    }
     events = {e["event"]: e for e in read_log(ctx.dir)}
     assert events["devices.recorded"]["driver"] in ("virtio_net", "virtio-pci")
     assert events["devices.in-use"]["holders"] == "sshd (pid 42)"
@@ -111,7 +119,7 @@ def test_undo_rebinds_parents_first_then_links_up(write_config: Callable[[str], 
     ctx = context(config, devices)
     record = run_step(UnbindStep(), ctx)
     devices.ops.clear()
-    assert record is not None
+    assert isinstance(record, RebindUndo)
     asyncio.run(undo_rebind(ctx, record))
     assert devices.ops == [("bind", NIC), ("bind", VIRTIO_NET), ("link-up", "eth0")]
     # Undo again (a crash during the undo): idempotent, binds nothing twice.
@@ -126,9 +134,7 @@ def test_undo_failure_names_the_device_and_the_fix(write_config: Callable[[str],
     devices.unbound.add(VIRTIO_NET)
     b = Binding(VIRTIO_NET, "virtio", "virtio0", "virtio_net")
     with pytest.raises(Failed) as e:
-        asyncio.run(
-            undo_rebind(context(config, devices), {"kind": "rebind", "bindings": [b.to_json()]})
-        )
+        asyncio.run(undo_rebind(context(config, devices), RebindUndo(bindings=(b,))))
     assert f"{VIRTIO_NET} -> virtio_net" in e.value.message
     assert "/sys/bus/SUBSYSTEM/drivers/DRIVER/bind" in e.value.message
 
@@ -139,9 +145,7 @@ def test_link_up_finds_a_renamed_interface_by_mac(write_config: Callable[[str], 
     b = Binding(
         VIRTIO_NET, "virtio", "virtio0", "virtio_net", net=(NetInterface("ens3", MAC, True),)
     )
-    asyncio.run(
-        undo_rebind(context(config, devices), {"kind": "rebind", "bindings": [b.to_json()]})
-    )
+    asyncio.run(undo_rebind(context(config, devices), RebindUndo(bindings=(b,))))
     assert devices.ops == [("link-up", "eth0")]  # eth0 carries the recorded MAC now
 
 
@@ -151,9 +155,8 @@ def test_systemd_mode_only_records(write_config: Callable[[str], Config]) -> Non
     ctx = context(config, devices, mode=ExecMode.SYSTEMD)
     assert run_step(UnbindStep(), ctx) is None  # nothing to undo: nothing is unbound here
     assert devices.ops == []
-    journal = json.loads((ctx.dir / "journal.json").read_text())
-    (entry,) = journal["steps"]
-    assert [b["sys_path"] for b in entry["bindings"]] == [VIRTIO_NET, NIC]
+    # The checkpoint step gets the bindings: the shutdown helper unbinds from the record.
+    assert [b.sys_path for b in ctx.facts.get_or(BINDINGS, ())] == [VIRTIO_NET, NIC]
 
 
 def test_failure_after_two_unbinds_binds_parents_before_children(

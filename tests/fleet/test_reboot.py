@@ -233,10 +233,24 @@ def test_fallback_when_kexec_is_unsupported(
 def test_fallback_when_staging_fails(
     daemon: Daemon, bus: PrivateBus, boot_dir: Path, fallback: Fallback
 ) -> None:
-    (boot_dir / f"vmlinuz-{LATEST}").write_bytes(b"not a kernel")
+    for release in (LATEST, RUNNING):  # no installed kernel would stage
+        (boot_dir / f"vmlinuz-{release}").write_bytes(b"not a kernel")
     result = reboot(bus, fallback, "--fallback")
     assert result.returncode == 0, result.stderr
     assert fallback.taken and "liveupctl: staging failed: " in result.stderr
+    assert "no installed kernel would stage" in result.stderr
+
+
+def test_fallback_passes_over_a_newest_kernel_that_would_not_stage(
+    daemon: Daemon, bus: PrivateBus, boot_dir: Path, fallback: Fallback
+) -> None:
+    """'The newest' is the newest that passes Stage's checks: here the running one."""
+    (boot_dir / f"vmlinuz-{LATEST}").write_bytes(b"not a kernel")
+    assert bus.get("LatestKernel") == RUNNING
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    assert not fallback.taken
+    assert f"Staged {RUNNING} as transition" in result.stdout, result.stdout
 
 
 def test_fallback_when_liveupd_cannot_be_reached(bus: PrivateBus, fallback: Fallback) -> None:

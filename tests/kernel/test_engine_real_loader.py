@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
 from liveupd.config import Config
 from liveupd.errors import SignatureRejected
@@ -23,7 +24,7 @@ TARGET = "6.1.0-56-cloud-amd64"
 def engine_for(config: Config, machine: Machine) -> Engine:
     sim = dryrun.make(config.state_dir)
     kexec = RealKexec(config, root=machine.root, arch=ARCHES[Arch.X86_64])
-    return Engine(config, dataclasses.replace(sim, kexec=kexec), events=lambda e: None)
+    return make_engine(config, dataclasses.replace(sim, kexec=kexec), events=lambda e: None)
 
 
 def test_stage_loads_and_cancel_unloads(

@@ -15,9 +15,10 @@ from liveupd import fsio
 from liveupd.config import Config
 from liveupd.errors import Failed
 from liveupd.storage.steps import FlushStep, StorageCheckStep, undo_thaw
-from liveupd.transition.checkpoint import STAMP_NAME
+from liveupd.transition.checkpoint import EXEC_STAMP_NS, STAMP_NAME
 from liveupd.transition.context import TransitionContext, read_log
 from liveupd.transition.phases import ExecMode
+from liveupd.transition.undo import AnyUndo, ThawUndo
 from tests.devices.fakes import FakeStorage, context, prepare
 
 FREEZE_ALL = '[storage]\nfreeze = ["/", "/data", "/srv/cache", "/run"]\n'
@@ -48,7 +49,7 @@ def no_write_while_frozen(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeStor
     return arm
 
 
-def apply(ctx: TransitionContext) -> dict[str, Any] | None:
+def apply(ctx: TransitionContext) -> AnyUndo | None:
     record = prepare(FlushStep(), ctx)
     asyncio.run(FlushStep().apply(ctx))
     return record
@@ -63,7 +64,7 @@ def test_syncs_then_freezes_in_order_skipping_what_cannot_be_frozen(
     record = apply(ctx)
 
     # Deeper mount points first, the state directory's filesystem ("/") last.
-    assert record == {"kind": "thaw", "mountpoints": ["/srv/cache", "/data", "/"]}
+    assert record == ThawUndo(mountpoints=("/srv/cache", "/data", "/"))
     ops = storage.ops
     assert ops[0] == ("sync", "")
     assert {mp for op, mp in ops if op == "syncfs"} == {"/", "/data", "/srv/cache"}
@@ -97,7 +98,7 @@ def test_exec_stamp_is_written_just_before_the_state_filesystem_freezes(
     storage.freeze = freeze  # type: ignore[method-assign]
     apply(ctx)
     assert seen == [False, False, True]  # /srv/cache, /data, then "/" with the stamp
-    assert int((ctx.dir / STAMP_NAME).read_text()) == ctx.facts["exec_stamp_ns"]
+    assert int((ctx.dir / STAMP_NAME).read_text()) == ctx.facts.get(EXEC_STAMP_NS)
     assert stat.S_IMODE((ctx.dir / STAMP_NAME).stat().st_mode) == 0o600
 
 
@@ -124,7 +125,7 @@ def test_undo_thaws_everything_planned_and_is_idempotent(
     storage = FakeStorage()
     ctx = context(write_config(FREEZE_ALL), storage=storage)
     record = apply(ctx)
-    assert record is not None
+    assert isinstance(record, ThawUndo)
     storage.ops.clear()
     asyncio.run(undo_thaw(ctx, record))
     assert storage.ops == [("thaw", "/"), ("thaw", "/data"), ("thaw", "/srv/cache")]
@@ -137,7 +138,7 @@ def test_a_failed_thaw_is_reported_with_the_fix(write_config: Callable[[str], Co
     storage = FakeStorage(fail={("thaw", "/data"): errno.EPERM})
     ctx = context(write_config(FREEZE_ALL), storage=storage)
     with pytest.raises(Failed) as e:
-        asyncio.run(undo_thaw(ctx, {"kind": "thaw", "mountpoints": ["/data", "/"]}))
+        asyncio.run(undo_thaw(ctx, ThawUndo(mountpoints=("/data", "/"))))
     assert "/data" in e.value.message and "fsfreeze -u" in e.value.message
     assert ("thaw", "/") in storage.ops  # the others are still thawed
 

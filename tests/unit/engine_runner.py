@@ -10,17 +10,17 @@ import json
 import sys
 from pathlib import Path
 
+from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
 from liveupd.config.load import load_config
+from liveupd.recovery import recover
 from liveupd.transition.context import StageRequest
-from liveupd.transition.engine import Engine
 from liveupd.transition.phases import ExecMode
-from liveupd.transition.recovery import recover
 
 
 async def main(config_path: str, action: str) -> None:
     config = load_config(Path(config_path))
-    engine = Engine(config, dryrun.make(config.state_dir), events=lambda e: None)
+    engine = make_engine(config, dryrun.make(config.state_dir), events=lambda e: None)
     if action == "transition":
         t = await engine.stage(StageRequest(kernel="6.1.0-56-cloud-amd64"))
         await engine.start_execute(t, ExecMode.DIRECT)

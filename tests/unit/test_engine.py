@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
 from liveupd.config import Config
 from liveupd.errors import ConfigError, HookFailed
 from liveupd.transition.context import StageRequest
 from liveupd.transition.engine import Engine, Transition
 from liveupd.transition.events import Event, PhaseChanged, StepFinished, TransitionFailed
+from liveupd.transition.journal import read as read_journal
 from liveupd.transition.phases import ExecMode, TransitionState
 from tests.conftest import HookFactory
 
@@ -36,7 +38,7 @@ class Recorder:
 
 def engine_for(config: Config) -> tuple[Engine, Recorder]:
     rec = Recorder()
-    return Engine(config, dryrun.make(config.state_dir), events=rec), rec
+    return make_engine(config, dryrun.make(config.state_dir), events=rec), rec
 
 
 async def run_transition(engine: Engine, mode: ExecMode = ExecMode.DIRECT) -> Transition:
@@ -273,7 +275,7 @@ def test_a_failed_thaw_keeps_writes_held_rather_than_block_on_a_frozen_fs(
     machine_file = tmp_path / "machine.json"
     machine_file.write_text(json.dumps(machine))
     rec = Recorder()
-    engine = Engine(config, dryrun.make(config.state_dir, machine_file), events=rec)
+    engine = make_engine(config, dryrun.make(config.state_dir, machine_file), events=rec)
 
     async def go() -> Transition:
         t = await engine.stage(StageRequest(kernel=TARGET))
@@ -288,8 +290,7 @@ def test_a_failed_thaw_keeps_writes_held_rather_than_block_on_a_frozen_fs(
     assert "fsfreeze -u" in failed[0].message
     # "/" holds the state directory and is still frozen: nothing was written to it
     # after the freeze, so the journal on disk still says running.
-    on_disk = json.loads((t.ctx.dir / "journal.json").read_text())
-    assert on_disk["state"] == "running"
+    assert read_journal(t.ctx.journal.path).state is TransitionState.RUNNING
 
 
 def test_history_reports_devices_and_frozen_filesystems(config: Config) -> None:
@@ -316,10 +317,10 @@ def test_flush_duration_is_derived_when_the_frozen_journal_could_not_record_it(
     t = asyncio.run(run_transition(engine))
     # On a real machine the journal is frozen before the flush phase ends.
     journal = Journal.load(t.ctx.journal.path)
-    del journal.data["phases"]["flush"]
-    journal.save()
+    del journal.record.phases["flush"]
+    journal.flush()
     (entry,) = history(config.state_dir)
-    started = min(s["started"] for s in journal.steps() if s["phase"] == "flush")
+    started = min(s.started for s in journal.steps() if s.phase == "flush")
     stamp = int((t.ctx.dir / "exec-stamp").read_text()) / 1e9
     assert entry["phases_usec"]["flush"] == int((stamp - started) * 1e6)
     assert entry["phases_usec"]["flush"] > 0

@@ -435,10 +435,10 @@ def test_program_that_cannot_start_is_an_error() -> None:
 def test_hook_env_documents_transition_facts(
     config: object, make_hook: HookFactory, tmp_path: Path
 ) -> None:
+    from liveupd.assembly import make_engine
     from liveupd.backends import dryrun
     from liveupd.config import Config
     from liveupd.transition.context import StageRequest
-    from liveupd.transition.engine import Engine
     from liveupd.transition.phases import ExecMode
 
     assert isinstance(config, Config)
@@ -446,7 +446,7 @@ def test_hook_env_documents_transition_facts(
     make_hook("10-env", "checkpoint", f"env > {out}; echo saved > $LIVEUPD_STATE_DIR/data")
 
     async def go() -> str:
-        engine = Engine(config, dryrun.make(config.state_dir), events=lambda e: None)
+        engine = make_engine(config, dryrun.make(config.state_dir), events=lambda e: None)
         t = await engine.stage(StageRequest(kernel="6.1.0-56-cloud-amd64"))
         await engine.start_execute(t, ExecMode.DIRECT)
         return t.id

@@ -10,15 +10,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
 from liveupd.backends.base import Binding, NetInterface
 from liveupd.config import Config
+from liveupd.recovery import context_from_journal
 from liveupd.transition.checkpoint import STAMP_NAME
 from liveupd.transition.engine import Engine, Transition
 from liveupd.transition.events import Event
 from liveupd.transition.journal import Journal
 from liveupd.transition.phases import TransitionState
-from liveupd.transition.recovery import context_from_journal
 from tests.devices.fakes import TARGET, checkpoint_record, write_pending
 
 OLD_RELEASE = "6.1.0-55-cloud-amd64"
@@ -94,7 +95,7 @@ def device(desc: dict[str, Any], sys_path: str) -> dict[str, Any]:
 def engine(config: Config, machine_file: Path, events: list[Event] | None = None) -> Engine:
     backends = dryrun.make(config.state_dir, machine_file)
     sink = events.append if events is not None else (lambda e: None)
-    return Engine(config, backends, events=sink)
+    return make_engine(config, backends, events=sink)
 
 
 def transition(engine: Engine, tid: str = "T1") -> Transition:

@@ -14,19 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from liveupd.assembly.checkpoint_step import CheckpointStep
 from liveupd.backends.base import Binding, NetInterface
 from liveupd.config import Config
+from liveupd.devices.steps import BINDINGS
 from liveupd.transition.checkpoint import (
     CHECKPOINT_NAME,
     STAMP_NAME,
     Checkpoint,
-    CheckpointStep,
     load_checkpoint,
     pending_path,
     read_pending,
     undo_checkpoint,
     write_checkpoint,
 )
+from liveupd.transition.undo import CheckpointUndo
 from tests.devices.fakes import MAC, TARGET, FakeStorage, checkpoint_record, context, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +47,7 @@ def test_the_record_holds_everything_the_new_kernel_needs(
 ) -> None:
     config = write_config('[storage]\nfreeze = ["/", "/data", "/run"]\n')
     ctx = context(config, storage=FakeStorage())
-    ctx.facts["bindings"] = (BINDING,)
+    ctx.facts.set(BINDINGS, (BINDING,))
     ctx.hook_state_dir("10-db").mkdir(parents=True)
     prepare(CheckpointStep(), ctx)
     asyncio.run(CheckpointStep().apply(ctx))
@@ -84,7 +86,7 @@ def test_undo_drops_the_pending_pointer_and_the_stamp(config: Config) -> None:
     prepare(CheckpointStep(), ctx)
     asyncio.run(CheckpointStep().apply(ctx))
     (ctx.dir / STAMP_NAME).write_text("1\n")
-    asyncio.run(undo_checkpoint(ctx, {"kind": "checkpoint"}))
+    asyncio.run(undo_checkpoint(ctx, CheckpointUndo()))
     assert read_pending(config.state_dir) is None
     assert not pending_path(config.state_dir).exists() and not (ctx.dir / STAMP_NAME).exists()
 

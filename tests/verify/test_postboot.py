@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from liveupd.config import Config
+from liveupd.daemon.verify import verify_once
+from liveupd.recovery import recover
 from liveupd.transition.checkpoint import read_pending
 from liveupd.transition.events import Event, StateChanged, TransitionFailed
 from liveupd.transition.history import history
 from liveupd.transition.phases import TransitionState
-from liveupd.transition.recovery import recover
 from liveupd.verify.postboot import verify_after_boot
-from liveupd.verify.run import verify_once
 from tests.conftest import HookFactory
 from tests.verify.scenario import (
     EXEC_AGO,
@@ -269,7 +269,7 @@ def test_verification_is_idempotent(
     assert report == []
     # A verifier that loaded the journal before the first one finished sees its result.
     t = transition(eng)
-    t.ctx.journal.data["state"] = "running"  # its stale in-memory view
+    t.ctx.journal.record.state = TransitionState.RUNNING  # its stale in-memory view
     assert asyncio.run(verify_after_boot(eng, t)) is TransitionState.COMPLETED
     assert journal_data(config) == first
     assert len(log.read_text().splitlines()) == 3

@@ -9,10 +9,10 @@ from typing import Any
 
 from liveupd.backends.dryrun import SimMachine
 from liveupd.config import Config
+from liveupd.recovery import recover
 from liveupd.transition.history import history
 from liveupd.transition.journal import Journal
 from liveupd.transition.phases import TransitionState
-from liveupd.transition.recovery import recover
 from tests.verify.scenario import (
     NEW_RELEASE,
     OLD_RELEASE,
@@ -50,9 +50,10 @@ def test_failed_verification_goes_back_once_and_never_loops(
     _, report = asyncio.run(recover(eng))
     assert [(r.id, r.state) for r in report] == [("T1", TransitionState.RECOVERY_FAILED)]
     (back,) = others(config, "T1")
-    assert back.data["rollback_of"] == "T1"
+    assert back.record.rollback_of == "T1"
     assert back.state is TransitionState.EXEC  # the (simulated) jump back was made
-    target = back.data["target"]
+    assert back.record.target is not None
+    target = back.record.target.to_json()
     assert target["release"] == OLD_RELEASE
     assert target["kernel_path"] == str(boot_dir / f"vmlinuz-{OLD_RELEASE}")
     # The old command line, without the boot loader's words, naming the rollback.
@@ -146,4 +147,4 @@ def test_a_staging_failure_is_recorded(
     rollback = journal_data(config)["verification"]["rollback"]
     assert rollback["error"].startswith("staging the previous kernel failed")
     # Tried once: a later verification run does not try again.
-    assert journal_data(config)["rollback"]
+    assert rollback["requested"]

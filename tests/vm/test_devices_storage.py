@@ -35,7 +35,7 @@ import json, os, time
 from liveupd.config.model import DeviceSelector
 from liveupd.devices import link
 from liveupd.devices.select import plan_unbind, subsystems_needed
-from liveupd.devices.sysfs import SysfsDevices
+from liveupd.devices.machine import SysfsDevices
 from liveupd.errors import InvalidArgument
 
 dev = SysfsDevices()
@@ -148,7 +148,7 @@ from pathlib import Path
 from liveupd.backends.system import ProcSystem
 from liveupd.config.model import DeviceSelector
 from liveupd.devices.select import plan_unbind
-from liveupd.devices.sysfs import SysfsDevices
+from liveupd.devices.machine import SysfsDevices
 from liveupd.fsio import atomic_write_json
 from liveupd.transition.checkpoint import Checkpoint, OldKernel, pending_path, write_checkpoint
 from liveupd.transition.context import Target
@@ -191,12 +191,12 @@ from pathlib import Path
 from liveupd.backends.real import make
 from liveupd.config.load import load_config
 from liveupd.transition.context import StageRequest
-from liveupd.transition.engine import Engine
+from liveupd.assembly import make_engine
 from liveupd.transition.phases import ExecMode
 
 async def main():
     config = load_config(Path(sys.argv[1]))
-    engine = Engine(config, make(config), events=lambda e: print(e, flush=True))
+    engine = make_engine(config, make(config), events=lambda e: print(e, flush=True))
     t = await engine.stage(StageRequest(kernel=sys.argv[2]))
     print("staged", t.id, flush=True)
     await engine.start_execute(t, ExecMode.DIRECT)

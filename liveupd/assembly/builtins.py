@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from liveupd.assembly.checkpoint_step import CheckpointStep
 from liveupd.devices.steps import DevicesCheckStep, UnbindStep
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.steps import CheckStep, ExecStep, LoadStep
 from liveupd.storage.steps import FlushStep, StorageCheckStep
-from liveupd.transition.checkpoint import CheckpointStep
 from liveupd.transition.phases import ExecMode
 from liveupd.transition.steps import Step
 

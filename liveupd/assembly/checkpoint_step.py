@@ -1,0 +1,93 @@
+"""The checkpoint step: write the record the new kernel verifies against.
+
+It joins what the other built-ins found (the devices step's bindings, the
+storage freeze plan, the running kernel's files), so it sits here, above them;
+the record itself is ``transition/checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from liveupd.devices.steps import BINDINGS
+from liveupd.kernel.discovery import list_kernels
+from liveupd.storage.plan import plan_freeze
+from liveupd.storage.steps import FREEZE_PLAN
+from liveupd.transition.checkpoint import (
+    CHECKPOINT_NAME,
+    Checkpoint,
+    OldKernel,
+    write_checkpoint,
+    write_pending,
+)
+from liveupd.transition.context import TransitionContext
+from liveupd.transition.phases import Phase
+from liveupd.transition.steps import LAST, BuiltinStep
+from liveupd.transition.undo import AnyUndo, CheckpointUndo
+
+
+def old_kernel_paths(ctx: TransitionContext, release: str) -> tuple[str | None, str | None]:
+    """Where the running kernel's image and initrd are (for a rollback), if found."""
+    try:
+        kernels = list_kernels(ctx.config, release)
+    except OSError:
+        return None, None
+    for k in kernels:
+        if k.release == release:
+            return k.kernel_path, k.initrd_path
+    return None, None
+
+
+def hook_state_dirs(ctx: TransitionContext) -> dict[str, str]:
+    hooks_dir = ctx.dir / "hooks"
+    names: Sequence[str] = sorted(p.name for p in hooks_dir.iterdir()) if hooks_dir.is_dir() else []
+    return {h: str(hooks_dir / h) for h in names}
+
+
+class CheckpointStep(BuiltinStep):
+    kind = "checkpoint"
+    name = "checkpoint"
+    phase = Phase.CHECKPOINT
+    order = LAST  # after the hooks that save their own state
+
+    def prepare(self, ctx: TransitionContext) -> AnyUndo | None:
+        return CheckpointUndo()
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        assert ctx.target is not None
+        system = ctx.backends.system
+        storage = ctx.backends.storage
+        plan = plan_freeze(storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir))
+        ctx.facts.set(FREEZE_PLAN, plan)
+        release = system.release()
+        kernel_path, initrd_path = old_kernel_paths(ctx, release)
+        record = Checkpoint(
+            id=ctx.id,
+            written=time.time(),
+            mode=str(ctx.mode),
+            old=OldKernel(
+                release=release,
+                boot_id=system.boot_id(),
+                cmdline=system.cmdline(),
+                kernel_path=kernel_path,
+                initrd_path=initrd_path,
+            ),
+            new=ctx.target,
+            bindings=ctx.facts.get_or(BINDINGS, ()),
+            freeze=plan.freeze,
+            freeze_skipped=plan.skipped,
+            hook_state_dirs=hook_state_dirs(ctx),
+            dry_run=ctx.backends.dry_run,
+        )
+        write_checkpoint(ctx.dir, record)
+        write_pending(ctx.config.state_dir, ctx.id)
+        ctx.log(
+            "checkpoint.written",
+            path=str(ctx.dir / CHECKPOINT_NAME),
+            bindings=len(record.bindings),
+            freeze=",".join(record.freeze) or None,
+            old_kernel=kernel_path,
+            pid=os.getpid(),
+        )

@@ -1,0 +1,287 @@
+"""Typed records of one transition: what its journal holds, validated when read.
+
+``TransitionRecord`` is the whole state of a transition.  On disk the journal
+is that state (the first line) followed by the events that changed it since
+(``JournalEvent``, one per line), folded into the state on read: a step's end
+appends one small line instead of re-encoding the whole journal
+(``journal.py``).  Every record is a pydantic model; anything that does not
+validate makes the journal corrupt (it is quarantined, never half-used).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from liveupd.transition.phases import ExecMode, Phase, StepStatus, TransitionState
+from liveupd.transition.undo import UndoRecord
+
+# ------------------------------------------------------------ the request --
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """What a caller asked to stage; empty strings mean 'choose for me'."""
+
+    kernel: str = ""  # a path, a release, or "" for the latest installed
+    initrd: str = ""  # "" pairs automatically
+    cmdline: str = ""  # "" reuses the running command line
+    append: str = ""
+    sha256: str = ""
+    profile: str = ""  # a unified kernel image's profile ("" = its default, @0)
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The kernel a transition goes to, resolved and validated."""
+
+    release: str
+    kernel_path: str
+    initrd_path: str | None
+    cmdline: str
+    sha256: str
+    # A unified kernel image: the profile it boots ("@N", "" without profiles) and
+    # whether its own .ucode + .initrd are used (False: staged with initrd "none").
+    profile: str = ""
+    uki_initrd: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Target:
+        return cls(**data)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ------------------------------------------------------------- failures --
+
+
+class Failure(Record):
+    """Why a transition did not go through: the error, and the step it came from."""
+
+    kind: str  # the short error kind (Failed, HookFailed, Cancelled, ...)
+    dbus_name: str
+    message: str
+    step: str | None = None  # the step's key (``hook:10-db``, ``devices:devices``)
+
+
+# --------------------------------------------------------- verification --
+
+
+class Check(StrEnum):
+    KERNEL = "kernel"  # the running kernel is the target
+    BOOT_ID = "boot-id"  # the boot changed
+    CHECKPOINT = "checkpoint"  # the transition's record is readable
+    SETTLE = "udev-settle"  # udev settled within verify.settle-timeout
+    DEVICE = "device"  # each recorded device is bound to its driver again
+    INTERFACE = "interface"  # each recorded network interface is back
+    MAC = "mac"  # ... with the same MAC address
+    HOOK = "hook"  # the verify and restore hooks succeeded
+
+
+DEVICE_CHECKS = (Check.DEVICE, Check.INTERFACE, Check.MAC)
+
+
+class Problem(Record):
+    """One thing verification found wrong.  ``sys_path`` and ``step`` say what it is
+    about, so nothing is ever decided by reading the message."""
+
+    check: Check
+    message: str
+    sys_path: str | None = None  # the recorded device (device, interface, mac)
+    step: str | None = None  # the hook (hook)
+
+
+class DowntimeRecord(Record):
+    exec_stamp: float
+    exec_stamp_source: str  # "exec-stamp" or "checkpoint" (an estimate)
+    kernel_started: float
+    verified: float
+    uptime_at_verified: float
+    downtime_s: float
+    exec_to_kernel_s: float
+    kernel_to_verified_s: float
+
+
+class RollbackResult(Record):
+    """``verify.on-failure = "rollback"``: what was done about a failed verification."""
+
+    requested: float | None = None  # set before anything is staged: never twice
+    transition: str | None = None  # the transition back
+    mode: ExecMode | None = None
+    state: TransitionState | None = None
+    error: str | None = None
+    skipped: str | None = None  # why there was no rollback
+
+
+class Verification(Record):
+    started: float
+    running_release: str
+    boot_id: str
+    target_release: str | None = None
+    superseded: str | None = None
+    finished: float | None = None
+    problems: tuple[Problem, ...] = ()
+    downtime: DowntimeRecord | None = None
+    policy: str | None = None
+    rollback: RollbackResult | None = None
+
+
+# ----------------------------------------------------------- the journal --
+
+
+class StepEntry(BaseModel):
+    """One step as journaled.  Mutable: the journal updates it in place."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    phase: Phase
+    status: StepStatus
+    undo: UndoRecord | None = None
+    started: float
+    usec: int | None = None
+    error: str | None = None
+    undo_error: str | None = None
+    pgid: int | None = None  # a hook's process group (its leader's pid) ...
+    leader_started: float | None = None  # ... and when that leader started (psutil)
+    warnings: list[str] = Field(default_factory=list)  # problems that did not fail it
+    # Failed with an error the step did not handle itself: it may have left part of
+    # its work done, so its (idempotent) undo runs.  A step that raises a liveupd
+    # error has undone its own partial work first.
+    partial: bool | None = None
+
+
+class TransitionRecord(BaseModel):
+    """The whole state of one transition."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]  # a D-Bus path element
+    state: TransitionState
+    created: float
+    boot_id: str = ""
+    old_release: str = ""
+    request: StageRequest | None = None
+    dry_run: bool = False
+    target: Target | None = None
+    mode: ExecMode | None = None
+    execute_requested: float | None = None
+    steps: list[StepEntry] = Field(default_factory=list)
+    phases: dict[str, int] = Field(default_factory=dict)  # phase -> microseconds
+    error: Failure | None = None
+    undone: list[str] = Field(default_factory=list)
+    undo_failures: list[str] = Field(default_factory=list)
+    finished: float | None = None
+    verification: Verification | None = None
+    rollback_of: str | None = None
+    # Writes of this journal that failed (what, why): the state is what was in memory.
+    journal_errors: list[str] = Field(default_factory=list)
+
+
+# ------------------------------------------------------ journal events --
+
+
+class StepStart(Record):
+    key: str
+    phase: Phase
+    undo: UndoRecord | None = None
+
+
+class StepsStarted(Record):
+    """A group is about to start: its steps and their undo records, in one write."""
+
+    event: Literal["started"] = "started"
+    at: float
+    steps: tuple[StepStart, ...]
+
+
+class StepChanged(Record):
+    """A step's status or details changed (only the fields given)."""
+
+    event: Literal["step"] = "step"
+    key: str
+    status: StepStatus | None = None
+    usec: int | None = None
+    error: str | None = None
+    undo_error: str | None = None
+    pgid: int | None = None
+    leader_started: float | None = None
+    warning: str | None = None  # added to the step's warnings
+    partial: bool | None = None
+
+
+class Changed(Record):
+    """Fields of the transition changed (only the fields given)."""
+
+    event: Literal["set"] = "set"
+    state: TransitionState | None = None
+    target: Target | None = None
+    mode: ExecMode | None = None
+    execute_requested: float | None = None
+    error: Failure | None = None
+    undone: tuple[str, ...] | None = None
+    undo_failures: tuple[str, ...] | None = None
+    finished: float | None = None
+    verification: Verification | None = None
+    rollback_of: str | None = None
+
+
+class PhaseTimed(Record):
+    """Time spent in a phase (added to what was there)."""
+
+    event: Literal["phase"] = "phase"
+    phase: Phase
+    usec: int
+
+
+JournalEvent = Annotated[
+    StepsStarted | StepChanged | Changed | PhaseTimed, Field(discriminator="event")
+]
+EventTypes = StepsStarted | StepChanged | Changed | PhaseTimed
+
+_STEP_FIELDS = ("status", "usec", "error", "undo_error", "pgid", "leader_started", "partial")
+_SET_FIELDS = tuple(f for f in Changed.model_fields if f != "event")
+
+
+class UnknownStep(ValueError):
+    pass
+
+
+def apply(record: TransitionRecord, index: dict[str, StepEntry], event: EventTypes) -> None:
+    """Fold one event into the state (``index``: the latest step entry of each key)."""
+    if isinstance(event, StepsStarted):
+        for s in event.steps:
+            entry = StepEntry(
+                key=s.key, phase=s.phase, status=StepStatus.STARTED, undo=s.undo, started=event.at
+            )
+            record.steps.append(entry)
+            index[s.key] = entry
+    elif isinstance(event, StepChanged):
+        found = index.get(event.key)
+        if found is None:
+            raise UnknownStep(f"step {event.key[:80]!r} changed but was never started")
+        for name in _STEP_FIELDS:
+            value = getattr(event, name)
+            if value is not None:
+                setattr(found, name, value)
+        if event.warning is not None:
+            found.warnings.append(event.warning)
+    elif isinstance(event, Changed):
+        for name in _SET_FIELDS:
+            value = getattr(event, name)
+            if value is not None:
+                setattr(record, name, list(value) if isinstance(value, tuple) else value)
+    else:
+        key = str(event.phase)
+        record.phases[key] = record.phases.get(key, 0) + event.usec
