@@ -1,7 +1,7 @@
 """Downtime in one guest: every method in turn, several rounds, and liveupd's own cost.
 
 One QEMU guest (tests/vm harness) is booted once; liveupd is installed in it
-(``make install`` of a clean checkout of the commit being measured); then the
+(its .deb, built from a clean checkout of the commit being measured); then the
 methods run in turn, A B C D E F A B C D E F ..., each jumping from the
 running kernel to the other one (a firmware reboot comes back on QEMU's
 ``-kernel``, kernel A).  For every run:

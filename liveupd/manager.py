@@ -9,12 +9,24 @@ let another call in: a Stage marks the Manager busy before it starts, Execute
 turns a staged transition into a running one in one step, and Cancel decides
 the one rollback of a transition (``Engine.begin_cancel``), which concurrent
 Cancels then wait for; an Execute after a Cancel has begun is NotStaged.
+
+A Stage that names no installed kernel or no existing file is refused before
+its transition is recorded (``kernel.named``): history holds only transitions
+that started.
+
+With ``rehearse`` (the daemon's ``--dry-run``) a transition that reached the
+simulated jump goes on as the machine would: the simulated machine boots the
+loaded kernel (``Backends.simulated_boot``), the new boot's verification runs
+as ``liveupd --verify`` would run it (``verify_after_boot``), and the
+transition ends ``completed`` (or ``recovery-failed``); the Manager is idle
+again and the rehearsal can be repeated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
@@ -26,14 +38,17 @@ from liveupd.config import Config
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
+from liveupd.kernel.named import refuse_unknown
 from liveupd.kernel.resolve import Verdict
 from liveupd.kernel.stageable import StageableKernels
 from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
 from liveupd.transition.engine import Transition
-from liveupd.transition.events import Event, EventSink
+from liveupd.transition.events import Event, EventSink, Verified
 from liveupd.transition.phases import ExecMode, TransitionState
+from liveupd.transition.records import Check, Problem, Verification
+from liveupd.verify.postboot import verify_after_boot
 
 LOG = logs.get("manager")
 
@@ -57,7 +72,7 @@ _STATE_OF = {
 
 
 class Manager:
-    def __init__(self, config: Config, backends: Backends) -> None:
+    def __init__(self, config: Config, backends: Backends, *, rehearse: bool = False) -> None:
         self.config = config
         self.backends = backends
         self.engine = make_engine(config, backends, events=self._on_event)
@@ -66,6 +81,11 @@ class Manager:
         self._listeners: list[EventSink] = []
         self._staging: asyncio.Future[None] | None = None  # done when the Stage ends
         self.stageable = StageableKernels()  # LatestKernel: Stage's checks, cached per file
+        if rehearse and backends.simulated_boot is None:
+            raise ValueError("a rehearsal needs the dry-run machine (Backends.simulated_boot)")
+        self.rehearse = rehearse
+        # The dry run's simulated new boot and its verification, while it runs.
+        self.rehearsal: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------- events --
 
@@ -162,7 +182,23 @@ class Manager:
 
     # ------------------------------------------------------------ actions --
 
+    @property
+    def rehearsing(self) -> bool:
+        """The dry run is past its simulated jump, simulating the new boot."""
+        return (
+            self.rehearsal is not None
+            and not self.rehearsal.done()
+            and self.current is not None
+            and self.current.state is TransitionState.EXEC
+        )
+
     def _refuse_if_busy(self) -> None:
+        if self.rehearsing:
+            assert self.current is not None
+            raise Busy(
+                f"the dry run is verifying transition {self.current.id} on the simulated new "
+                "boot; wait a moment for it to finish (liveupctl status)"
+            )
         state = self.state
         if state in (ManagerState.STAGED, ManagerState.RUNNING):
             assert self.current is not None or self._staging is not None
@@ -179,6 +215,8 @@ class Manager:
             raise Unsupported(f"kexec cannot work on this machine: {problems}")
         staging = self._staging = asyncio.get_running_loop().create_future()
         try:
+            # A typo is refused here, before the transition's journal exists.
+            await asyncio.to_thread(refuse_unknown, request, self.config, self.running_release())
             t = await self.engine.stage(request)
         finally:
             self._staging = None
@@ -209,8 +247,49 @@ class Manager:
         ``hooks``: as Engine.discover_hooks() found them (off the event loop).
         """
         t = self.executable()
-        self.engine.start_execute(t, mode, hooks)
+        task = self.engine.start_execute(t, mode, hooks)
+        if self.rehearse:
+            self.rehearsal = asyncio.create_task(self._rehearse(t, task))
         return t
+
+    async def _rehearse(self, t: Transition, run: asyncio.Task[None]) -> None:
+        """Dry run: after the simulated jump, the simulated new boot and its verification."""
+        await asyncio.wait({run})
+        if t.state is not TransitionState.EXEC:
+            return  # failed or cancelled before the jump: rolled back as always
+        boot = self.backends.simulated_boot
+        assert boot is not None
+        try:
+            await asyncio.to_thread(boot)
+            logs.event(
+                LOG,
+                "rehearsal.new-boot",
+                transition=t.id,
+                release=self.backends.system.release(),
+                boot_id=self.backends.system.boot_id(),
+            )
+            state = await verify_after_boot(self.engine, t)
+        except Exception as e:  # the rehearsal must end the transition, whatever happens
+            logs.event(LOG, "rehearsal.failed", level=logging.ERROR, transition=t.id, error=repr(e))
+            self._rehearsal_failed(t, e)
+            state = t.state
+        logs.event(LOG, "rehearsal.done", transition=t.id, state=str(state))
+        self._on_event(Verified(t.id, state is TransitionState.COMPLETED))
+
+    def _rehearsal_failed(self, t: Transition, error: Exception) -> None:
+        now = time.time()
+        problem = Problem(
+            check=Check.KERNEL,
+            message=f"the dry run could not simulate the new boot ({error}); see the daemon's log",
+        )
+        verification = Verification(
+            started=now,
+            running_release=self.backends.system.release(),
+            boot_id=self.backends.system.boot_id(),
+            finished=now,
+            problems=(problem,),
+        )
+        self.engine.finish(t, TransitionState.RECOVERY_FAILED, verification=verification)
 
     async def cancel(self) -> Transition:
         """Cancel what is staged or running; concurrent calls share one rollback."""
@@ -240,3 +319,5 @@ class Manager:
                 await self.engine.cancel(t)
             except Failed:  # past exec: let it finish
                 await asyncio.shield(t.task)
+        if self.rehearsal is not None:  # a dry run's simulated new boot: let it end
+            await asyncio.shield(self.rehearsal)

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SOURCES = ["liveupd", "tests", "bench"]
+SOURCES = ["liveupd", "tests", "bench", "tryout"]
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:

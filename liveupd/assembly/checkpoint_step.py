@@ -59,7 +59,12 @@ class CheckpointStep(BuiltinStep):
         assert ctx.target is not None
         system = ctx.backends.system
         storage = ctx.backends.storage
-        plan = plan_freeze(storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir))
+        plan = plan_freeze(
+            storage.mounts(),
+            ctx.config.storage.freeze,
+            str(ctx.config.state_dir),
+            config_file=str(ctx.config_file),
+        )
         ctx.facts.set(FREEZE_PLAN, plan)
         release = system.release()
         kernel_path, initrd_path = old_kernel_paths(ctx, release)

@@ -9,7 +9,7 @@ implementations live with their subject (``liveupd.kernel``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -224,3 +224,6 @@ class Backends:
     dry_run: bool
     files: FileBackend = field(default_factory=DurableFiles)
     faults: FaultPoints = field(default_factory=NoFaults)
+    # The dry-run machine only: boot the loaded kernel after the simulated jump,
+    # for the daemon's rehearsal of the new boot's verification (manager.py).
+    simulated_boot: Callable[[], None] | None = None

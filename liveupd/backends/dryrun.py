@@ -11,6 +11,18 @@ recovery) sees what the previous one did, and every operation is appended to
 The description's ``"faults"`` (see ``backends/faults.py``) makes the Nth call
 of an operation fail once: every machine operation, starting a hook program,
 and writing the journal.
+
+``SimMachine.boot_loaded()`` (``Backends.simulated_boot``) is the simulated
+jump's other half: the machine "boots" the loaded kernel, with its command
+line and a new boot id.  What was unbound, set down or frozen belongs to the
+old boot and is gone, and nothing is loaded.  The new boot is persisted with
+the machine's state, keyed by the description's own boot id: a description
+that names another boot (a test simulating a real reboot) is taken as it is.
+The description's ``"after_jump"`` says what the jump leads to: ``"boot"``
+(the default: that new boot, which the dry-run daemon then verifies, as a
+rehearsal) or ``"halt"`` (nothing: the daemon stays in ``exec`` as if it had
+gone down with the old kernel, for tests that start the next boot's daemon
+themselves with a description of the new boot).
 """
 
 from __future__ import annotations
@@ -19,6 +31,8 @@ import errno
 import json
 import os
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +44,7 @@ from liveupd.fsio import atomic_write_json
 from liveupd.transition.phases import ExecMode
 
 MACHINE_ENV = "LIVEUPD_DRY_RUN_MACHINE"
+AFTER_JUMP = ("boot", "halt")
 
 _PCI = "/sys/devices/pci0000:00"
 DEFAULT_MACHINE: dict[str, Any] = {
@@ -123,6 +138,12 @@ class SimMachine:
             self.faults = FaultPlan.from_json(self.description.get("faults"))
         except InvalidFaultPlan as e:
             raise ValueError(f"{source}: {e}") from None
+        self.after_jump = self.description.get("after_jump", "boot")
+        if self.after_jump not in AFTER_JUMP:
+            raise ValueError(
+                f"{source}: after_jump: expected one of {', '.join(AFTER_JUMP)}, "
+                f"not {str(self.after_jump)[:40]!r}"
+            )
         self._lock = threading.Lock()
 
     @property
@@ -139,6 +160,36 @@ class SimMachine:
         data.setdefault("frozen", [])
         data.setdefault("links_down", [])
         return data
+
+    def system(self) -> dict[str, Any]:
+        """The running system's facts: the description's, or a simulated boot's since."""
+        described: dict[str, Any] = self.description["system"]
+        boot = self.state().get("boot")
+        if isinstance(boot, dict) and boot.get("over") == described["boot_id"]:
+            return {**described, **boot["system"], "started": boot["started"]}
+        return described
+
+    def boot_loaded(self) -> None:
+        """Boot the loaded kernel (the simulated jump's effect): a new boot id, nothing
+        loaded, unbound, set down or frozen."""
+        with self._lock:
+            loaded = self.state()["loaded"]
+        if loaded is None:
+            raise OSError(errno.EINVAL, "no kernel loaded: nothing to boot")
+        system = {
+            "release": loaded["release"],
+            "boot_id": str(uuid.uuid4()),
+            "cmdline": loaded["cmdline"],
+        }
+        boot = {"over": self.description["system"]["boot_id"], "system": system}
+        change: dict[str, Any] = {
+            "boot": {**boot, "started": time.time()},
+            "loaded": None,
+            "unbound": {},
+            "links_down": [],
+            "frozen": [],
+        }
+        self.update("boot", change, **system)
 
     def update(self, op: str, change: dict[str, Any], **record: Any) -> None:
         with self._lock:
@@ -212,7 +263,7 @@ def _injected(machine: SimMachine, op: str, key: str) -> None:
 
 
 def _boot_id(machine: SimMachine) -> str:
-    return str(machine.description["system"]["boot_id"])
+    return str(machine.system()["boot_id"])
 
 
 class DryRunDevices:
@@ -367,7 +418,7 @@ class SimSystem:
         self.m = machine
 
     def _fact(self, key: str) -> Any:
-        return self.m.description["system"][key]
+        return self.m.system()[key]
 
     def release(self) -> str:
         return str(self._fact("release"))
@@ -379,7 +430,10 @@ class SimSystem:
         return str(self._fact("cmdline"))
 
     def uptime(self) -> float:
-        return float(self._fact("uptime"))
+        system = self.m.system()
+        if "started" in system:  # a simulated boot: its uptime runs
+            return max(0.0, time.time() - float(system["started"]))
+        return float(system["uptime"])
 
 
 class DryRunFiles:
@@ -432,4 +486,5 @@ def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
         dry_run=True,
         files=DryRunFiles(m),
         faults=m.faults,
+        simulated_boot=m.boot_loaded if m.after_jump == "boot" else None,
     )

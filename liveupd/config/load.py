@@ -119,6 +119,6 @@ def load_config(config_file: Path | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     try:
-        return Config.model_validate(merged)
+        return Config.model_validate(merged).from_file(config_file)
     except ValidationError as e:
         raise ConfigError(describe("merged configuration", e)) from None

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from liveupd import paths
 
@@ -129,6 +129,18 @@ class Config(_Section):
     storage: StorageSection = StorageSection()
     verify: VerifySection = VerifySection()
     daemon: DaemonSection = DaemonSection()
+    # The main file it was loaded from (load_config); None: the default location.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path:
+        """The configuration file in use, for messages that tell where to change a key."""
+        return self._source or paths.CONFIG_FILE
+
+    def from_file(self, path: Path | None) -> Config:
+        """This configuration, as loaded from ``path`` (None: the default location)."""
+        self._source = path.absolute() if path is not None else None
+        return self
 
     @property
     def state_dir(self) -> Path:

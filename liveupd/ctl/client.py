@@ -270,6 +270,10 @@ class Client:
     async def cancel(self, *, interactive: bool = False) -> None:
         await self.call("Cancel", interactive=interactive)
 
+    async def blockers(self) -> list[tuple[str, str]]:
+        rows = (await self.call("ListBlockers"))[0]
+        return [(str(kind), str(message)) for kind, message in rows]
+
     async def history(self, limit: int = 0) -> list[dict[str, Any]]:
         text = (await self.call("GetHistory", "u", [limit]))[0]
         data = json.loads(text)

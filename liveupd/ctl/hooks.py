@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from liveupd.config.load import load_config
-from liveupd.ctl import render
+from liveupd.ctl import output, render
+from liveupd.ctl.options import Conventions
 from liveupd.errors import ConfigError, ExitCode
 from liveupd.hooks.discovery import EntryStatus, HookEntry, scan
 from liveupd.hooks.manifest import HOOK_NAME, Hook, load_manifest
@@ -48,13 +49,15 @@ def _run_order(e: dict[str, Any]) -> tuple[int, int, str]:
     return (phase, e["order"] if e["order"] is not None else 100, e["name"])
 
 
-def list_hooks(config_file: Path | None, as_json: bool) -> int:
+def list_hooks(
+    config_file: Path | None, as_json: bool, *, legend: bool = True, pager: bool = True
+) -> int:
     config = load_config(config_file)
     entries = sorted((entry_json(e) for e in scan(config.hook_dirs)), key=_run_order)
     if as_json:
         render.print_json(entries)
     else:
-        print(render.hooks_text(entries))
+        output.page(render.hooks_text(entries, legend=legend), enabled=pager)
     bad = any(e["status"] == EntryStatus.INVALID for e in entries)
     return int(ExitCode.FAILED if bad else ExitCode.OK)
 
@@ -101,4 +104,5 @@ def check(path: Path, as_json: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.hooks_command == "check":
         return check(args.file, args.json)
-    return list_hooks(args.config, args.json)
+    how = Conventions.of(args)
+    return list_hooks(args.config, how.json, legend=how.legend, pager=how.pager)

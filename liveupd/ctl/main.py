@@ -1,8 +1,12 @@
 """``liveupctl``: the command-line client of org.liveupd.LiveUpdate1.
 
 Every command except ``hooks`` talks to the daemon over D-Bus, exactly as any
-other client would.  Exit codes: 0 success, 1 failed, 2 usage, 3 nothing to
-do, 4 not authorized, 5 unsupported here.
+other client would.  A bare ``liveupctl`` is ``liveupctl status``.  The
+options systemctl users expect (``-j/--json``, ``-q/--quiet``,
+``--no-legend``, ``--no-pager``) go before or after the verb (``options``).
+Exit codes: 0 success, 1 failed, 2 usage, 3 nothing to do, 4 not
+authorized, 5 unsupported here; 130 after Ctrl-C; 141 when the output pipe
+was closed (``liveupctl status | head -1``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any
 
 from liveupd import __version__
 from liveupd.cli import die, die_with
-from liveupd.ctl import agent, hooks, render
+from liveupd.ctl import agent, hooks, output, render, show, status
 from liveupd.ctl.client import BusChoice, Client, RemoteError
+from liveupd.ctl.interrupt import EXIT_INTERRUPTED, Interrupts
+from liveupd.ctl.options import JSON_VERBS, Conventions, add_output_options
 from liveupd.ctl.progress import Follower, renderer_for
-from liveupd.errors import ExitCode, LiveUpdError
+from liveupd.errors import Cancelled, ExitCode, LiveUpdError
 from liveupd.fleet.reboot_required import newer_kernel, reboot_required
 from liveupd.service import names
 
@@ -81,26 +87,49 @@ def _bus_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+MODES_HELP = (
+    "exec defaults to direct mode and reboot to systemd mode. exec is what a person runs "
+    "to switch now: direct is the fast path, the daemon quiesces, unbinds, flushes and "
+    "freezes, then jumps itself, with services frozen in place rather than stopped. "
+    "reboot stands in for 'systemctl reboot' (package managers, kured, Ansible), so, like "
+    "a reboot, it stops every service cleanly through kexec.target. Either verb takes "
+    "--mode to choose."
+)
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _bus_options(common, suppress=True)
-    json_opt = argparse.ArgumentParser(add_help=False)
-    json_opt.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(common, suppress=True)
 
     p = argparse.ArgumentParser(
         prog="liveupctl",
-        description="Control liveupd: stage a kernel and switch to it without a firmware reboot.",
-        epilog="Exit codes: 0 success, 1 failed, 2 usage, 3 nothing to do, "
-        "4 not authorized, 5 unsupported here.",
+        description="Control liveupd: stage a kernel and switch to it without a firmware "
+        "reboot. Without a command: status.",
+        epilog=MODES_HELP + " Exit codes: 0 success, 1 failed, 2 usage, 3 nothing to do, "
+        "4 not authorized, 5 unsupported here, 130 interrupted (Ctrl-C).",
     )
     p.add_argument("--version", action="version", version=f"liveupctl {__version__}")
     _bus_options(p, suppress=False)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_output_options(p, suppress=False)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     sub.add_parser(
-        "status", parents=[common, json_opt], help="daemon state, staged kernel, kernels"
+        "status",
+        parents=[common],
+        help="daemon state, the running or last transition, what blocks one (the default)",
     )
-    sub.add_parser("kernels", parents=[common, json_opt], help="installed kernels")
+    shw = sub.add_parser(
+        "show",
+        parents=[common],
+        help="a transition's report: phases, hooks, devices, filesystems, verification",
+        description="Print the report of transition ID (default: the newest): each phase "
+        "with its duration, the hooks that ran, the devices unbound and bound again, the "
+        "filesystems frozen, the failure and what was undone, the verification on the new "
+        "kernel and the downtime.",
+    )
+    shw.add_argument("id", nargs="?", default="", help="transition id or a unique prefix")
+    sub.add_parser("kernels", parents=[common], help="installed kernels")
 
     stage = sub.add_parser("stage", parents=[common], help="check and load a kernel")
     stage.add_argument("kernel", nargs="?", default="", help="path or release (default: latest)")
@@ -116,7 +145,15 @@ def parser() -> argparse.ArgumentParser:
         help="a unified kernel image's profile: @N or its ID (default: @0)",
     )
 
-    exe = sub.add_parser("exec", parents=[common], help="switch to the staged kernel")
+    exe = sub.add_parser(
+        "exec",
+        parents=[common],
+        help="switch to the staged kernel",
+        description="Run the staged transition and follow it. Ctrl-C before the exec phase "
+        "cancels it and waits for the rollback (exit 130); a second Ctrl-C, or one once "
+        "the exec phase has begun, only stops following it.",
+        epilog=MODES_HELP,
+    )
     _exec_options(exe)
     exe.add_argument(
         "--no-wait", action="store_true", help="start the transition and return at once"
@@ -124,15 +161,17 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("cancel", parents=[common], help="unload the staged kernel or roll back")
 
-    hist = sub.add_parser("history", parents=[common, json_opt], help="past transitions")
+    hist = sub.add_parser("history", parents=[common], help="past transitions")
     hist.add_argument("--limit", type=int, default=0, metavar="N", help="newest N only")
 
+    local = argparse.ArgumentParser(add_help=False)
+    add_output_options(local, suppress=True)
     hk = sub.add_parser(
-        "hooks", parents=[json_opt], help="effective hooks (read locally), or check one file"
+        "hooks", parents=[local], help="effective hooks (read locally), or check one file"
     )
     hk.add_argument("--config", type=Path, help="liveupd.conf (default /etc/liveupd/liveupd.conf)")
     hsub = hk.add_subparsers(dest="hooks_command", metavar="check")
-    chk = hsub.add_parser("check", parents=[json_opt], help="validate one hook manifest")
+    chk = hsub.add_parser("check", parents=[local], help="validate one hook manifest")
     chk.add_argument("file", type=Path)
 
     rb = sub.add_parser(
@@ -143,9 +182,10 @@ def parser() -> argparse.ArgumentParser:
         description="Stage the newest installed kernel (or KERNEL; the running one makes a fast "
         "reboot into the same kernel) and switch to it, without asking anything. A staged "
         "transition is executed as it is.",
-        epilog="Exit codes: 0 the switch was requested (or, with --fallback, the normal "
-        "reboot); 1 failed, the machine runs on unchanged; 2 usage; 3 no reboot needed "
-        "(--if-needed); 4 not authorized; 5 kexec is unsupported here (without --fallback).",
+        epilog=MODES_HELP + " Exit codes: 0 the switch was requested (or, with --fallback, "
+        "the normal reboot); 1 failed, the machine runs on unchanged; 2 usage; 3 no reboot "
+        "needed (--if-needed); 4 not authorized; 5 kexec is unsupported here (without "
+        "--fallback).",
     )
     rb.add_argument("kernel", nargs="?", default="", help="path or release (default: newest)")
     _exec_options(rb, default_mode="systemd")
@@ -170,7 +210,7 @@ def _exec_options(p: argparse.ArgumentParser, default_mode: str = "direct") -> N
         choices=["direct", "systemd"],
         default=default_mode,
         help=f"direct: the daemon jumps itself (fast); systemd: via kexec.target, services "
-        f"stop cleanly (default: {default_mode})",
+        f"stop cleanly (default here: {default_mode}; see the note on modes below)",
     )
     p.add_argument(
         "--ignore-inhibitors",
@@ -188,29 +228,42 @@ def bus_choice(args: argparse.Namespace) -> BusChoice:
 # ----------------------------------------------------------------- commands --
 
 
+def say(args: argparse.Namespace, line: str) -> None:
+    """An informational line (not printed with --quiet)."""
+    if not Conventions.of(args).quiet:
+        print(line)
+
+
 async def cmd_status(client: Client, args: argparse.Namespace) -> int:
-    manager = await client.properties()
-    staged: dict[str, Any] | None = None
-    path = manager.get("StagedTransition", names.NO_TRANSITION)
-    if path != names.NO_TRANSITION:
-        staged = await client.transition(path)
-    corrupt = sum(1 for e in await client.history(0) if e.get("state") == "corrupt")
-    data = render.status_json(
-        manager, staged, await client.can_live_update(), reboot_required(), corrupt
-    )
-    if args.json:
+    data = await status.gather(client)
+    how = Conventions.of(args)
+    if how.json:
         render.print_json(data)
     else:
-        print(render.status_text(data))
+        output.page(status.text(data), enabled=how.pager)
+    return int(ExitCode.OK)
+
+
+async def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    how = Conventions.of(args)
+    try:
+        entry, live = await show.fetch(client, args.id)
+    except show.NotFound as e:
+        die(e.message, e.code)
+    if how.json:
+        render.print_json(entry)
+    else:
+        output.page(show.text(entry, live), enabled=how.pager)
     return int(ExitCode.OK)
 
 
 async def cmd_kernels(client: Client, args: argparse.Namespace) -> int:
     kernels = [k.to_json() for k in await client.kernels()]
-    if args.json:
+    how = Conventions.of(args)
+    if how.json:
         render.print_json(kernels)
     else:
-        print(render.kernels_text(kernels))
+        output.page(render.kernels_text(kernels, legend=how.legend), enabled=how.pager)
     return int(ExitCode.OK)
 
 
@@ -218,10 +271,11 @@ async def cmd_history(client: Client, args: argparse.Namespace) -> int:
     if args.limit < 0:
         die("--limit must be 0 (all) or more", ExitCode.USAGE)
     entries = await client.history(args.limit)
-    if args.json:
+    how = Conventions.of(args)
+    if how.json:
         render.print_json(entries)
     else:
-        print(render.history_text(entries))
+        output.page(render.history_text(entries, legend=how.legend), enabled=how.pager)
     return int(ExitCode.OK)
 
 
@@ -238,11 +292,11 @@ async def cmd_stage(client: Client, args: argparse.Namespace) -> int:
             profile=args.profile,
         )
     props = await client.transition(path)
-    print(f"Staged {props['TargetRelease']} as transition {tid}")
-    print(f"  kernel:       {props['KernelPath']}")
-    print(f"  initrd:       {props['InitrdPath'] or '-'}")
-    print(f"  command line: {props['CommandLine']}")
-    print("Run 'liveupctl exec' to switch to it, or 'liveupctl cancel' to unload it.")
+    say(args, f"Staged {props['TargetRelease']} as transition {tid}")
+    say(args, f"  kernel:       {props['KernelPath']}")
+    say(args, f"  initrd:       {props['InitrdPath'] or '-'}")
+    say(args, f"  command line: {props['CommandLine']}")
+    say(args, "Run 'liveupctl exec' to switch to it, or 'liveupctl cancel' to unload it.")
     return int(ExitCode.OK)
 
 
@@ -253,45 +307,69 @@ async def cmd_exec(client: Client, args: argparse.Namespace) -> int:
         ignore_inhibitors=args.ignore_inhibitors,
         interactive=agent.wanted(args.no_ask_password),
         wait=not args.no_wait,
+        quiet=Conventions.of(args).quiet,
     )
 
 
 async def execute(
-    client: Client, *, mode: str, ignore_inhibitors: bool, interactive: bool, wait: bool
+    client: Client,
+    *,
+    mode: str,
+    ignore_inhibitors: bool,
+    interactive: bool,
+    wait: bool,
+    quiet: bool = False,
 ) -> int:
     manager = await client.properties()
-    follower = Follower(str(manager.get("StagedTransition", "")), renderer_for(sys.stdout))
+    dry_run = bool(manager.get("DryRun", False))
+    follower = Follower(
+        str(manager.get("StagedTransition", "")),
+        renderer_for(sys.stdout, quiet=quiet),
+        dry_run=dry_run,
+    )
     if wait:  # subscribe before the call: no signal is missed
         await client.watch(follower.on_signal)
     with agent.tty_agent(interactive):
         tid, path = await client.execute(
             mode=mode, ignore_inhibitors=ignore_inhibitors, interactive=interactive
         )
+    how = f"{mode} mode" + (", dry run" if dry_run else "")
     if not wait:
-        print(f"Started transition {tid} ({mode} mode); follow it with 'liveupctl status'")
+        if not quiet:
+            print(f"Started transition {tid} ({how}); follow it with 'liveupctl status'")
         return int(ExitCode.OK)
     follower.path = path
-    try:
-        target = str((await client.transition(path)).get("TargetRelease", ""))
-    except RemoteError as e:
-        if not e.unreachable:
-            raise
-        target = ""
-    print(f"Transition {tid}: switching to {target or 'the staged kernel'} ({mode} mode)")
-    sys.stdout.flush()
-    follower.begin(target)  # every signal since before Execute, then live ones
-    gone = asyncio.ensure_future(client.disconnected())
-    waiting: set[asyncio.Future[Any]] = {follower.done, gone}
-    try:
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not follower.done.done():
-        follower.vanished()
+    with Interrupts(client, follower, tid, interactive=interactive) as interrupts:
+        try:
+            target = str((await client.transition(path)).get("TargetRelease", ""))
+        except RemoteError as e:
+            if not e.unreachable:
+                raise
+            target = ""
+        if not quiet:
+            print(f"Transition {tid}: switching to {target or 'the staged kernel'} ({how})")
+            sys.stdout.flush()
+        follower.begin(target)  # every signal since before Execute, then live ones
+        gone = asyncio.ensure_future(client.disconnected())
+        waiting: set[asyncio.Future[Any]] = {follower.done, gone, interrupts.detached}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if interrupts.detached.done():
+            follower.renderer.finish()
+            await interrupts.cancel_delivered()
+            return EXIT_INTERRUPTED
+        if not follower.done.done():
+            follower.vanished()
     outcome = follower.done.result()
+    if interrupts.cancelling and outcome.error == Cancelled.dbus_name:
+        print(f"liveupctl: cancelled: {outcome.message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if outcome.code is not ExitCode.OK:
         die(outcome.message, outcome.code)
-    print(outcome.message)
+    if not quiet:
+        print(outcome.message)
     return int(ExitCode.OK)
 
 
@@ -301,9 +379,9 @@ async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     with agent.tty_agent(interactive):
         await client.cancel(interactive=interactive)
     if manager.get("State") == "staged":
-        print("Cancelled: the staged kernel was unloaded")
+        say(args, "Cancelled: the staged kernel was unloaded")
     else:
-        print("Cancelled: the running transition was rolled back")
+        say(args, "Cancelled: the running transition was rolled back")
     return int(ExitCode.OK)
 
 
@@ -313,9 +391,10 @@ async def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
     running = str(manager.get("RunningKernel") or "")
     staged_path = str(manager.get("StagedTransition", names.NO_TRANSITION))
     if args.if_needed and not reboot_needed(manager, explicit=bool(args.kernel)):
-        print(
+        say(
+            args,
             f"No reboot needed: running the newest installed kernel ({running}), nothing is "
-            "staged, and no package asked for a reboot (/run/reboot-required)"
+            "staged, and no package asked for a reboot (/run/reboot-required)",
         )
         return int(ExitCode.NOTHING_TO_DO)
     if manager.get("Unsupported"):
@@ -328,7 +407,7 @@ async def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
                 "first, or reboot into it with 'liveupctl reboot'",
                 ExitCode.FAILED,
             )
-        print(f"Switching to the staged kernel {staged['TargetRelease']} ({staged['Id']})")
+        say(args, f"Switching to the staged kernel {staged['TargetRelease']} ({staged['Id']})")
     else:
         try:
             tid, path = await client.stage(args.kernel)
@@ -336,13 +415,14 @@ async def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
             raise StageFailed(e) from e
         target = str((await client.transition(path)).get("TargetRelease", ""))
         same = " (the running kernel: a fast reboot)" if target == running else ""
-        print(f"Staged {target} as transition {tid}{same}")
+        say(args, f"Staged {target} as transition {tid}{same}")
     return await execute(
         client,
         mode=args.mode,
         ignore_inhibitors=args.ignore_inhibitors,
         interactive=False,
         wait=True,
+        quiet=Conventions.of(args).quiet,
     )
 
 
@@ -400,6 +480,7 @@ def run_fallback(reason: str, override: Sequence[str] | None) -> int:
 
 COMMANDS = {
     "status": cmd_status,
+    "show": cmd_show,
     "kernels": cmd_kernels,
     "history": cmd_history,
     "stage": cmd_stage,
@@ -417,9 +498,31 @@ async def run(args: argparse.Namespace) -> int:
         client.close()
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.command is None:  # a bare liveupctl, as a bare systemctl lists units
+        args = p.parse_args([*(sys.argv[1:] if argv is None else argv), "status"])
+    if args.json and args.command not in JSON_VERBS:
+        p.error(
+            f"--json: {args.command} prints no JSON (these do: {', '.join(sorted(JSON_VERBS))})"
+        )
+    return args
+
+
 def main(argv: Sequence[str] | None = None, *, fallback: Sequence[str] | None = None) -> int:
     """The console script; ``fallback`` replaces the command ``reboot --fallback`` runs."""
-    args = parser().parse_args(argv)
+    guarded = output.guard_stdout()
+    try:
+        status_ = _main(argv, fallback)
+    except SystemExit as e:  # die(), usage errors: their status, once the output is out
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return output.exit_status(guarded, code)
+    return output.exit_status(guarded, status_)
+
+
+def _main(argv: Sequence[str] | None, fallback: Sequence[str] | None) -> int:
+    args = parse(argv)
     try:
         if args.command == "hooks":
             return hooks.run(args)
@@ -441,7 +544,21 @@ def main(argv: Sequence[str] | None = None, *, fallback: Sequence[str] | None = 
     except LiveUpdError as e:
         die_with(e)
     except KeyboardInterrupt:
-        return 130
+        interrupted(args.command)
+        return EXIT_INTERRUPTED
+
+
+def interrupted(command: str) -> None:
+    """Ctrl-C outside the following of a transition: say what goes on regardless."""
+    note = {
+        "stage": "; liveupd finishes staging if the request reached it ('liveupctl status')",
+        "cancel": "; liveupd finishes the rollback if the request reached it",
+        "reboot": "; see 'liveupctl status' for what liveupd goes on with",
+        "exec": "; see 'liveupctl status' for what liveupd goes on with",
+    }.get(command, "")
+    sys.stdout.flush()
+    newline = "\n" if sys.stderr.isatty() else ""  # after the ^C the terminal echoed
+    print(f"{newline}liveupctl: interrupted{note}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,17 @@
 The follower reads liveupd's signals for one transition object.  It ends:
 
 * OK when the transition's State becomes ``exec`` (the jump was requested:
-  dry-run, or ``systemd`` mode handing over to kexec.target), or when the
-  daemon vanishes after the ``exec`` phase started (the machine went into the
-  new kernel);
-* with the error's exit code on ``TransitionFailed`` (rolled back);
+  ``systemd`` mode handing over to kexec.target), or when the daemon vanishes
+  after the ``exec`` phase started (the machine went into the new kernel);
+* in a dry run, OK when the simulated new boot verified it (``completed``):
+  the daemon rehearses what follows the jump;
+* with the error's exit code on ``TransitionFailed`` (rolled back, or the
+  dry run's verification failed);
 * FAILED when the daemon vanishes before the ``exec`` phase.
 
-On a terminal the progress is a bar redrawn in place; otherwise one plain
-line per change, for logs and package-manager output.
+On a terminal that understands escape codes (``output.escapes_ok``: not
+``TERM=dumb``) the progress is a bar redrawn in place; otherwise one plain line
+per change, for logs and package-manager output; with ``--quiet``, nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, TextIO
 from dbus_fast import Message
 
 from liveupd.ctl.client import DBUS_NAME, PROPERTIES, RemoteError, unwrap
+from liveupd.ctl.output import escapes_ok
 from liveupd.ctl.render import duration
 from liveupd.errors import ExitCode
 from liveupd.service import names
@@ -59,6 +63,26 @@ class Renderer:
         self.write(f"hook {hook} ({phase}): {result} in {duration(usec)}")
 
     def finish(self) -> None:
+        pass
+
+    def interrupt(self) -> None:
+        """Ctrl-C was pressed: end the line the terminal echoed ^C on."""
+        try:
+            tty = self.out.isatty()
+        except (ValueError, OSError):
+            tty = False
+        if tty:
+            self.out.write("\n")
+            self.out.flush()
+
+
+class QuietRenderer(Renderer):
+    """``--quiet``: no progress at all."""
+
+    def write(self, line: str) -> None:
+        pass
+
+    def interrupt(self) -> None:
         pass
 
 
@@ -111,19 +135,27 @@ class BarRenderer(Renderer):
             self.out.flush()
             self._drawn = False
 
+    def interrupt(self) -> None:
+        self.finish()  # the ^C stays at the end of the bar; the next one starts below
 
-def renderer_for(out: TextIO = sys.stdout) -> Renderer:
-    return BarRenderer(out) if out.isatty() else Renderer(out)
+
+def renderer_for(out: TextIO = sys.stdout, *, quiet: bool = False) -> Renderer:
+    if quiet:
+        return QuietRenderer(out)
+    return BarRenderer(out) if escapes_ok(out) else Renderer(out)
 
 
 class Follower:
     """Turns liveupd's signals for ``path`` into renderer calls and an Outcome."""
 
-    def __init__(self, path: str, renderer: Renderer) -> None:
+    def __init__(self, path: str, renderer: Renderer, *, dry_run: bool = False) -> None:
         self.path = path
         self.renderer = renderer
+        self.dry_run = dry_run
         self.phase = ""
         self.target = ""
+        self.jumped = False  # the State became exec
+        self.rolling_back = asyncio.Event()  # the rollback phase began (a Cancel arrived)
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._held: list[Message] | None = []  # signals that came before begin()
 
@@ -150,9 +182,26 @@ class Follower:
             phase=phase if isinstance(phase, str) and phase else None,
             progress=int(progress) if isinstance(progress, int) else None,
         )
-        if props.get("State") == "exec":
-            target = self.target or "the new kernel"
-            self._finish(Outcome(ExitCode.OK, f"the jump into {target} was requested"))
+        state = props.get("State")
+        target = self.target or "the new kernel"
+        if state == "exec":
+            self.jumped = True
+            if not self.dry_run:
+                self._finish(Outcome(ExitCode.OK, f"the jump into {target} was requested"))
+                return
+            self.renderer.write(
+                f"the jump into {target} was requested (dry run: the simulated machine "
+                "boots it, and liveupd verifies it there)"
+            )
+        elif state == "completed" and self.dry_run:
+            tid = self.path.rsplit("/", 1)[-1]
+            self._finish(
+                Outcome(
+                    ExitCode.OK,
+                    f"dry run: the simulated new boot runs {target} and passed verification; "
+                    f"transition {tid} completed ('liveupctl show {tid}' for the report)",
+                )
+            )
 
     def on_signal(self, msg: Message) -> None:
         if self._held is not None:
@@ -173,6 +222,8 @@ class Follower:
             return
         if msg.member == "PhaseChanged":
             self.phase = str(body[1])
+            if self.phase == "rollback":
+                self.rolling_back.set()
             self.renderer.update(phase=self.phase)
         elif msg.member == "HookFinished":
             self.renderer.hook(str(body[1]), str(body[2]), str(body[3]), int(body[4]))
@@ -180,9 +231,22 @@ class Follower:
             error = RemoteError(str(body[1]), str(body[2]))
             self._finish(Outcome(error.exit_code, error.message, error.name))
 
+    @property
+    def past_exec(self) -> bool:
+        """The exec phase has begun: the transition can no longer be cancelled."""
+        return self.jumped or self.phase in ("exec", "verify", "restore")
+
     def vanished(self) -> None:
         """liveupd left the bus (or our connection dropped)."""
-        if self.phase == "exec":
+        if self.dry_run and self.past_exec:
+            self._finish(
+                Outcome(
+                    ExitCode.FAILED,
+                    "liveupd went away after the simulated jump, before the simulated new "
+                    "boot was verified; see its log and 'liveupctl history'",
+                )
+            )
+        elif self.phase == "exec":
             self._finish(
                 Outcome(
                     ExitCode.OK,

@@ -33,11 +33,12 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in header]
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, legend: bool = True) -> str:
+    """Columns padded to their widest cell; ``legend=False`` (--no-legend): no header."""
+    widths = [len(h) if legend else 0 for h in header]
     for row in rows:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [header, *rows]
+    lines = [header, *rows] if legend else list(rows)
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
@@ -91,37 +92,6 @@ def transition_json(props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_text(data: dict[str, Any]) -> str:
-    lines = [f"State:          {data['state']}"]
-    staged = data.get("staged")
-    if staged:
-        lines.append(f"Staged:         {staged['target_release']} (transition {staged['id']})")
-        lines.append(f"  kernel:       {staged['kernel']}")
-        lines.append(f"  initrd:       {staged['initrd'] or '-'}")
-        lines.append(f"  command line: {staged['cmdline']}")
-    lines.append(f"Running kernel: {data['running_kernel']}")
-    latest = data["latest_kernel"] or "-"
-    if latest == data["running_kernel"]:
-        latest += " (running)"
-    elif data.get("newer_kernel"):
-        is_staged = staged and staged["target_release"] == data["newer_kernel"]
-        latest += " (newer than the running kernel" + ("; staged)" if is_staged else ")")
-    lines.append(f"Latest kernel:  {latest}")
-    lines.append(f"Reboot needed:  {reboot_needed_text(data)}")
-    if data.get("unsupported"):
-        lines.append(f"Live update:    not possible here: {data['unsupported']}")
-    else:
-        can = data["can_live_update"]
-        lines.append(f"Live update:    {ANSWERS.get(can, can)}")
-    corrupt = data.get("corrupt_journals") or 0
-    if corrupt:
-        lines.append(
-            f"Journals:       {corrupt} corrupt, set aside (liveupctl history shows which and why)"
-        )
-    lines.append(f"Version:        {data['version']}")
-    return "\n".join(lines)
-
-
 def reboot_needed_text(data: dict[str, Any]) -> str:
     reasons = []
     if data.get("newer_kernel"):
@@ -152,10 +122,13 @@ def _initrd_column(k: dict[str, Any]) -> str:
     return "(its own)" if k.get("source") == "uki" else "-"
 
 
-def kernels_text(kernels: Sequence[dict[str, Any]]) -> str:
-    """A table of kernels; under each, why Stage would refuse it, and what a UKI leaves out."""
+def kernels_text(kernels: Sequence[dict[str, Any]], *, legend: bool = True) -> str:
+    """A table of kernels; under each, why Stage would refuse it, and what a UKI leaves out.
+
+    ``legend=False`` (--no-legend): no header line and no key to the marks.
+    """
     if not kernels:
-        return "no kernels installed in the allowed directories"
+        return "no kernels installed in the allowed directories" if legend else ""
     lines: list[str] = []
     rows = []
     for k in kernels:
@@ -170,25 +143,30 @@ def kernels_text(kernels: Sequence[dict[str, Any]]) -> str:
                 _initrd_column(k),
             ]
         )
-    table_lines = table(["  RELEASE", "SOURCE", "KERNEL", "INITRD"], rows).splitlines()
-    lines.append(table_lines[0])
-    for k, line in zip(kernels, table_lines[1:], strict=True):
+    table_lines = table(
+        ["  RELEASE", "SOURCE", "KERNEL", "INITRD"], rows, legend=legend
+    ).splitlines()
+    if legend:
+        lines.append(table_lines.pop(0))
+    for k, line in zip(kernels, table_lines, strict=True):
         lines.append(line)
         if k.get("profiles"):
             lines.append(f"      profiles: {', '.join(k['profiles'])}")
         if k.get("problem"):
             lines.append(f"      refused: {k['problem']}")
         lines.extend(f"      {w}" for w in k.get("warnings") or ())
-    legend = "* running   > latest (what 'liveupctl stage' takes)   ! Stage would refuse it"
-    return "\n".join(lines) + "\n\n" + legend
+    if not legend:
+        return "\n".join(lines)
+    key = "* running   > latest (what 'liveupctl stage' takes)   ! Stage would refuse it"
+    return "\n".join(lines) + "\n\n" + key
 
 
 # --------------------------------------------------------------- history ----
 
 
-def history_text(entries: Sequence[dict[str, Any]]) -> str:
+def history_text(entries: Sequence[dict[str, Any]], *, legend: bool = True) -> str:
     if not entries:
-        return "no transitions yet"
+        return "no transitions yet" if legend else ""
     rows = []
     for e in entries:
         error = e.get("error") or {}
@@ -205,15 +183,15 @@ def history_text(entries: Sequence[dict[str, Any]]) -> str:
                 note[:80],
             ]
         )
-    return table(["ID", "CREATED", "STATE", "KERNEL", "MODE", "NOTE"], rows)
+    return table(["ID", "CREATED", "STATE", "KERNEL", "MODE", "NOTE"], rows, legend=legend)
 
 
 # ----------------------------------------------------------------- hooks ----
 
 
-def hooks_text(entries: Sequence[dict[str, Any]]) -> str:
+def hooks_text(entries: Sequence[dict[str, Any]], *, legend: bool = True) -> str:
     if not entries:
-        return "no hooks installed"
+        return "no hooks installed" if legend else ""
     rows = []
     for e in entries:
         source = e["path"]
@@ -228,7 +206,7 @@ def hooks_text(entries: Sequence[dict[str, Any]]) -> str:
                 source,
             ]
         )
-    text = table(["HOOK", "PHASE", "ORDER", "STATUS", "SOURCE"], rows)
+    text = table(["HOOK", "PHASE", "ORDER", "STATUS", "SOURCE"], rows, legend=legend)
     problems = [p for e in entries for p in e["problems"]]
     if problems:
         text += "\n\nproblems:\n" + "\n".join(f"  {p}" for p in problems)

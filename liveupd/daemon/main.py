@@ -55,7 +55,12 @@ def make_backends(config: Config, dry_run: bool) -> Backends:
     if dry_run:
         from liveupd.backends import dryrun
 
-        return dryrun.make(config.state_dir)
+        try:
+            return dryrun.make(config.state_dir)
+        except (OSError, ValueError) as e:
+            raise Failed(
+                f"cannot set up the simulated machine ({dryrun.MACHINE_ENV}): {e}"
+            ) from None
     if os.environ.get(HOST_TEST_ENV):
         raise Failed(
             f"refusing to touch this machine: {HOST_TEST_ENV} is set, so this is a test "

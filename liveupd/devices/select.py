@@ -12,6 +12,7 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from liveupd import paths
 from liveupd.backends.base import Binding, Device
 from liveupd.config.model import DeviceSelector
 from liveupd.errors import InvalidArgument
@@ -107,6 +108,8 @@ def plan_unbind(
     selectors: Sequence[DeviceSelector],
     keep: Sequence[DeviceSelector],
     root_devices: set[str],
+    *,
+    config_file: str = str(paths.CONFIG_FILE),
 ) -> UnbindPlan:
     """Bindings to undo.  InvalidArgument (nothing changed) if one holds the root fs.
 
@@ -132,7 +135,7 @@ def plan_unbind(
                 f"refusing to unbind {target.sys_path} (driver {target.driver}): it holds the "
                 f"root filesystem. It was selected through {device.sys_path}; narrow "
                 "[devices] unbind (or the hook's unbind) or add it to [devices] keep in "
-                "/etc/liveupd/liveupd.conf. Nothing was changed."
+                f"{config_file}. Nothing was changed."
             )
         chosen[target.sys_path] = target
     # Each interface belongs to the deepest chosen binding above it: that unbind removes it.

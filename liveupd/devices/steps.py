@@ -47,6 +47,7 @@ def plan_for(ctx: TransitionContext, requested: list[DeviceSelector]) -> UnbindP
         selectors,
         keep,
         backend.root_devices(),
+        config_file=str(ctx.config_file),
     )
 
 
@@ -136,11 +137,12 @@ class UnbindStep(BuiltinStep):
                 await asyncio.to_thread(devices.unbind, b, ctx.config.devices.timeout)
             except OSError as e:
                 failures = await rebind(ctx, [b, *reversed(done)])
+                see = ctx.on_machine("see the kernel log (dmesg) for the driver's side")
                 message = (
                     f"unbinding {b.sys_path} from driver {b.driver} failed: "
                     f"{e.strerror or e}; the devices unbound so far were bound again. "
-                    "See the kernel log (dmesg) for the driver's side, or leave the device "
-                    "out with [devices] keep in /etc/liveupd/liveupd.conf"
+                    f"{see[0].upper()}{see[1:]}, or leave the device out with [devices] keep "
+                    f"in {ctx.config_file}"
                 )
                 if failures:
                     message += ". Binding back also failed: " + "; ".join(failures)
@@ -184,5 +186,8 @@ async def undo_rebind(ctx: TransitionContext, record: RebindUndo) -> None:
         raise Failed(
             "binding devices again failed: "
             + "; ".join(failures)
-            + "; bind them by hand with: echo DEVICE > /sys/bus/SUBSYSTEM/drivers/DRIVER/bind"
+            + "; "
+            + ctx.on_machine(
+                "bind them by hand with: echo DEVICE > /sys/bus/SUBSYSTEM/drivers/DRIVER/bind"
+            )
         )

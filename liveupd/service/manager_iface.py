@@ -27,7 +27,7 @@ from typing import Any
 from dbus_fast import PropertyAccess
 from dbus_fast import introspection as intr
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import ServiceInterface
 
 from liveupd import __version__, logs, memory
 from liveupd.errors import Busy, Inhibited, InvalidArgument
@@ -35,8 +35,11 @@ from liveupd.manager import Manager, ManagerState
 from liveupd.quoting import clip, quote
 from liveupd.service import caller, inhibit, limits, names
 from liveupd.service.auth import Authorizer
+from liveupd.service.blockers import blockers
 from liveupd.service.boundary import dbus_errors
 from liveupd.service.dbustypes import (
+    BlockerList,
+    Bool,
     HookFinishedArgs,
     IdAndPath,
     KernelDetails,
@@ -49,6 +52,9 @@ from liveupd.service.dbustypes import (
     Str,
     TransitionFailedArgs,
     UInt32,
+    dbus_method,
+    dbus_property,
+    dbus_signal,
 )
 from liveupd.service.exec_gate import ExecGate
 from liveupd.service.introspection import EMITS_CHANGED, annotate_property, arg_names
@@ -182,6 +188,8 @@ class ManagerInterface(ServiceInterface):
                 return "Staging a kernel"
             phase = t.phase or "starting"
             return f"Transition {t.id} to {release}: {phase} ({t.progress}%)"
+        if self.manager.rehearsing and t is not None:
+            return f"Dry run: verifying {release} on the simulated new boot (transition {t.id})"
         if state is ManagerState.EXEC and t is not None:
             return f"Jumping into {release} (transition {t.id})"
         if state is ManagerState.FAILED and t is not None:
@@ -336,6 +344,15 @@ class ManagerInterface(ServiceInterface):
             self.publish()
         logs.event(LOG, "cancel.done", transition=t.id, state=str(t.state))
 
+    @arg_names("blockers")
+    @dbus_method()
+    @dbus_errors
+    async def ListBlockers(self) -> BlockerList:
+        found = await blockers(
+            self.manager, self.parts.bus, ready=self._ready.is_set(), stopping=self.stopping
+        )
+        return [b.as_tuple() for b in found]
+
     @arg_names("history")
     @dbus_method()
     @dbus_errors
@@ -369,6 +386,10 @@ class ManagerInterface(ServiceInterface):
     def Version(self) -> Str:
         return __version__
 
+    @dbus_property(access=PropertyAccess.READ)
+    def DryRun(self) -> Bool:
+        return self.manager.backends.dry_run
+
     # ------------------------------------------------------------ signals --
 
     @arg_names("transition", "phase")
@@ -396,3 +417,4 @@ class ManagerInterface(ServiceInterface):
 
 annotate_property(ManagerInterface.RunningKernel, EMITS_CHANGED, "const")
 annotate_property(ManagerInterface.Version, EMITS_CHANGED, "const")
+annotate_property(ManagerInterface.DryRun, EMITS_CHANGED, "const")

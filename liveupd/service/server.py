@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import signal
 
-from dbus_fast import BusType, NameFlag, RequestNameReply
+from dbus_fast import BusType, DBusError, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from liveupd import logs, memory, sdnotify
@@ -66,7 +66,9 @@ async def serve(config: Config, backends: Backends, *, bus: str = "system") -> i
     loop = asyncio.get_running_loop()
     gate = ExecGate()
     backends = dataclasses.replace(backends, kexec=GatedKexec(backends.kexec, gate, loop))
-    manager = Manager(config, backends)
+    # A dry run rehearses the new boot after the simulated jump (manager.py), unless
+    # its machine's description says the jump halts it (after_jump).
+    manager = Manager(config, backends, rehearse=backends.simulated_boot is not None)
 
     conn = await connect(bus)
     guard = writer_guard.install(conn)
@@ -106,7 +108,7 @@ async def _run(
     for entry in manager.history():
         if entry["state"] != CORRUPT:  # a corrupt journal has no object, only a history entry
             registry.get(str(entry["id"]))
-    reply = await conn.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
+    reply = await _request_name(conn, bus)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise Failed(
             f"{names.BUS_NAME} is owned by another process already; is liveupd running "
@@ -170,6 +172,20 @@ async def _run(
     )
     await manager.shutdown()
     return int(ExitCode.FAILED)
+
+
+async def _request_name(conn: MessageBus, bus: str) -> RequestNameReply:
+    """Own the name; a refusal by the bus (its policy) is a clear error, not a traceback."""
+    try:
+        return await conn.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
+    except DBusError as e:
+        where = f"the {bus} bus" if bus in ("system", "session") else f"the bus at {bus}"
+        raise Failed(
+            f"{where} refused liveupd the name {names.BUS_NAME} ({e.type}: {e.text}). "
+            "On the system bus only root may own it: run liveupd as root, and check that "
+            f"its bus policy is installed (/usr/share/dbus-1/system.d/{names.BUS_NAME}.conf) "
+            "and that dbus has reloaded it (systemctl reload dbus)"
+        ) from None
 
 
 async def _disconnected(conn: MessageBus) -> None:

@@ -8,7 +8,9 @@ the signals a client sees for one transition are in the engine's order:
 * StepFinished of a hook: ``HookFinished``; its progress is coalesced;
 * StateChanged: the transition's State (and everything else that changed),
   then the Manager's State/StagedTransition;
-* TransitionFailed: ``TransitionFailed``.
+* TransitionFailed: ``TransitionFailed``;
+* Verified (the dry run's simulated new boot verified it): ``Recovered``, as
+  the daemon of a new boot announces a verified transition.
 
 Progress alone is coalesced (``transition_iface.COALESCE_INTERVAL``); state
 and phase changes are never merged away.
@@ -25,6 +27,7 @@ from liveupd.transition.events import (
     StateChanged,
     StepFinished,
     TransitionFailed,
+    Verified,
 )
 
 LOG = logs.get("signals")
@@ -57,4 +60,7 @@ class SignalRouter:
         elif isinstance(event, TransitionFailed):
             obj.publish()
             self.manager_iface.TransitionFailed(path, event.error, event.message)
+        elif isinstance(event, Verified):
+            obj.publish()
+            self.manager_iface.Recovered(path, event.ok, obj.report())
         self.manager_iface.publish(full=False)

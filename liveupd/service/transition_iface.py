@@ -21,11 +21,11 @@ from typing import Any
 from dbus_fast import PropertyAccess
 from dbus_fast import introspection as intr
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import ServiceInterface, dbus_property
+from dbus_fast.service import ServiceInterface
 
 from liveupd.manager import Manager
 from liveupd.service import names
-from liveupd.service.dbustypes import Str, UInt32
+from liveupd.service.dbustypes import Str, UInt32, dbus_property
 from liveupd.service.introspection import EMITS_CHANGED, annotate_property
 from liveupd.transition import history
 from liveupd.transition.engine import Transition

@@ -8,6 +8,13 @@ means "wait until the socket is writable", nothing is lost and order is kept.
 
 It also reports when a given reply has been written to the socket, which the
 Execute method uses to hold the jump until its reply is out.
+
+``_MessageWriter`` is private to dbus-fast, but the same (attributes and
+methods) from 2.44 (Debian 13's) to 5.x: ``install`` checks what the guard
+relies on and otherwise leaves the connection unguarded, saying why.  The
+signal-burst test (tests/dbus/test_writer_guard.py) runs against both ends,
+in the project's virtualenv and in the one pinned to Debian 13's versions
+(``make check-debian13``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,19 @@ from liveupd import logs
 
 LOG = logs.get("writer")
 
-_REQUIRED = ("messages", "buf", "offset", "unix_fds", "fut", "sock", "fd", "loop", "bus")
+_REQUIRED = (
+    "messages",
+    "buf",
+    "offset",
+    "unix_fds",
+    "fut",
+    "sock",
+    "fd",
+    "loop",
+    "bus",
+    "negotiate_unix_fd",
+    "schedule_write",
+)
 
 
 def _resolve(fut: asyncio.Future[None] | None) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from liveupd import paths
 from liveupd.backends.base import Mount
 from liveupd.errors import InvalidArgument
 
@@ -60,7 +61,11 @@ def containing_mount(path: str, mounts: Sequence[Mount]) -> Mount | None:
 
 
 def plan_freeze(
-    mounts: Sequence[Mount], setting: str | Sequence[str], state_dir: str
+    mounts: Sequence[Mount],
+    setting: str | Sequence[str],
+    state_dir: str,
+    *,
+    config_file: str = str(paths.CONFIG_FILE),
 ) -> FreezePlan:
     """Decide what to freeze.
 
@@ -82,7 +87,7 @@ def plan_freeze(
         if missing:
             raise InvalidArgument(
                 f"storage.freeze names {', '.join(missing)}, which is not mounted; "
-                'fix the list in /etc/liveupd/liveupd.conf or use freeze = "auto"'
+                f'fix the list in {config_file} or use freeze = "auto"'
             )
         chosen = [by_point[p] for p in setting]
     skipped: list[tuple[str, str]] = []

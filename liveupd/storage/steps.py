@@ -37,7 +37,10 @@ def freeze_plan(ctx: TransitionContext) -> FreezePlan:
     plan = ctx.facts.get(FREEZE_PLAN)
     if plan is None:
         plan = plan_freeze(
-            ctx.backends.storage.mounts(), ctx.config.storage.freeze, str(ctx.config.state_dir)
+            ctx.backends.storage.mounts(),
+            ctx.config.storage.freeze,
+            str(ctx.config.state_dir),
+            config_file=str(ctx.config_file),
         )
         ctx.facts.set(FREEZE_PLAN, plan)
     return plan
@@ -55,7 +58,12 @@ class StorageCheckStep(BuiltinStep):
         storage = ctx.backends.storage
         mounts = await asyncio.to_thread(storage.mounts)
         # InvalidArgument (a configured filesystem is not mounted) refuses the stage.
-        plan = plan_freeze(mounts, ctx.config.storage.freeze, str(ctx.config.state_dir))
+        plan = plan_freeze(
+            mounts,
+            ctx.config.storage.freeze,
+            str(ctx.config.state_dir),
+            config_file=str(ctx.config_file),
+        )
         ctx.log(
             "storage.planned",
             freeze=",".join(plan.freeze) or None,
@@ -117,11 +125,11 @@ class FlushStep(BuiltinStep):
                             reason=f"cannot be frozen: {e.strerror or e}",
                         )
                         continue
+                    check = ctx.on_machine(f"check that nothing else froze it (fsfreeze -u {mp})")
                     raise Failed(
                         f"freezing {mp} failed: {e.strerror or e}; everything frozen so far "
-                        "was thawed. Check that nothing else froze it (fsfreeze -u "
-                        f"{mp}) or leave it out of [storage] freeze in "
-                        "/etc/liveupd/liveupd.conf"
+                        f"was thawed. {check[0].upper()}{check[1:]}, or leave it out of "
+                        f"[storage] freeze in {ctx.config_file}"
                     ) from e
                 frozen.append(mp)
                 ctx.log("storage.frozen", mountpoint=mp)
@@ -153,5 +161,6 @@ async def undo_thaw(ctx: TransitionContext, record: ThawUndo) -> None:
         raise Failed(
             "thawing failed for "
             + "; ".join(failures)
-            + "; thaw them by hand with: fsfreeze -u MOUNTPOINT"
+            + "; "
+            + ctx.on_machine("thaw them by hand with: fsfreeze -u MOUNTPOINT")
         )

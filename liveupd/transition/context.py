@@ -17,7 +17,15 @@ from liveupd.transition.journal import Journal
 from liveupd.transition.phases import ExecMode
 from liveupd.transition.records import StageRequest, Target
 
-__all__ = ["Fact", "Facts", "StageRequest", "Target", "TransitionContext", "read_log"]
+__all__ = [
+    "Fact",
+    "Facts",
+    "StageRequest",
+    "Target",
+    "TransitionContext",
+    "read_log",
+    "simulated_advice",
+]
 
 LOG = logs.get("transition")
 LOG_NAME = "log.jsonl"
@@ -91,6 +99,20 @@ class TransitionContext:
     def dir(self) -> Path:
         return self.journal.dir
 
+    # ------------------------------------------------------------ advice --
+
+    @property
+    def config_file(self) -> Path:
+        """The configuration file the daemon uses (for advice naming a key to change)."""
+        return self.config.source
+
+    def on_machine(self, real: str) -> str:
+        """Advice for the machine: ``real`` names commands to run on it; a simulated
+        machine (dry run) gets advice about the simulation instead."""
+        if not self.backends.dry_run:
+            return real
+        return simulated_advice(self.config.state_dir)
+
     def hook_state_dir(self, hook: str) -> Path:
         return self.dir / "hooks" / hook
 
@@ -148,6 +170,16 @@ class TransitionContext:
 
     def emit(self, event: Event) -> None:
         self._events(event)
+
+
+def simulated_advice(state_dir: Path) -> str:
+    """What to do about a failure of the dry run's simulated machine."""
+    return (
+        "the machine is simulated (liveupd --dry-run): its errors come from its "
+        'description (LIVEUPD_DRY_RUN_MACHINE: "errors", "faults") and its state is '
+        f"kept in {state_dir / 'dry-run' / 'machine.json'}; start the dry-run daemon on a "
+        "fresh state directory to reset it"
+    )
 
 
 def read_log(transition_dir: Path) -> list[dict[str, Any]]:

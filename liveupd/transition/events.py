@@ -41,7 +41,15 @@ class TransitionFailed:
     message: str
 
 
-Event = PhaseChanged | StepFinished | StateChanged | TransitionFailed
+@dataclass(frozen=True)
+class Verified:
+    """The dry run's simulated new boot verified the transition (``ok``: completed)."""
+
+    transition: str
+    ok: bool
+
+
+Event = PhaseChanged | StepFinished | StateChanged | TransitionFailed | Verified
 EventSink = Callable[[Event], None]
 
 

@@ -77,6 +77,7 @@ def summary(journal: Journal) -> dict[str, Any]:
         "id": r.id,
         "state": str(r.state),
         "created": r.created,
+        "execute_requested": r.execute_requested,
         "finished": r.finished,
         "mode": str(r.mode) if r.mode is not None else None,
         "dry_run": r.dry_run,

@@ -145,9 +145,11 @@ class HookStep(Step):
         if self.hook.manifest.on_failure == "continue":
             ctx.log("hook.failure-ignored", level=logging.WARNING, hook=self.name, reason=detail)
             return
+        # Masked in the last (the admin's) hook directory of the configuration in use.
+        dirs = ctx.config.hook_dirs
+        mask = (dirs[-1] if dirs else self.hook.path.parent) / self.hook.path.name
         raise HookFailed(
-            f"{detail}. Fix the hook or mask it (ln -s /dev/null /etc/liveupd/hooks.d/"
-            f"{self.hook.path.name}), then try again.",
+            f"{detail}. Fix the hook or mask it (ln -s /dev/null {mask}), then try again.",
             hook=self.name,
         )
 

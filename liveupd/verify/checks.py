@@ -71,8 +71,16 @@ def _under(path: str, ancestor: str) -> bool:
     return path == ancestor or path.startswith(ancestor + "/")
 
 
-def device_problems(bindings: Sequence[Binding], devices: Sequence[Device]) -> list[Problem]:
-    """Every recorded device bound to its driver again, every interface back with its MAC."""
+SIMULATED = "(the machine is simulated: see its description, LIVEUPD_DRY_RUN_MACHINE)"
+
+
+def device_problems(
+    bindings: Sequence[Binding], devices: Sequence[Device], *, simulated: bool = False
+) -> list[Problem]:
+    """Every recorded device bound to its driver again, every interface back with its MAC.
+
+    ``simulated``: the dry run's machine, for which no command of a real one helps.
+    """
     by_path = {d.sys_path: d for d in devices}
     nets = [d.net for d in devices if d.net is not None]
     problems = []
@@ -83,7 +91,8 @@ def device_problems(bindings: Sequence[Binding], devices: Sequence[Device]) -> l
                 Problem(
                     check=Check.DEVICE,
                     message=f"{b.sys_path} is missing; before the transition it was bound to "
-                    f"{b.driver}. Check the kernel log (dmesg) of this boot",
+                    f"{b.driver}. "
+                    + (SIMULATED if simulated else "Check the kernel log (dmesg) of this boot"),
                     sys_path=b.sys_path,
                 )
             )
@@ -92,8 +101,13 @@ def device_problems(bindings: Sequence[Binding], devices: Sequence[Device]) -> l
                 Problem(
                     check=Check.DEVICE,
                     message=f"{b.sys_path} is bound to {d.driver or 'no driver'}, expected "
-                    f"{b.driver}; check that this kernel has the {b.driver} driver (modprobe "
-                    f"{b.driver}) and the kernel log (dmesg)",
+                    f"{b.driver}; "
+                    + (
+                        SIMULATED
+                        if simulated
+                        else f"check that this kernel has the {b.driver} driver (modprobe "
+                        f"{b.driver}) and the kernel log (dmesg)"
+                    ),
                     sys_path=b.sys_path,
                 )
             )

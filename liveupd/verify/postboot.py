@@ -75,6 +75,7 @@ async def check_devices(
 ) -> list[Problem]:
     """Settle udev, then wait (within the same deadline) for every device to be back."""
     devices = engine.backends.devices
+    simulated = engine.backends.dry_run
     deadline = time.monotonic() + timeout
     settled = await asyncio.to_thread(devices.settle, timeout)
     problems = []
@@ -83,11 +84,17 @@ async def check_devices(
             Problem(
                 check=Check.SETTLE,
                 message=f"udev did not settle within {timeout:g} s (verify.settle-timeout); "
-                "see udevadm monitor and the journal of systemd-udevd",
+                + (
+                    'the simulated machine\'s description says so ("udev_settles": false)'
+                    if simulated
+                    else "see udevadm monitor and the journal of systemd-udevd"
+                ),
             )
         )
     while True:
-        found = device_problems(bindings, await asyncio.to_thread(devices.devices))
+        found = device_problems(
+            bindings, await asyncio.to_thread(devices.devices), simulated=simulated
+        )
         if not found or not settled or time.monotonic() >= deadline:
             return problems + found
         await asyncio.sleep(min(DEVICE_POLL, max(deadline - time.monotonic(), 0)))

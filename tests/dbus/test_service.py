@@ -50,6 +50,14 @@ def booted(tmp_path: Path, tid: str) -> dict[str, str]:
     return {"LIVEUPD_DRY_RUN_MACHINE": str(machine)}
 
 
+def halting(tmp_path: Path) -> dict[str, str]:
+    """The simulated jump halts the daemon in exec, as a real one goes down with the old
+    kernel (no rehearsal of the new boot): the next boot's daemon is started by the test."""
+    machine = tmp_path / "halting.json"
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "after_jump": "halt"}))
+    return {"LIVEUPD_DRY_RUN_MACHINE": str(machine)}
+
+
 def test_properties_and_kernels(daemon: Daemon, bus: PrivateBus) -> None:
     assert bus.get("State") == "idle"
     assert bus.get("StagedTransition") == "/"
@@ -88,13 +96,15 @@ def test_stage_execute_signals_in_order(
     assert bus.get("State", path=path, interface=TRANSITION) == "staged"
 
     assert execute(bus) == (tid, path)
-    recorder.wait_for(expect.is_state(path, "exec"), "the transition to reach exec")
-    recorder.wait_for(lambda s: expect.manager_states([s]) == ["exec"], "Manager State exec")
+    # The dry run goes on after the simulated jump: the simulated machine boots the
+    # new kernel, the daemon verifies it there and announces it, as on a new boot.
+    recorder.wait_for(expect.is_member("Recovered", path), "Recovered (the rehearsal)")
+    recorder.wait_for(lambda s: expect.manager_states([s]) == ["idle"], "Manager State idle")
     signals = recorder.signals()
 
     # PropertiesChanged on each state change, in order.
-    assert expect.manager_states(signals) == ["running", "staged", "running", "exec"]
-    assert expect.transition_states(signals, path) == ["running", "exec"]
+    assert expect.manager_states(signals) == ["running", "staged", "running", "exec", "idle"]
+    assert expect.transition_states(signals, path) == ["running", "exec", "completed"]
     staged_paths = expect.changed(signals, OBJECT_PATH, expect.MANAGER, "StagedTransition")
     assert staged_paths == [path, "/"]
     # Phases in order, each hook reported inside its phase.
@@ -128,25 +138,30 @@ def test_stage_execute_signals_in_order(
     }
     progress = expect.changed(signals, path, TRANSITION, "Progress")
     assert progress == sorted(progress) and progress[-1] == 100
+    [recovered] = expect.manager_signals(signals, "Recovered", path)
+    assert recovered[1] is True and json.loads(recovered[2])["state"] == "completed"
     # The transition object reads back what was signalled.
-    assert bus.get("State", path=path, interface=TRANSITION) == "exec"
+    assert bus.get("State", path=path, interface=TRANSITION) == "completed"
     assert bus.get("Progress", path=path, interface=TRANSITION) == 100
     report = json.loads(bus.get("Report", path=path, interface=TRANSITION))
-    assert report["id"] == tid and report["state"] == "exec"
-    # The simulated machine loaded the kernel and jumped, in that order.
+    assert report["id"] == tid and report["state"] == "completed" and report["dry_run"]
+    assert report["verification"]["running_release"] == TARGET
+    assert report["verification"]["problems"] == []
+    # The simulated machine loaded the kernel, jumped, and booted it, in that order.
     ops = daemon.ops()
-    assert ops.index("kexec_file_load") < ops.index("jump")
+    assert ops.index("kexec_file_load") < ops.index("jump") < ops.index("boot")
+    assert bus.get("RunningKernel") == TARGET  # the simulated machine's new boot
     assert log.read_text().split() == ["quiesce", "checkpoint", "flush"]
 
 
 def test_history_after_a_transition(daemon: Daemon, bus: PrivateBus, recorder: Recorder) -> None:
     tid, path = stage(bus)
     execute(bus)
-    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    recorder.wait_for(expect.is_state(path, "completed"), "completed (the dry run's new boot)")
     [text] = bus.call("GetHistory", "u", "0")
     history = json.loads(text)
     assert history[0]["id"] == tid
-    assert history[0]["state"] == "exec"
+    assert history[0]["state"] == "completed" and history[0]["dry_run"] is True
     assert history[0]["new_release"] == TARGET
     assert history[0]["old_release"] == RUNNING
     assert history[0]["mode"] == "direct"
@@ -304,7 +319,7 @@ def test_stop_rolls_back_a_running_transition(
 def test_recovered_on_the_new_kernel(
     start_daemon: DaemonFactory, bus: PrivateBus, recorder: Recorder, tmp_path: Path
 ) -> None:
-    first = start_daemon()
+    first = start_daemon(env=halting(tmp_path))
     tid, path = stage(bus)
     execute(bus)
     recorder.wait_for(expect.is_state(path, "exec"), "exec")
@@ -325,7 +340,7 @@ def test_a_restarted_daemon_exports_past_transitions_and_announces_this_boots(
     """Verified by liveupd-verify.service before the daemon started (here: by a first
     daemon on the new boot), the transition is still an object with its Report, and
     the next daemon on that boot announces it with Recovered."""
-    first = start_daemon()
+    first = start_daemon(env=halting(tmp_path))
     tid, path = stage(bus)
     execute(bus)
     recorder.wait_for(expect.is_state(path, "exec"), "exec")
@@ -356,7 +371,7 @@ def test_past_transitions_are_objects_as_soon_as_the_name_is_owned(
 ) -> None:
     """A bus-activating call (a Get on a transition's Report) is delivered as soon as
     the daemon owns its name, while start-up recovery may still be running."""
-    first = start_daemon()
+    first = start_daemon(env=halting(tmp_path))
     old_tid, old_path = stage(bus)
     bus.call("Cancel")
     tid, path = stage(bus)
@@ -413,7 +428,7 @@ def test_changes_wait_for_start_up_recovery(
 ) -> None:
     """The call that bus-activates the daemon arrives as soon as it owns its name,
     before recovery is done: it waits for recovery instead of being refused."""
-    first = start_daemon()
+    first = start_daemon(env=halting(tmp_path))
     tid, path = stage(bus)
     execute(bus)
     recorder.wait_for(expect.is_state(path, "exec"), "exec")

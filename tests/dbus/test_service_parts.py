@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import ServiceInterface, dbus_method
+from dbus_fast.service import ServiceInterface
 
 from liveupd import sdnotify
 from liveupd.errors import Busy, InvalidArgument
 from liveupd.service import caller, names, options, writer_guard
 from liveupd.service.boundary import dbus_errors
-from liveupd.service.dbustypes import Str
+from liveupd.service.dbustypes import Str, dbus_method
 from liveupd.service.exec_gate import ExecGate, GatedKexec
 from liveupd.service.transition_iface import COALESCE_INTERVAL, TransitionInterface
 from liveupd.transition.phases import ExecMode, TransitionState

@@ -264,8 +264,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(REPO),
             "install",
             f"DESTDIR={root}",
-            "PREFIX=/usr",
-            f"PYTHON={shutil.which('python3')}",
         ],
         capture_output=True,
         text=True,
@@ -286,10 +284,62 @@ def test_install_puts_every_file_in_place(installed: Path) -> None:
         ("usr/lib/systemd/system/liveupd-verify.service", 0o644),
         ("usr/lib/tmpfiles.d/liveupd.conf", 0o644),
         ("usr/lib/systemd/system-shutdown/liveupd", 0o755),
+        ("usr/sbin/liveupd", 0o755),
+        ("usr/bin/liveupctl", 0o755),
+        ("usr/libexec/liveupd/kernel-hook", 0o755),
+        ("usr/libexec/liveupd/shutdown-unbind", 0o755),
+        ("usr/share/kernel/postinst.d/zz-liveupd", 0o755),
+        ("usr/share/kernel/postrm.d/zz-liveupd", 0o755),
+        ("usr/lib/kernel/install.d/99-liveupd.install", 0o755),
+        ("usr/lib/liveupd/hooks.d/20-network.hook", 0o644),
+        ("usr/share/man/man1/liveupctl.1", 0o644),
+        ("usr/share/man/man8/liveupd.8", 0o644),
+        ("usr/share/man/man5/liveupd.conf.5", 0o644),
+        ("usr/share/man/man5/liveupd.hook.5", 0o644),
+        ("usr/share/bash-completion/completions/liveupctl", 0o644),
+        ("usr/share/zsh/vendor-completions/_liveupctl", 0o644),
+        ("usr/share/doc/liveupd/examples/liveupd.conf", 0o644),
+        ("usr/lib/python3/dist-packages/liveupd/__init__.py", 0o644),
     ]:
         f = installed / path
         assert f.is_file(), path
         assert f.stat().st_mode & 0o777 == mode, path
+    # Every unit's Documentation= page is installed.
+    for name in ("liveupd.service", "liveupd-verify.service"):
+        for doc in unit(name)["Unit"]["Documentation"].split():
+            page, section = doc.removeprefix("man:").rstrip(")").split("(")
+            assert (installed / f"usr/share/man/man{section}/{page}.{section}").is_file(), doc
+
+
+def test_install_ships_no_bytecode_and_names_the_system_python(installed: Path) -> None:
+    """Programs run /usr/bin/python3 (never a python3 found on PATH); no .pyc shipped."""
+    assert not list(installed.rglob("*.pyc")) and not list(installed.rglob("__pycache__"))
+    for program in (
+        "usr/sbin/liveupd",
+        "usr/bin/liveupctl",
+        "usr/libexec/liveupd/kernel-hook",
+        "usr/libexec/liveupd/shutdown-unbind",
+    ):
+        assert (installed / program).read_text().startswith("#!/usr/bin/python3\n"), program
+    helpers = ("usr/share/kernel/postinst.d/zz-liveupd", "usr/lib/systemd/system-shutdown/liveupd")
+    for helper in helpers:
+        text = (installed / helper).read_text()
+        assert "/usr/libexec/liveupd/" in text and "python3 -" not in text, helper
+    activation = installed / "usr/share/dbus-1/system-services/org.liveupd.LiveUpdate1.service"
+    assert "SystemdService=liveupd.service" in activation.read_text()
+
+
+def test_install_refuses_a_prefix_nothing_reads(tmp_path: Path) -> None:
+    out = subprocess.run(
+        ["make", "-C", str(REPO), "install", f"DESTDIR={tmp_path}", "PREFIX=/usr/local"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "PREFIX=/usr/local refused" in out.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_systemd_analyze_verify_is_clean(installed: Path, tmp_path: Path) -> None:
@@ -302,7 +352,9 @@ def test_systemd_analyze_verify_is_clean(installed: Path, tmp_path: Path) -> Non
         for name in ("liveupd.service", "liveupd-verify.service")
     ]
     out = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", *units],
+        # --man=no: the Documentation= pages are in the installed tree, not on this host
+        # (test_install_puts_every_file_in_place checks them).
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}", *units],
         capture_output=True,
         text=True,
         timeout=120,
@@ -316,7 +368,7 @@ def test_daemon_unit_contract() -> None:
     service = unit("liveupd.service")["Service"]
     assert service["Type"] == "notify"
     assert service["BusName"] == BUS_NAME
-    assert service["ExecStart"] == "/usr/bin/liveupd"
+    assert service["ExecStart"] == "/usr/sbin/liveupd"
     assert service["WatchdogSec"]
     assert "PYTHONDONTWRITEBYTECODE=1" in service["Environment"].split()
     assert service["ProtectKernelTunables"] == "no"
@@ -328,6 +380,7 @@ def test_daemon_unit_contract() -> None:
     activation.read(DBUS / "org.liveupd.LiveUpdate1.service")
     assert activation["D-BUS Service"]["Name"] == BUS_NAME
     assert activation["D-BUS Service"]["SystemdService"] == "liveupd.service"
+    assert activation["D-BUS Service"]["Exec"] == service["ExecStart"] == "/usr/sbin/liveupd"
 
 
 def test_verify_unit_contract() -> None:
@@ -336,7 +389,7 @@ def test_verify_unit_contract() -> None:
     assert u["Unit"]["DefaultDependencies"] == "no"
     assert "liveupd.service" in u["Unit"]["Before"].split()
     assert u["Service"]["Type"] == "oneshot"
-    assert u["Service"]["ExecStart"] == "/usr/bin/liveupd --verify"
+    assert u["Service"]["ExecStart"] == "/usr/sbin/liveupd --verify"
 
 
 def test_tmpfiles_state_dir_is_root_only() -> None:
@@ -349,7 +402,7 @@ def test_tmpfiles_state_dir_is_root_only() -> None:
 
 
 def shutdown_helper(tmp_path: Path, verb: str, pending: bool) -> tuple[int, list[str]]:
-    """Run units/liveupd-shutdown with a fake python3 that records how it was called."""
+    """Run units/liveupd-shutdown with a fake shutdown-unbind that records its calls."""
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     (state / "pending").unlink(missing_ok=True)
@@ -359,10 +412,14 @@ def shutdown_helper(tmp_path: Path, verb: str, pending: bool) -> tuple[int, list
     bindir.mkdir(exist_ok=True)
     record = tmp_path / "calls"
     record.unlink(missing_ok=True)
-    fake = bindir / "python3"
-    fake.write_text(f'#!/bin/sh\necho "$*" >> {record}\nexit 7\n')
+    fake = bindir / "shutdown-unbind"
+    fake.write_text(f'#!/bin/sh\necho "$PYTHONDONTWRITEBYTECODE $*" >> {record}\nexit 7\n')
     fake.chmod(0o755)
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "LIVEUPD_STATE_DIR": str(state)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LIVEUPD_STATE_DIR": str(state),
+        "LIVEUPD_SHUTDOWN_UNBIND": str(fake),
+    }
     out = subprocess.run(
         ["/bin/sh", str(UNITS / "liveupd-shutdown"), verb],
         env=env,
@@ -378,7 +435,7 @@ def shutdown_helper(tmp_path: Path, verb: str, pending: bool) -> tuple[int, list
 def test_shutdown_helper_only_for_a_pending_kexec(tmp_path: Path) -> None:
     assert shutdown_helper(tmp_path, "kexec", pending=True) == (
         0,  # a failing helper never fails the shutdown
-        ["-B -m liveupd.devices.shutdown kexec"],
+        ["1 kexec"],  # the installed program, never writing bytecode
     )
     for verb in ("reboot", "poweroff", "halt"):
         assert shutdown_helper(tmp_path, verb, pending=True) == (0, [])

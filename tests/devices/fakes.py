@@ -203,15 +203,21 @@ def backends(
     devices: FakeDevices | None = None,
     storage: FakeStorage | None = None,
     machine_file: Path | None = None,
+    *,
+    dry_run: bool = True,
 ) -> Backends:
-    """Dry-run kexec and system facts, with the given device and storage fakes."""
+    """Dry-run kexec and system facts, with the given device and storage fakes.
+
+    ``dry_run=False`` labels the fakes as a real machine (for the advice its errors give);
+    kexec stays the dry-run one.
+    """
     sim = dryrun.make(state_dir, machine_file)
     return Backends(
         kexec=sim.kexec,
         devices=devices if devices is not None else sim.devices,
         storage=storage if storage is not None else sim.storage,
         system=sim.system,
-        dry_run=True,
+        dry_run=dry_run,
     )
 
 
@@ -223,6 +229,7 @@ def context(
     mode: ExecMode = ExecMode.DIRECT,
     transition_id: str = "T1",
     events: list[Event] | None = None,
+    dry_run: bool = True,
 ) -> TransitionContext:
     state_dir = config.state_dir
     journal = Journal.create(state_dir, transition_id, boot_id="boot-1", old_release="old")
@@ -230,7 +237,7 @@ def context(
     return TransitionContext(
         transition_id=transition_id,
         config=config,
-        backends=backends(state_dir, devices, storage),
+        backends=backends(state_dir, devices, storage, dry_run=dry_run),
         journal=journal,
         events=sink,
         target=TARGET,

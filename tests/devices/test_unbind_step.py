@@ -134,9 +134,17 @@ def test_undo_failure_names_the_device_and_the_fix(write_config: Callable[[str],
     devices.unbound.add(VIRTIO_NET)
     b = Binding(VIRTIO_NET, "virtio", "virtio0", "virtio_net")
     with pytest.raises(Failed) as e:
-        asyncio.run(undo_rebind(context(config, devices), RebindUndo(bindings=(b,))))
+        asyncio.run(undo_rebind(context(config, devices, dry_run=False), RebindUndo(bindings=(b,))))
     assert f"{VIRTIO_NET} -> virtio_net" in e.value.message
     assert "/sys/bus/SUBSYSTEM/drivers/DRIVER/bind" in e.value.message
+    # A simulated machine (dry run) is not told to write to a real /sys.
+    devices.unbound.add(VIRTIO_NET)
+    with pytest.raises(Failed) as e:
+        asyncio.run(
+            undo_rebind(context(config, devices, transition_id="T2"), RebindUndo(bindings=(b,)))
+        )
+    assert "/sys/bus" not in e.value.message
+    assert "the machine is simulated" in e.value.message
 
 
 def test_link_up_finds_a_renamed_interface_by_mac(write_config: Callable[[str], Config]) -> None:

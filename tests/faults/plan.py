@@ -52,7 +52,13 @@ class Setup:
 
     def machine_file(self, faults: Sequence[Fault], name: str = "machine.json") -> Path:
         path = self.root / name
-        desc = {**dryrun.DEFAULT_MACHINE, "faults": [f.to_json() for f in faults]}
+        # The matrices end at the jump (as a real daemon does): no dry-run rehearsal of
+        # the new boot, whose writes are verification's, tested in tests/verify.
+        desc = {
+            **dryrun.DEFAULT_MACHINE,
+            "after_jump": "halt",
+            "faults": [f.to_json() for f in faults],
+        }
         path.write_text(json.dumps(desc))
         return path
 

@@ -13,8 +13,10 @@ HOOKS = REPO / "kernel-install"
 POSTINST = HOOKS / "postinst.d" / "zz-liveupd"
 POSTRM = HOOKS / "postrm.d" / "zz-liveupd"
 KERNEL_INSTALL = HOOKS / "99-liveupd.install"
-# The virtualenv's python3 and liveupctl, as /usr/bin's would be on a machine.
+# The virtualenv's python3 and liveupctl, as /usr/bin's would be on a machine, and
+# a stand-in for the installed /usr/libexec/liveupd/kernel-hook that runs with it.
 BIN = Path(sys.executable).parent
+KERNEL_HOOK = Path(__file__).resolve().parent / "bin" / "kernel-hook"
 
 
 def run_hook(
@@ -25,7 +27,10 @@ def run_hook(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``script ARGS`` with the private bus as the system bus, the test's liveupd.conf."""
-    extra = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    extra = {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "LIVEUPD_KERNEL_HOOK": str(KERNEL_HOOK),
+    }
     if config is not None:
         extra["LIVEUPD_CONFIG"] = str(config)
     extra.update(env or {})

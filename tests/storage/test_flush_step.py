@@ -136,11 +136,31 @@ def test_undo_thaws_everything_planned_and_is_idempotent(
 
 def test_a_failed_thaw_is_reported_with_the_fix(write_config: Callable[[str], Config]) -> None:
     storage = FakeStorage(fail={("thaw", "/data"): errno.EPERM})
-    ctx = context(write_config(FREEZE_ALL), storage=storage)
+    ctx = context(write_config(FREEZE_ALL), storage=storage, dry_run=False)
     with pytest.raises(Failed) as e:
         asyncio.run(undo_thaw(ctx, ThawUndo(mountpoints=("/data", "/"))))
     assert "/data" in e.value.message and "fsfreeze -u" in e.value.message
     assert ("thaw", "/") in storage.ops  # the others are still thawed
+
+
+def test_a_simulated_machine_gets_no_advice_for_a_real_one(
+    write_config: Callable[[str], Config], tmp_path: Path
+) -> None:
+    """Issue 18, case 6: no fsfreeze for a dry run; the configuration file in use."""
+    config = write_config(FREEZE_ALL)
+    storage = FakeStorage(fail={("thaw", "/data"): errno.EPERM})
+    ctx = context(config, storage=storage)
+    with pytest.raises(Failed) as e:
+        asyncio.run(undo_thaw(ctx, ThawUndo(mountpoints=("/data", "/"))))
+    assert "fsfreeze" not in e.value.message
+    assert "the machine is simulated (liveupd --dry-run)" in e.value.message
+    busy = FakeStorage(fail={("freeze", "/data"): errno.EIO})
+    ctx = context(config, storage=busy, transition_id="T2")
+    with pytest.raises(Failed) as e:
+        apply(ctx)
+    assert "fsfreeze" not in e.value.message
+    assert f"[storage] freeze in {tmp_path / 'liveupd.conf'}" in e.value.message
+    assert "/etc/liveupd" not in e.value.message
 
 
 def test_systemd_mode_syncs_but_freezes_nothing(write_config: Callable[[str], Config]) -> None:

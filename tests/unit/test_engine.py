@@ -287,7 +287,10 @@ def test_a_failed_thaw_keeps_writes_held_rather_than_block_on_a_frozen_fs(
     assert t.state is TransitionState.ROLLBACK_FAILED
     assert t.error is not None
     failed = [e for e in rec.events if isinstance(e, TransitionFailed)]
-    assert "fsfreeze -u" in failed[0].message
+    # The machine is simulated: no command for a real one (issue 18, case 6).
+    assert "fsfreeze" not in failed[0].message
+    assert "the machine is simulated (liveupd --dry-run)" in failed[0].message
+    assert str(config.state_dir / "dry-run" / "machine.json") in failed[0].message
     # "/" holds the state directory and is still frozen: nothing was written to it
     # after the freeze, so the journal on disk still says running.
     assert read_journal(t.ctx.journal.path).state is TransitionState.RUNNING

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-KEEP_IMAGES = 2  # the current image and the one before it
+KEEP_IMAGES = 3  # the current image and two others (worktrees on other recipes share it)
 
 
 def cache_root() -> Path:

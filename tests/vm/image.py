@@ -4,14 +4,15 @@
     python -m tests.vm.image --rebuild  build it even if it is cached
 
 The image is keyed on a hash of its recipe (tests/vm/recipe.py, this file,
-tests/vm/guest/, the kernel packages and the project's runtime dependencies); see
-tests/vm/cache.py for the layout. Building needs root (debootstrap, chroot) and the
-network (Debian mirror, PyPI); using a built image needs neither.
+tests/vm/guest/, the kernel packages and liveupd's dependencies from debian/control);
+see tests/vm/cache.py for the layout. Building needs root (debootstrap, chroot) and
+the network (Debian's mirror); using a built image needs neither.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.vm import cache, recipe
 
@@ -35,10 +37,14 @@ class KernelBuild:
     release: str  # uname -r
     package: str  # linux-image-<release>
     version: str  # the .deb's version
-    vmlinuz: Path  # host copy of /boot/vmlinuz-<release>
+    vmlinuz: Path  # host copy of the kernel image (QEMU's -kernel)
     initrd: Path  # host copy of /boot/initrd.img-<release>
-    deb: Path  # host copy of the .deb
-    guest_deb: str  # the same .deb inside the guest
+    guest_vmlinuz: str  # where the package put the image in the guest
+    packages: tuple[str, ...]  # linux-image-<release> and the packages it brought
+
+    @property
+    def guest_initrd(self) -> str:
+        return f"/boot/initrd.img-{self.release}"
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,8 @@ class GuestImage:
                 version=k["version"],
                 vmlinuz=path / k["vmlinuz"],
                 initrd=path / k["initrd"],
-                deb=path / k["deb"],
-                guest_deb=k["guest_deb"],
+                guest_vmlinuz=k["guest_vmlinuz"],
+                packages=tuple(k["packages"]),
             )
             for k in data["kernels"]
         )
@@ -117,12 +123,12 @@ class _Builder:
         self,
         key: str,
         kernels: tuple[recipe.KernelPackage, ...],
-        dependencies: tuple[str, ...],
+        package_list: tuple[str, ...],
         log: Log,
     ) -> None:
         self.key = key
         self.kernels = kernels
-        self.dependencies = dependencies
+        self.package_list = package_list
         self.log = log
         self.final = cache.images_dir() / key
         self.tmp = cache.images_dir() / f".tmp-{key}-{os.getpid()}"
@@ -130,7 +136,7 @@ class _Builder:
         self.build_log = self.tmp / "build.log"
 
     # -- helpers --------------------------------------------------------------
-    def step(self, name: str, argv: Sequence[str | os.PathLike[str]], **kw: object) -> None:
+    def step(self, name: str, argv: Sequence[str | os.PathLike[str]], **kw: Any) -> None:
         """Run one build step, its output appended to build.log; fail with its tail."""
         start = time.monotonic()
         self.log(f"{name} ...")
@@ -143,7 +149,7 @@ class _Builder:
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 check=False,
-                **kw,  # type: ignore[call-overload]
+                **kw,
             )
         if proc.returncode != 0:
             raise ImageBuildError(
@@ -154,54 +160,38 @@ class _Builder:
 
     # -- steps ----------------------------------------------------------------
     def download_kernels(self) -> list[Path]:
+        """Every .deb of both kernels (B brings linux-binary/modules/base) into the cache."""
         dest = cache.downloads_dir("kernels")
         debs: list[Path] = []
         for k in self.kernels:
-            matches = sorted(dest.glob(f"{k.package}_{k.version.replace(':', '%3a')}_*.deb"))
-            if not matches:
-                try:
-                    self.step(
-                        f"download {k.package}={k.version}",
-                        ["apt-get", "download", "-q", f"{k.package}={k.version}"],
-                        cwd=dest,
-                    )
-                except ImageBuildError as exc:
-                    raise KernelDownloadError(str(exc)) from exc
-                matches = sorted(dest.glob(f"{k.package}_{k.version.replace(':', '%3a')}_*.deb"))
-            if not matches:
-                raise ImageBuildError(f"apt-get download left no .deb for {k.package} in {dest}")
-            debs.append(matches[0])
+            for d in k.debs:
+                pattern = f"{d.package}_{d.version.replace(':', '%3a')}_*.deb"
+                matches = sorted(dest.glob(pattern))
+                if not matches:
+                    try:
+                        self.step(
+                            f"download {d.spec()}",
+                            ["apt-get", "download", "-q", d.spec()],
+                            cwd=dest,
+                            env=recipe.apt_env(),
+                        )
+                    except ImageBuildError as exc:
+                        raise KernelDownloadError(str(exc)) from exc
+                    matches = sorted(dest.glob(pattern))
+                if not matches:
+                    raise ImageBuildError(f"apt-get download left no .deb for {d.spec()} in {dest}")
+                debs.append(matches[0])
         return debs
-
-    def download_wheels(self) -> Path:
-        dest = cache.downloads_dir("wheels")
-        argv: list[str | os.PathLike[str]] = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--disable-pip-version-check",
-            "--only-binary=:all:",
-            "--implementation=cp",
-            f"--python-version={recipe.GUEST_PYTHON}",
-            "--abi=cp311",
-            "--abi=abi3",
-            "--abi=none",
-            "--dest",
-            dest,
-        ]
-        argv += [f"--platform={p}" for p in recipe.WHEEL_PLATFORMS] + ["--platform=any"]
-        self.step("pip download (runtime dependencies for the guest)", [*argv, *self.dependencies])
-        return dest
 
     def debootstrap(self) -> None:
         self.step(
-            "debootstrap",
+            f"debootstrap {recipe.SUITE}",
             [
                 "debootstrap",
                 "--variant=minbase",
+                f"--keyring={recipe.KEYRING}",
                 f"--cache-dir={cache.downloads_dir('debootstrap')}",
-                f"--include={','.join(recipe.PACKAGES)}",
+                f"--include={','.join(recipe.BASE_PACKAGES)}",
                 recipe.SUITE,
                 self.rootfs,
                 recipe.MIRROR,
@@ -224,12 +214,21 @@ class _Builder:
         agent_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(recipe.GUEST_DIR / "agent.py", agent_dir / "agent.py")
         (agent_dir / "agent.py").chmod(0o755)
+        # The archive, for apt in the chroot (configure.sh removes it at the end: the
+        # guest has no network, its only package source is the local repository).
+        (self.rootfs / "etc/apt/sources.list").write_text(
+            "".join(f"deb {m} {s} main\n" for m, s in recipe.APT_SOURCES if s != recipe.BACKPORTS)
+        )
+
+    def local_repository(self, debs: list[Path]) -> None:
+        """The kernel .debs as a flat apt repository in the guest (GUEST_DEB_DIR)."""
+        repo = self.rootfs / recipe.GUEST_DEB_DIR.lstrip("/")
+        repo.mkdir(parents=True, exist_ok=True)
+        for deb in debs:
+            shutil.copy2(deb, repo / deb.name)
+        write_packages_index(repo)
 
     def configure(self, debs: list[Path]) -> None:
-        guest_debs = self.rootfs / recipe.GUEST_DEB_DIR.lstrip("/")
-        guest_debs.mkdir(parents=True, exist_ok=True)
-        for deb in debs:
-            shutil.copy2(deb, guest_debs / deb.name)
         shutil.copy2(recipe.GUEST_DIR / "configure.sh", self.rootfs / "tmp/configure.sh")
         self.step(
             "dpkg-deb --build liveupd-test-initrd",
@@ -242,6 +241,8 @@ class _Builder:
                 self.rootfs / "tmp/liveupd-test-initrd.deb",
             ],
         )
+        a, b = self.kernels
+        a_deb = next(d for d in debs if d.name.startswith(f"{a.package}_"))
         # A private mount namespace: the chroot's /proc, /sys and /dev mounts vanish
         # with it, whatever happens.
         script = (
@@ -264,57 +265,38 @@ class _Builder:
                 script,
                 "configure",
                 self.rootfs,
-                *(f"{recipe.GUEST_DEB_DIR}/{d.name}" for d in debs),
+                f"{recipe.GUEST_DEB_DIR}/{a_deb.name}",
+                b.package,
+                *sorted(set(self.package_list) - set(recipe.BASE_PACKAGES)),
             ],
         )
 
-    def install_wheels(self, wheels: Path) -> None:
-        target = self.rootfs / recipe.GUEST_SITE_PACKAGES.lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
-        argv: list[str | os.PathLike[str]] = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-index",
-            "--find-links",
-            wheels,
-            "--only-binary=:all:",
-            "--implementation=cp",
-            f"--python-version={recipe.GUEST_PYTHON}",
-            "--abi=cp311",
-            "--abi=abi3",
-            "--abi=none",
-            "--no-compile",
-            "--target",
-            target,
-        ]
-        argv += [f"--platform={p}" for p in recipe.WHEEL_PLATFORMS] + ["--platform=any"]
-        self.step("pip install --target (guest dist-packages)", [*argv, *self.dependencies])
-        # Scripts land in <target>/bin; the guest has no use for them.
-        shutil.rmtree(target / "bin", ignore_errors=True)
-
-    def export_boot_files(self, debs: list[Path]) -> list[dict[str, str]]:
+    def export_boot_files(self) -> list[dict[str, Any]]:
         out_dir = self.tmp / "kernels"
         out_dir.mkdir()
-        entries: list[dict[str, str]] = []
-        for k, deb in zip(self.kernels, debs, strict=True):
-            for name in (f"vmlinuz-{k.release}", f"initrd.img-{k.release}"):
-                src = self.rootfs / "boot" / name
-                if not src.is_file():
-                    raise ImageBuildError(f"the image has no /boot/{name} after dpkg -i")
-                shutil.copy2(src, out_dir / name)
-            shutil.copy2(deb, out_dir / deb.name)
+        entries: list[dict[str, Any]] = []
+        for k in self.kernels:
+            # Debian's new packaging puts the image in /usr/lib/modules/R/vmlinuz (and
+            # linux-base's legacy hook links it to /boot); the old one in /boot.
+            candidates = (f"usr/lib/modules/{k.release}/vmlinuz", f"boot/vmlinuz-{k.release}")
+            image = next((c for c in candidates if (self.rootfs / c).is_file()), None)
+            if image is None:
+                raise ImageBuildError(f"the image has no kernel image for {k.release}")
+            initrd = self.rootfs / "boot" / f"initrd.img-{k.release}"
+            if not initrd.is_file():
+                raise ImageBuildError(f"the image has no {initrd.name} after installing")
+            shutil.copy2(self.rootfs / image, out_dir / f"vmlinuz-{k.release}")
+            shutil.copy2(initrd, out_dir / initrd.name)
             entries.append(
                 {
                     "release": k.release,
                     "package": k.package,
                     "version": k.version,
+                    "suite": k.suite,
                     "vmlinuz": f"kernels/vmlinuz-{k.release}",
-                    "initrd": f"kernels/initrd.img-{k.release}",
-                    "deb": f"kernels/{deb.name}",
-                    "guest_deb": f"{recipe.GUEST_DEB_DIR}/{deb.name}",
+                    "initrd": f"kernels/{initrd.name}",
+                    "guest_vmlinuz": f"/{image}",
+                    "packages": [d.package for d in k.debs if d.package != "linux-base"],
                 }
             )
         return entries
@@ -354,22 +336,22 @@ class _Builder:
         self.log(f"building image {self.key} in {self.tmp} (log: {self.build_log})")
         try:
             debs = self.download_kernels()
-            wheels = self.download_wheels()
             self.debootstrap()
             self.overlay()
+            self.local_repository(debs)
             self.configure(debs)
-            self.install_wheels(wheels)
-            kernels = self.export_boot_files(debs)
+            kernels = self.export_boot_files()
             self.make_disks()
             shutil.rmtree(self.rootfs)
             manifest = {
                 "key": self.key,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.monotonic() - start, 1),
+                "suite": recipe.SUITE,
                 "root_disk": "root.raw",
                 "data_disk": "data.raw",
                 "kernels": kernels,
-                "dependencies": list(self.dependencies),
+                "packages": list(self.package_list),
             }
             (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             os.replace(self.tmp, self.final)
@@ -384,10 +366,25 @@ class _Builder:
         return GuestImage.load(self.final)
 
 
+def write_packages_index(repo: Path) -> None:
+    """A `Packages` file for the .debs in `repo` (a flat repository: `deb file:REPO ./`)."""
+    stanzas: list[str] = []
+    for deb in sorted(repo.glob("*.deb")):
+        control = subprocess.run(
+            ["dpkg-deb", "-f", str(deb)], check=True, capture_output=True, text=True
+        ).stdout.rstrip("\n")
+        data = deb.read_bytes()
+        stanzas.append(
+            f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\n"
+            f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
+        )
+    (repo / "Packages").write_text("\n".join(stanzas))
+
+
 def current_key() -> tuple[str, tuple[recipe.KernelPackage, ...], tuple[str, ...]]:
-    kernels = recipe.newest_kernels(2)
-    deps = recipe.project_dependencies()
-    return recipe.recipe_key(kernels, deps), kernels, deps
+    kernels = recipe.newest_kernels()
+    package_list = recipe.packages()
+    return recipe.recipe_key(kernels, package_list), kernels, package_list
 
 
 def ensure_image(*, rebuild: bool = False, log: Log = _stderr_log) -> GuestImage:
@@ -396,13 +393,13 @@ def ensure_image(*, rebuild: bool = False, log: Log = _stderr_log) -> GuestImage
         return _ensure_image(rebuild, log)
     except KernelDownloadError as exc:
         # The mirror keeps only recent kernels: stale lists may name one it dropped.
-        log(f"{exc}\nrefreshing apt's package lists and choosing the kernels again")
-        subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+        log(f"{exc}\nrefreshing the {recipe.SUITE} package lists and choosing the kernels again")
+        recipe.apt_update()
         return _ensure_image(rebuild, log)
 
 
 def _ensure_image(rebuild: bool, log: Log) -> GuestImage:
-    key, kernels, deps = current_key()
+    key, kernels, package_list = current_key()
     final = cache.images_dir() / key
     if not rebuild and (final / MANIFEST).is_file():
         cache.touch(final)
@@ -412,7 +409,7 @@ def _ensure_image(rebuild: bool, log: Log) -> GuestImage:
             f"the VM image {key} is not in {cache.images_dir()} and building it needs root"
             " (debootstrap, chroot): run `python -m tests.vm.image` as root once"
         )
-    for tool in ("debootstrap", "mkfs.ext4", "unshare", "apt-get"):
+    for tool in ("debootstrap", "mkfs.ext4", "unshare", "apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise ImageBuildError(f"building the VM image needs {tool}: run `make host-deps`")
     with cache.build_lock(log):
@@ -420,7 +417,7 @@ def _ensure_image(rebuild: bool, log: Log) -> GuestImage:
             return GuestImage.load(final)
         if rebuild and final.exists():
             shutil.rmtree(final)
-        image = _Builder(key, kernels, deps, log).build()
+        image = _Builder(key, kernels, package_list, log).build()
         for p in cache.prune(key):
             log(f"pruned {p}")
         return image

@@ -24,7 +24,7 @@ PAYLOAD = "/data/payload"
 
 
 def install(vm: GuestVM) -> None:
-    """Install the working tree as a package would (make install; verify unit enabled)."""
+    """Install the working tree's .deb (apt-get install ./liveupd_*.deb; verify unit enabled)."""
     vm.install_project()
     enabled = vm.run(["systemctl", "is-enabled", "liveupd-verify.service"], check=False)
     assert enabled.stdout.strip() == "static", enabled.stdout

@@ -1,32 +1,42 @@
-"""Put the project's current working tree into a running guest and `make install` it.
+"""Build the project's Debian package on the host and install it in a running guest.
 
-The tree is what git would commit now: tracked files plus untracked files that are not
-ignored (`git ls-files -co --exclude-standard`), deleted files left out. It is streamed
-through the agent as a gzipped tar (the cloud kernel has no 9p), unpacked in
-/usr/src/liveupd, and installed as a distribution package would be:
+The package is built from the working tree as git would commit it now (tracked files
+plus untracked files that are not ignored, deleted files left out), with the
+project's own `make deb` (dpkg-buildpackage in a clean export), once per tree
+content: the .deb is cached under ${LIVEUPD_VM_CACHE}/debs/<hash>/. In the guest it
+is installed the way a user installs a downloaded package:
 
-    make install DESTDIR= PREFIX=/usr PYTHON=/usr/bin/python3
+    apt-get install ./liveupd_<version>_all.deb
 
-then systemd and the system bus reload their configuration. The image never contains
-the project's code, so a code change needs no image rebuild.
+with its dependencies from Debian's archive (the image has them: the guest has no
+network), nothing from pip. The image never contains the project, so a code change
+needs no image rebuild, only a new .deb.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
+import fcntl
+import hashlib
+import shutil
 import subprocess
-import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.vm import cache
 from tests.vm.recipe import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from tests.vm.guest_vm import GuestVM
 
-GUEST_SRC = "/usr/src/liveupd"
-GUEST_TARBALL = "/run/liveupd-test-src.tar.gz"
+GUEST_DEB_DIR = "/var/cache/liveupd-test/project"
+DEB_GLOB = "liveupd_*_all.deb"
+
+
+class DebBuildError(RuntimeError):
+    pass
 
 
 def project_files(src: Path) -> list[str]:
@@ -39,38 +49,93 @@ def project_files(src: Path) -> list[str]:
     return [n for n in names if (src / n).is_file() or (src / n).is_symlink()]
 
 
-def project_tarball(src: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for name in project_files(src):
-            info = tar.gettarinfo(str(src / name), arcname=name)
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            if info.isreg():
-                with (src / name).open("rb") as f:
-                    tar.addfile(info, f)
-            else:
-                tar.addfile(info)
-    return buf.getvalue()
+def tree_hash(src: Path) -> str:
+    """A hash of the files the package is built from (names, modes, contents)."""
+    h = hashlib.sha256()
+    for name in project_files(src):
+        path = src / name
+        h.update(name.encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"link:" + str(path.readlink()).encode() + b"\0")
+            continue
+        h.update(oct(path.stat().st_mode & 0o777).encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def build_deb(src: Path | None = None) -> Path:
+    """The project's .deb for the tree at `src` (default: this checkout), built if needed."""
+    src = (src or PROJECT_ROOT).resolve()
+    key = tree_hash(src)
+    out_dir = cache.cache_root() / "debs" / key
+    with _lock(cache.cache_root() / "debs" / "build.lock"):
+        found = sorted(out_dir.glob(DEB_GLOB))
+        if found:
+            return found[0]
+        start = time.monotonic()
+        result = subprocess.run(
+            ["make", "-C", str(src), "--no-print-directory", "deb"],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
+        built = sorted((src / "build" / "deb").glob(DEB_GLOB))
+        if result.returncode != 0 or not built:
+            raise DebBuildError(
+                f"make deb in {src} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        tmp = out_dir.with_name(f".tmp-{key}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        shutil.copy2(built[0], tmp / built[0].name)
+        tmp.rename(out_dir)
+        # Keep the newest few packages only.
+        debs = sorted(
+            (p for p in out_dir.parent.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for old in debs[:-4]:
+            shutil.rmtree(old, ignore_errors=True)
+        print(
+            f"[vm] built {built[0].name} from {src} in {time.monotonic() - start:.1f} s",
+            flush=True,
+        )
+        return out_dir / built[0].name
 
 
 def install_project(vm: GuestVM, src: Path | None = None, timeout: float = 600.0) -> None:
-    src = (src or PROJECT_ROOT).resolve()
+    deb = build_deb(src)
     start = time.monotonic()
-    data = project_tarball(src)
-    vm.write_file(GUEST_TARBALL, data, mode=0o600)
+    guest_deb = f"{GUEST_DEB_DIR}/{deb.name}"
+    vm.run(["mkdir", "-p", GUEST_DEB_DIR])
+    vm.write_file(guest_deb, deb.read_bytes(), mode=0o644)
+    # The bus daemon notices new policy files by itself, in its own time; asking it
+    # to reload makes sure it has read them before the first call.
     script = f"""
 set -eu
-rm -rf {GUEST_SRC}
-mkdir -p {GUEST_SRC}
-tar -xzf {GUEST_TARBALL} -C {GUEST_SRC} --no-same-owner
-rm -f {GUEST_TARBALL}
-make -C {GUEST_SRC} --no-print-directory install DESTDIR= PREFIX=/usr PYTHON=/usr/bin/python3
-systemctl daemon-reload
-systemctl reload dbus.service
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q --no-install-recommends {guest_deb}
+dpkg-query -W -f='${{Status}} ${{Version}}\\n' liveupd
+busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
 """
-    vm.run(script, timeout=timeout)
+    result = vm.run(script, timeout=timeout)
+    status = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert status.startswith("install ok installed"), result.stdout
     print(
-        f"[vm] installed {src} ({len(data) // 1024} KiB) in {time.monotonic() - start:.1f} s",
+        f"[vm] apt-get install ./{deb.name} ({deb.stat().st_size // 1024} KiB) in"
+        f" {time.monotonic() - start:.1f} s",
         flush=True,
     )

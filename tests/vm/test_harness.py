@@ -5,8 +5,8 @@ In order, on one QEMU process (a chain saves boots):
     -> install the project's working tree
     -> kexec into kernel B (Debian's kexec-tools, inside the guest)
 
-A kernel .deb reinstalled in the guest and a firmware reboot through SeaBIOS
-are exercised by test_fleet.py (auto-stage on install; reboot --fallback).
+A kernel package installed with apt in the guest and a firmware reboot through
+SeaBIOS are exercised by test_fleet.py (auto-stage on install; reboot --fallback).
 """
 
 from __future__ import annotations
@@ -84,11 +84,62 @@ def test_data_disk_and_network(chain_vm: GuestVM) -> None:
 
 def test_install_project(chain_vm: GuestVM) -> None:
     vm = chain_vm
-    vm.install_project()
+    vm.install_project()  # the .deb, with apt-get install ./liveupd_*.deb
     vm.run(["python3", "-c", "import liveupd"])
     vm.run(["test", "-x", "/usr/bin/liveupctl"])
-    # The runtime dependencies are baked into the image (no network needed).
+    # The runtime dependencies are Debian's packages, baked into the image (no network
+    # in the guest), nothing from pip.
+    deps = vm.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Version}\n", "python3-dbus-fast", "python3-pydantic"]
+    ).stdout
+    print(f"\n[harness] guest dependencies:\n{deps}")
+    pip_installed = vm.run("ls /usr/local/lib/python3*/dist-packages 2>/dev/null | wc -l")
+    assert pip_installed.stdout.strip() == "0"
     vm.run(["python3", "-c", "import dbus_fast, pyudev, pydantic, psutil, cffi"])
+
+
+def test_the_package_brings_man_pages_and_completions(
+    chain_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    """What a user of the .deb reads and types: man pages render, completion works."""
+    vm = chain_vm
+    # Plain ASCII (LC_ALL=C), wide enough that no word is hyphenated at a line end.
+    env = {"MANWIDTH": "250", "MANPAGER": "cat", "LC_ALL": "C"}
+    for args, expect in (
+        (["liveupctl"], "--no-ask-password"),
+        (["8", "liveupd"], "org.liveupd.LiveUpdate1.Manager"),
+        (["5", "liveupd.conf"], "history-limit"),
+        (["5", "liveupd.hook"], "LIVEUPD_STATE_DIR"),
+    ):
+        page = vm.run(["man", *args], env=env).stdout
+        assert expect in " ".join(page.split()), (args, page[:500])
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    completion = vm.run(
+        [
+            "bash",
+            "-c",
+            "source /usr/share/bash-completion/bash_completion; "
+            "source /usr/share/bash-completion/completions/liveupctl; "
+            "COMP_WORDS=(liveupctl stage ''); COMP_CWORD=2; COMP_LINE='liveupctl stage '; "
+            "COMP_POINT=${#COMP_LINE}; _liveupctl liveupctl '' stage; "
+            'printf "%s\\n" "${COMPREPLY[@]}"; '
+            "COMP_WORDS=(liveupctl st); COMP_CWORD=1; COMP_LINE='liveupctl st'; "
+            "COMP_POINT=${#COMP_LINE}; _liveupctl liveupctl st liveupctl; "
+            'printf "%s\\n" "${COMPREPLY[@]}"',
+        ]
+    ).stdout.split()
+    assert sorted(completion) == sorted([a, b, "stage", "status"]), completion
+    releases = vm.run(
+        [
+            "zsh",
+            "-f",
+            "-c",
+            '_wanted() { shift 3; "$@"; }; compadd() { print -l -- ${(P)3}; }; '
+            "source <(sed -n '/^_liveupctl_releases()/,/^}/p' "
+            "/usr/share/zsh/vendor-completions/_liveupctl); _liveupctl_releases",
+        ]
+    ).stdout.split()
+    assert sorted(releases) == sorted([a, b]), releases
 
 
 def test_kexec_into_kernel_b(chain_vm: GuestVM, vm_image: GuestImage) -> None:
@@ -99,7 +150,7 @@ def test_kexec_into_kernel_b(chain_vm: GuestVM, vm_image: GuestImage) -> None:
         [
             "kexec",
             "-l",
-            f"/boot/vmlinuz-{b}",
+            vm_image.kernel_b.guest_vmlinuz,  # /usr/lib/modules/B/vmlinuz: new packaging
             f"--initrd=/boot/initrd.img-{b}",
             "--reuse-cmdline",
         ],

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.kernels import strip_signature
 from tests.vm.guest_vm import GuestVM, VMFactory
 from tests.vm.image import GuestImage
-from tests.vm.project import GUEST_SRC
 from tests.vm.shared import module_guest
 
 PROBE = "/root/kexec_probe.py"
@@ -90,14 +90,12 @@ def test_lockdown_refuses_an_unsigned_kernel_and_loads_the_signed_one(
     vm = vm_factory(kernel=vm_image.kernel_a.release, append_extra="lockdown=integrity")
     assert "[integrity]" in vm.read_text("/sys/kernel/security/lockdown")
     prepare(vm)
-    # A copy of kernel B without its signature, made in the guest (as sbattach --remove
-    # would) with the same helper the host tests use, from the project's source tree.
+    # A copy of kernel B without its signature (as sbattach --remove would), made on
+    # the host from the image's copy of B with the helper the host tests use.
     unsigned = f"/boot/unsigned/vmlinuz-{b}"
-    vm.run(
-        f"mkdir -p -m 0755 /boot/unsigned && PYTHONPATH={GUEST_SRC} python3 -c "
-        f"'import sys; from tests.kernels import strip_signature; "
-        f'sys.stdout.buffer.write(strip_signature(open("/boot/vmlinuz-{b}", "rb").read()))\''
-        f" > {unsigned} && chmod 0644 {unsigned}"
+    vm.run(["mkdir", "-p", "-m", "0755", "/boot/unsigned"])
+    vm.write_file(
+        unsigned, strip_signature(vm_image.kernel_b.vmlinuz.read_bytes()), mode=0o644, timeout=600
     )
 
     refused = probe(vm, "load-unload", unsigned, f"/boot/initrd.img-{b}")

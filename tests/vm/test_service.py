@@ -1,6 +1,6 @@
 """liveupd as installed, under systemd, on the real system bus of a Debian guest.
 
-One guest (kernel A), the project installed with `make install`, then in order:
+One guest (kernel A), liveupd installed from its .deb, then in order:
 units verified by the guest's own systemd; bus activation through the shipped
 activation file and Type=notify readiness; introspection on the real system bus
 equal to the shipped XML; the unprivileged user (tester, uid 1000) denied by the

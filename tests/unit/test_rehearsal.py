@@ -1,0 +1,184 @@
+"""Issue 18, cases 5 and 6, through the Manager on the dry-run machine.
+
+* A Stage naming no installed kernel or no existing file is refused before a
+  transition is recorded: history holds only transitions that started.
+* The dry run is a rehearsal that can be repeated: after the simulated jump
+  the simulated machine boots the new kernel (nothing unbound, frozen or
+  loaded any more), the new boot is verified, the transition ends
+  ``completed`` (flagged ``dry_run``) and the Manager is idle again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from liveupd.backends import dryrun
+from liveupd.config import Config
+from liveupd.errors import Busy, InvalidKernel
+from liveupd.manager import Manager, ManagerState
+from liveupd.transition.context import StageRequest
+from liveupd.transition.events import Event, StateChanged, Verified
+from liveupd.transition.phases import ExecMode, TransitionState
+from tests.conftest import HookFactory
+
+RUNNING = "6.1.0-55-cloud-amd64"
+TARGET = "6.1.0-56-cloud-amd64"
+
+
+def history_ids(manager: Manager) -> list[str]:
+    return [str(e["id"]) for e in manager.history()]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        StageRequest(kernel="6.1.0-40"),  # a release nobody installed (the typo of the issue)
+        StageRequest(kernel="/boot/vmlinuz-6.1.0-40-cloud-amd64"),  # no such file
+        StageRequest(kernel=TARGET, initrd="/boot/initrd.img-typo"),  # no such initrd
+    ],
+    ids=["release", "kernel-path", "initrd-path"],
+)
+def test_a_request_naming_nothing_is_refused_before_it_is_recorded(
+    config: Config, request_: StageRequest
+) -> None:
+    manager = Manager(config, dryrun.make(config.state_dir))
+
+    async def go() -> None:
+        with pytest.raises(InvalidKernel) as e:
+            await manager.stage(request_)
+        assert "nothing was staged" in e.value.message or "no installed kernel" in e.value.message
+        assert manager.state is ManagerState.IDLE
+
+    asyncio.run(go())
+    assert history_ids(manager) == []
+    assert not (config.state_dir / "transitions").exists() or not any(
+        (config.state_dir / "transitions").iterdir()
+    )
+
+
+def test_a_file_that_exists_but_is_no_kernel_is_still_recorded(
+    config: Config, boot_dir: Path
+) -> None:
+    """Refusing early is for names only: a transition that started checking a file is
+    history, with the reason."""
+    bad = boot_dir / "vmlinuz-6.1.0-57-cloud-amd64"
+    bad.write_bytes(b"not a kernel" * 100)
+    manager = Manager(config, dryrun.make(config.state_dir))
+
+    async def go() -> None:
+        with pytest.raises(InvalidKernel):
+            await manager.stage(StageRequest(kernel=str(bad)))
+
+    asyncio.run(go())
+    [entry] = manager.history()
+    assert entry["state"] == "failed"
+
+
+def rehearsing_manager(config: Config, events: list[Event]) -> Manager:
+    manager = Manager(config, dryrun.make(config.state_dir), rehearse=True)
+    manager.subscribe(events.append)
+    return manager
+
+
+async def rehearse(manager: Manager, kernel: str = TARGET) -> TransitionState:
+    t = await manager.stage(StageRequest(kernel=kernel))
+    manager.execute(ExecMode.DIRECT)
+    assert manager.rehearsal is not None
+    await manager.rehearsal
+    return t.state
+
+
+def test_the_dry_run_is_a_rehearsal_that_can_be_repeated(
+    config: Config, make_hook: HookFactory, tmp_path: Path
+) -> None:
+    log = tmp_path / "hooks.log"
+    make_hook("10-quiesce", "quiesce", f"echo quiesce >> {log}")
+    make_hook("50-verify", "verify", f"echo verify $LIVEUPD_TARGET_RELEASE >> {log}")
+    events: list[Event] = []
+    manager = rehearsing_manager(config, events)
+    machine = dryrun.SimMachine(config.state_dir)
+
+    async def go() -> list[TransitionState]:
+        first = await rehearse(manager)
+        assert manager.state is ManagerState.IDLE
+        assert manager.running_release() == TARGET  # the simulated machine booted it
+        state = machine.state()
+        assert (state["loaded"], state["unbound"], state["frozen"]) == (None, {}, [])
+        second = await rehearse(manager, RUNNING)  # and back again
+        return [first, second]
+
+    assert asyncio.run(go()) == [TransitionState.COMPLETED, TransitionState.COMPLETED]
+    assert manager.running_release() == RUNNING
+    entries = manager.history()
+    assert [(e["state"], e["dry_run"], e["new_release"]) for e in entries] == [
+        ("completed", True, RUNNING),
+        ("completed", True, TARGET),
+    ]
+    assert all(e["verification"]["problems"] == [] for e in entries)
+    assert log.read_text().split() == ["quiesce", "verify", TARGET, "quiesce", "verify", RUNNING]
+    assert [e.ok for e in events if isinstance(e, Verified)] == [True, True]
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states.count(TransitionState.EXEC) == 2 and states[-1] is TransitionState.COMPLETED
+    ops = [c["op"] for c in machine.calls()]
+    assert ops.count("boot") == 2
+    # The freezes of the first run (/data, /) were undone by its simulated boot: the
+    # second froze both again (a filesystem still frozen would have failed it, EBUSY).
+    assert ops.count("freeze") == 4
+
+
+def test_a_failed_simulated_verification_ends_recovery_failed(
+    config: Config, make_hook: HookFactory
+) -> None:
+    make_hook("50-verify", "verify", "echo 'service did not come back' >&2; exit 1")
+    events: list[Event] = []
+    manager = rehearsing_manager(config, events)
+    assert asyncio.run(rehearse(manager)) is TransitionState.RECOVERY_FAILED
+    assert manager.state is ManagerState.IDLE  # a new rehearsal may start
+    [entry, *_] = manager.history()
+    assert "50-verify" in json.dumps(entry["verification"]["problems"])
+    assert [e.ok for e in events if isinstance(e, Verified)] == [False]
+
+
+def test_a_stage_while_the_new_boot_is_verified_is_busy(
+    config: Config, make_hook: HookFactory, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    started = tmp_path / "started"
+    make_hook(
+        "50-verify",
+        "verify",
+        f"touch {started}; while [ ! -e {release} ]; do sleep 0.02; done",
+    )
+    manager = rehearsing_manager(config, [])
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        manager.execute(ExecMode.DIRECT)
+        while not started.exists():  # the verify hook runs: the new boot is being verified
+            await asyncio.sleep(0.01)
+        assert manager.rehearsing and t.state is TransitionState.EXEC
+        with pytest.raises(Busy) as e:
+            await manager.stage(StageRequest(kernel=RUNNING))
+        assert "simulated new boot" in e.value.message
+        release.touch()
+        assert manager.rehearsal is not None
+        await manager.rehearsal
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.COMPLETED
+
+
+def test_after_jump_halt_keeps_the_old_one_shot(config: Config, tmp_path: Path) -> None:
+    machine = tmp_path / "machine.json"
+    machine.write_text(json.dumps({**dryrun.DEFAULT_MACHINE, "after_jump": "halt"}))
+    backends = dryrun.make(config.state_dir, machine)
+    assert backends.simulated_boot is None
+    with pytest.raises(ValueError, match="rehearsal needs"):
+        Manager(config, backends, rehearse=True)
+    machine.write_text(json.dumps({**dryrun.DEFAULT_MACHINE, "after_jump": "explode"}))
+    with pytest.raises(ValueError, match="after_jump: expected one of boot, halt"):
+        dryrun.make(config.state_dir, machine)
