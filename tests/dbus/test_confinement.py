@@ -249,6 +249,9 @@ def test_4_a_fifo_manifest_is_an_error_at_once_while_properties_are_read(
     os.mkfifo(hook_dirs[1] / "10-fifo.hook")
     rc, stderr = stage_while_reading(bus, procs, "", "", "", "{}")
     assert rc != 0 and ERR + "InvalidConfig" in stderr and "is a FIFO" in stderr
+    # ListBlockers (issue 18) finds the hooks the same way: it names the FIFO, at once.
+    blockers = bus.busctl("--timeout=5", "call", BUS_NAME, OBJECT_PATH, MANAGER, "ListBlockers")
+    assert '"hooks" "invalid hooks: ' in blockers and "is a FIFO" in blockers, blockers
     assert daemon.terminate() == 0
 
 
