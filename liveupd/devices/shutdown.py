@@ -107,7 +107,13 @@ def unbind_recorded(
     return failures
 
 
-def main(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> int:
+def main() -> int:
+    """The program (/usr/libexec/liveupd/shutdown-unbind): its events go to stderr."""
+    logs.setup()
+    return run()
+
+
+def run(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> int:
     args = parser().parse_args(argv)
     if args.action != "kexec":
         logs.event(LOG, "shutdown.not-kexec", action=args.action)
@@ -153,5 +159,4 @@ def main(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> 
 
 
 if __name__ == "__main__":
-    logs.setup()
     sys.exit(main())

@@ -13,14 +13,23 @@ from tests.vm.image import GuestImage
 
 @contextlib.contextmanager
 def module_guest(
-    image: GuestImage, request: pytest.FixtureRequest, *, append_extra: str = ""
+    image: GuestImage,
+    request: pytest.FixtureRequest,
+    *,
+    append_extra: str = "",
+    installed: bool = True,
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
+
+    `installed`: boot from the disk with the project's .deb already installed
+    (project.installed_root); False for the scenarios that install it themselves.
 
     A failure prints the console tail, QEMU's state and the guest journal's tail.
     """
     failed_before = request.session.testsfailed
-    vm = GuestVM(image, kernel=image.kernel_a.release, append_extra=append_extra)
+    vm = GuestVM(
+        image, kernel=image.kernel_a.release, append_extra=append_extra, installed=installed
+    )
     try:
         vm.start()
         yield vm
