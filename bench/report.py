@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.analysis import by_method, phase_breakdown, summary
+from bench.confinement_report import section as confinement_section
 from bench.findings import findings, targets
 from bench.startup import (
     baseline_daemon_rows,
@@ -711,6 +712,10 @@ def render(res: Mapping[str, Any]) -> str:
         "new side within 1.05x of `systemctl kexec`'s, an own cost of at most 0.5 s on the "
         "old side, `direct` within 1.05x of raw `kexec -e`) need `make bench`'s VM part"
         + (": not measured in this run." if provenance(res) else "."),
+        "",
+        "## Confinement: what a hostile file or caller costs the daemon",
+        "",
+        confinement_section(host.get("confinement")),
         "",
         "## Targets of issue 7",
         "",
