@@ -96,7 +96,7 @@ class ManagerInterface(ServiceInterface):
         self._published: dict[str, Any] = {}
         self._status = ""
         self.manager.latest.on_change = self._latest_changed
-        self.named = False  # set by the server once it owns the name (see LatestKernel)
+        self.named = False  # set by the server after export, before it asks for the name
 
     @classmethod
     def describe(cls) -> intr.Interface:

@@ -108,6 +108,10 @@ async def _run(
     for entry in manager.history():
         if entry["state"] != CORRUPT:  # a corrupt journal has no object, only a history entry
             registry.get(str(entry["id"]))
+    # LatestKernel is searched for from now on: the reads at export are done, and
+    # the call that bus-activated us is dispatched as soon as the name is ours,
+    # before the code after _request_name runs (it read "" there: CI, test_fleet).
+    iface.named = True
     reply = await _request_name(conn, bus)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise Failed(
@@ -123,7 +127,6 @@ async def _run(
         dry_run=dry_run,
     )
 
-    iface.named = True  # LatestKernel is searched for from now on
     # Those liveupd-verify.service verified on this boot before we started are
     # announced with Recovered at once: update managers wait for it, and our own
     # recovery (below) may take long.
