@@ -108,9 +108,13 @@ async def _run(
     for entry in manager.history():
         if entry["state"] != CORRUPT:  # a corrupt journal has no object, only a history entry
             registry.get(str(entry["id"]))
-    # LatestKernel is searched for from now on: the reads at export are done, and
-    # the call that bus-activated us is dispatched as soon as the name is ours,
-    # before the code after _request_name runs (it read "" there: CI, test_fleet).
+    # LatestKernel is searched for from now on, not by the reads dbus-fast makes at
+    # export: it wraps an async getter in a task whose body runs on the next turn of
+    # the loop, so one turn runs them (unnamed: no search) before the flag is set.
+    # The flag must be set before the name is requested: the call that
+    # bus-activated us is dispatched as soon as the name is ours, before the code
+    # after _request_name runs (it read "" there: CI, test_fleet).
+    await asyncio.sleep(0)
     iface.named = True
     reply = await _request_name(conn, bus)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
