@@ -169,22 +169,7 @@ def test_history_after_a_transition(daemon: Daemon, bus: PrivateBus, recorder: R
 
 
 def test_busy_on_concurrent_stage(daemon: Daemon, bus: PrivateBus, procs: Processes) -> None:
-    argv = [
-        "gdbus",
-        "call",
-        "--address",
-        bus.address,
-        "--dest",
-        BUS_NAME,
-        "--object-path",
-        OBJECT_PATH,
-        "--method",
-        "org.liveupd.LiveUpdate1.Manager.Stage",
-        "",
-        "",
-        "",
-        "{}",
-    ]
+    argv = bus.gdbus_argv("org.liveupd.LiveUpdate1.Manager.Stage", "", "", "", "{}")
     clients = [
         procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
