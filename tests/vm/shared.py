@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -13,14 +13,23 @@ from tests.vm.image import GuestImage
 
 @contextlib.contextmanager
 def module_guest(
-    image: GuestImage, request: pytest.FixtureRequest, *, append_extra: str = ""
+    image: GuestImage,
+    request: pytest.FixtureRequest,
+    *,
+    append_extra: str = "",
+    extra_qemu_args: Sequence[str] = (),
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
 
     A failure prints the console tail, QEMU's state and the guest journal's tail.
     """
     failed_before = request.session.testsfailed
-    vm = GuestVM(image, kernel=image.kernel_a.release, append_extra=append_extra)
+    vm = GuestVM(
+        image,
+        kernel=image.kernel_a.release,
+        append_extra=append_extra,
+        extra_qemu_args=extra_qemu_args,
+    )
     try:
         vm.start()
         yield vm
