@@ -35,6 +35,7 @@ from liveupd import logs
 from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends
 from liveupd.config import Config
+from liveupd.devices.watchdog import plan as plan_watchdog
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
 from liveupd.kernel.named import refuse_unknown
@@ -152,6 +153,10 @@ class Manager:
     def unsupported(self) -> str:
         """Why kexec cannot work here ("" when it can)."""
         return "; ".join(self.backends.kexec.preflight())
+
+    def watchdog(self) -> str:
+        """What guards the jump against a hang: the watchdog and its timeout, or why none."""
+        return plan_watchdog(self.backends.watchdog.watchdogs(), self.config).note
 
     def history(self, limit: int = 0) -> list[dict[str, Any]]:
         return history.history(self.config.state_dir, limit)

@@ -7,6 +7,7 @@ daemon undoes is exactly what a live one would have undone.
 from __future__ import annotations
 
 from liveupd.devices.steps import undo_rebind
+from liveupd.devices.watchdog_step import undo_watchdog
 from liveupd.kernel.steps import undo_load
 from liveupd.storage.steps import undo_thaw
 from liveupd.transition.checkpoint import undo_checkpoint
@@ -18,6 +19,7 @@ from liveupd.transition.undo import (
     RebindUndo,
     ThawUndo,
     UnloadUndo,
+    WatchdogUndo,
 )
 
 UNDO = UndoTable(
@@ -27,5 +29,6 @@ UNDO = UndoTable(
         ThawUndo: undo_thaw,  # thaw, then write what was held
         CheckpointUndo: undo_checkpoint,  # nothing pending verification
         UnloadUndo: undo_load,  # kexec unload
+        WatchdogUndo: undo_watchdog,  # stop the watchdog armed for the jump
     }
 )

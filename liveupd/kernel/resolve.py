@@ -21,7 +21,7 @@ from liveupd.config import Config
 from liveupd.errors import InvalidArgument, InvalidKernel, LiveUpdError
 from liveupd.kernel import bls, discovery, imagecheck, uki_extract
 from liveupd.kernel.arch import ArchInfo, arch_info
-from liveupd.kernel.cmdline import build_cmdline
+from liveupd.kernel.cmdline import Additions, build_cmdline
 from liveupd.kernel.image import ImageError, KernelImage, cmdline_limit, parse_image
 from liveupd.kernel.memfd import FdRange
 from liveupd.kernel.signature import SignaturePolicy
@@ -402,8 +402,10 @@ def resolve(
     transition_id: str,
     *,
     arch: ArchInfo | None = None,
+    additions: Additions | None = None,
 ) -> Resolved:
-    """Choose and check the request's kernel, and build its command line."""
+    """Choose and check the request's kernel, and build its command line
+    (with liveupd's own ``additions``)."""
     arch = arch or arch_info()
     choice = choose(request, config, system.release(), arch)
     uki_initrd = request.initrd.strip() != NO_INITRD
@@ -438,6 +440,7 @@ def resolve(
         transition_id,
         cmdline_limit(image, arch.command_line_size),
         source=origin,
+        additions=additions or Additions(),
     )
     profile = f"@{uki.profile.index}" if uki is not None and uki.profile is not None else ""
     target = Target(

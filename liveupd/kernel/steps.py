@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from liveupd.errors import Failed
-from liveupd.kernel.resolve import open_target, resolve
+from liveupd.kernel.cmdline import Additions
+from liveupd.kernel.resolve import Resolved, open_target, resolve
 from liveupd.transition.checkpoint import EXEC_STAMP_NS, write_exec_stamp
 from liveupd.transition.context import Fact, TransitionContext
 from liveupd.transition.phases import Phase
@@ -23,10 +25,16 @@ class CheckStep(BuiltinStep):
     phase = Phase.CHECK
     order = FIRST
 
+    def __init__(self, additions: Callable[[TransitionContext], Additions] | None = None) -> None:
+        # The words other parts of liveupd add to the command line (given by assembly).
+        self.additions = additions
+
+    def _resolve(self, ctx: TransitionContext) -> Resolved:
+        additions = self.additions(ctx) if self.additions is not None else Additions()
+        return resolve(ctx.request, ctx.config, ctx.backends.system, ctx.id, additions=additions)
+
     async def apply(self, ctx: TransitionContext) -> None:
-        resolved = await asyncio.to_thread(
-            resolve, ctx.request, ctx.config, ctx.backends.system, ctx.id
-        )
+        resolved = await asyncio.to_thread(self._resolve, ctx)
         target = resolved.target
         ctx.target = target
         ctx.facts.set(INITRD_SHA256, resolved.initrd_sha256)

@@ -131,6 +131,7 @@ class ManagerInterface(ServiceInterface):
         if full:  # these read the disk: not on every engine event
             values["LatestKernel"] = self._latest_kernel()
             values["Unsupported"] = self._unsupported()
+            values["Watchdog"] = self._watchdog()
         return values
 
     def publish(self, *, full: bool = True) -> None:
@@ -170,6 +171,15 @@ class ManagerInterface(ServiceInterface):
                 LOG, "property.failed", level=logging.WARNING, name="Unsupported", error=repr(e)
             )
             return f"cannot tell whether kexec works here ({e}); see 'journalctl -u liveupd'"
+
+    def _watchdog(self) -> str:
+        try:
+            return self.manager.watchdog()
+        except Exception as e:
+            logs.event(
+                LOG, "property.failed", level=logging.WARNING, name="Watchdog", error=repr(e)
+            )
+            return f"cannot tell which watchdog guards the jump ({e})"
 
     def status_text(self) -> str:
         state = self.manager.state
@@ -350,6 +360,10 @@ class ManagerInterface(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def Unsupported(self) -> Str:
         return self._unsupported()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Watchdog(self) -> Str:
+        return self._watchdog()
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> Str:

@@ -130,8 +130,11 @@ class Verification(Record):
     boot_id: str
     target_release: str | None = None
     superseded: str | None = None
+    fell_back: str | None = None  # why the machine came back on the old kernel
     finished: float | None = None
     problems: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()  # what did not fail verification but needs a look
+    watchdog: str | None = None  # what became of the watchdog armed for the jump
     downtime: DowntimeRecord | None = None
     policy: str | None = None
     rollback: RollbackResult | None = None

@@ -182,3 +182,37 @@ def test_after_jump_halt_keeps_the_old_one_shot(config: Config, tmp_path: Path) 
     machine.write_text(json.dumps({**dryrun.DEFAULT_MACHINE, "after_jump": "explode"}))
     with pytest.raises(ValueError, match="after_jump: expected one of boot, halt"):
         dryrun.make(config.state_dir, machine)
+
+
+def test_the_rehearsed_jump_arms_the_watchdog_and_the_new_boot_takes_it_over(
+    config: Config,
+) -> None:
+    manager = rehearsing_manager(config, [])
+    machine = dryrun.SimMachine(config.state_dir)
+    assert asyncio.run(rehearse(manager)) is TransitionState.COMPLETED
+    calls = machine.calls()
+    ops = [c["op"] for c in calls]
+    # Armed after the last freeze, just before the jump; taken over and released after.
+    assert ops.index("freeze") < ops.index("watchdog_arm") < ops.index("boot")
+    assert ops.index("boot") < ops.index("watchdog_take_over") < ops.index("watchdog_release")
+    arm = next(c for c in calls if c["op"] == "watchdog_arm")
+    assert (arm["devnode"], arm["timeout"]) == ("/dev/watchdog0", 120)
+    [entry, *_] = manager.history()
+    assert "modprobe.blacklist=i6300esb" in entry["cmdline"].split()
+    assert entry["verification"]["watchdog"].endswith("closed with the magic character)")
+
+
+def test_a_rehearsed_hang_falls_back_to_the_old_kernel(config: Config, tmp_path: Path) -> None:
+    """after_jump "fall-back": the new kernel hangs, the watchdog resets the machine."""
+    machine = tmp_path / "machine.json"
+    machine.write_text(json.dumps({**dryrun.DEFAULT_MACHINE, "after_jump": "fall-back"}))
+    events: list[Event] = []
+    manager = Manager(config, dryrun.make(config.state_dir, machine), rehearse=True)
+    manager.subscribe(events.append)
+    assert asyncio.run(rehearse(manager)) is TransitionState.FELL_BACK
+    assert manager.running_release() == RUNNING  # back on the old kernel
+    assert manager.state is ManagerState.IDLE
+    [entry] = manager.history()
+    assert entry["state"] == "fell-back"
+    assert "hardware watchdog (watchdog0) reset the machine" in entry["verification"]["fell_back"]
+    assert [e.ok for e in events if isinstance(e, Verified)] == [False]

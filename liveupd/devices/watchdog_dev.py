@@ -1,0 +1,275 @@
+"""RealWatchdog: the WatchdogBackend of a real machine (/dev/watchdogN, sysfs, modprobe).
+
+Everything is read and written below ``root`` (``/`` on a machine; a tmp tree
+in tests, with ``ioctl`` and ``run`` replaced), through :class:`Sysfs`.
+
+The recipe that keeps a timer running across a kexec, measured on QEMU's
+i6300esb with Debian's 6.12 and 7.3 kernels (docs/watchdog.md):
+
+* arm: open the device, WDIOC_SETTIMEOUT, ping, write 1 to its ``nowayout``
+  attribute, then unbind the device from its driver.  The unbind removes the
+  watchdog core's reboot notifier (which would stop the timer at the kexec)
+  and, with nowayout set, cannot stop the timer itself.  After the unbind the
+  descriptor can no longer ping: it must be the last thing before the jump;
+* disarm (the jump did not happen): a watchdog still bound without nowayout
+  is closed with the magic character; otherwise the device is unbound and
+  bound again: the fresh probe stops the timer (i6300esb) or the core's
+  handling of a running watchdog takes it, and a watchdog still active after
+  that is opened and closed with the magic character.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from liveupd import logs
+from liveupd.backends.base import Watchdog, WatchdogBusy, WatchdogRecord
+from liveupd.devices.sysfs import Sysfs
+
+LOG = logs.get("watchdog")
+
+WDIOC_KEEPALIVE = 0x80045705
+WDIOC_SETTIMEOUT = 0xC0045706
+CLASS = "/sys/class/watchdog"
+SOFTWARE = frozenset({"Software Watchdog"})  # softdog: it dies with the kernel
+MAGIC = b"V"
+APPEAR_TIMEOUT = 10.0  # seconds for the device to register after modprobe
+POLL = 0.05
+BUSCTL = (
+    "busctl",
+    "get-property",
+    "org.freedesktop.systemd1",
+    "/org/freedesktop/systemd1",
+    "org.freedesktop.systemd1.Manager",
+    "RuntimeWatchdogUSec",
+    "WatchdogDevice",
+)
+UINT64_MAX = (1 << 64) - 1
+
+Ioctl = Callable[[int, int, bytes], bytes]
+Run = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def _ioctl(fd: int, request: int, arg: bytes) -> bytes:
+    result: bytes = fcntl.ioctl(fd, request, arg)
+    return result
+
+
+def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, **kw)
+
+
+class RealWatchdog:
+    def __init__(self, root: Path = Path("/"), *, ioctl: Ioctl = _ioctl, run: Run = _run) -> None:
+        self.root = root
+        self.sysfs = Sysfs(root)
+        self._ioctl = ioctl
+        self._run = run
+        self._armed: dict[str, int] = {}  # devnode -> descriptor kept open across the jump
+        self._held: int | None = None  # take_over's descriptor
+
+    # ---------------------------------------------------------------- facts --
+
+    def watchdogs(self) -> list[Watchdog]:
+        out = []
+        for name in self.sysfs.listdir(CLASS):
+            w = self._watchdog(name)
+            if w is not None:
+                out.append(w)
+        return out
+
+    def _watchdog(self, name: str) -> Watchdog | None:
+        entry = f"{CLASS}/{name}"
+        device = self.sysfs.resolve(f"{entry}/device")
+        identity = self.sysfs.read(entry, "identity") or ""
+        if device is None or identity in SOFTWARE:
+            return None  # no hardware behind it (softdog): it cannot outlive the kernel
+        subsystem = self.sysfs.resolve(f"{device}/subsystem")
+        driver = self.sysfs.driver(device)
+        module = self.sysfs.resolve(f"{device}/driver/module") if driver else None
+
+        def number(attr: str) -> int | None:
+            try:
+                return int(self.sysfs.read(entry, attr) or "", 0)
+            except ValueError:
+                return None
+
+        return Watchdog(
+            name=name,
+            devnode=f"/dev/{name}",
+            identity=identity,
+            sys_path=device,
+            subsystem=subsystem.rsplit("/", 1)[-1] if subsystem else "",
+            device=device.rsplit("/", 1)[-1],
+            driver=driver,
+            module=module.rsplit("/", 1)[-1] if module else None,
+            active=self.sysfs.read(entry, "state") == "active",
+            nowayout=self.sysfs.read(entry, "nowayout") == "1",
+            bootstatus=number("bootstatus") or 0,
+            timeout=number("timeout"),
+        )
+
+    def _of_device(self, sys_path: str) -> Watchdog | None:
+        return next((w for w in self.watchdogs() if w.sys_path == sys_path), None)
+
+    # ------------------------------------------------------------ old kernel --
+
+    def _open(self, devnode: str) -> int:
+        try:
+            return os.open(self.root / devnode.lstrip("/"), os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise WatchdogBusy(
+                    errno.EBUSY,
+                    f"{devnode} is held open by another process (systemd's "
+                    "RuntimeWatchdogSec=, or a watchdog daemon)",
+                ) from None
+            raise
+
+    def _set_timeout(self, fd: int, seconds: int) -> int:
+        got = self._ioctl(fd, WDIOC_SETTIMEOUT, struct.pack("i", seconds))
+        self._ioctl(fd, WDIOC_KEEPALIVE, struct.pack("i", 0))
+        actual: int = struct.unpack("i", got[:4])[0]
+        return actual
+
+    def _magic_close(self, fd: int) -> None:
+        try:
+            os.write(fd, MAGIC)
+        finally:
+            os.close(fd)
+
+    def arm(self, record: WatchdogRecord) -> int:
+        fd = self._open(record.devnode)
+        try:
+            actual = self._set_timeout(fd, record.timeout)
+            self.sysfs.write(f"{CLASS}/{record.name}/nowayout", "1")
+        except OSError:
+            self._magic_close(fd)  # stops it unless nowayout got set (disarm sees to that)
+            raise
+        self._armed[record.devnode] = fd
+        # The last step: from here on nothing can ping it, and nothing stops it.
+        self.sysfs.write(
+            f"/sys/bus/{record.subsystem}/drivers/{record.driver}/unbind", record.device
+        )
+        LOG.warning("%s armed for %d s and unbound from %s", record.devnode, actual, record.driver)
+        return actual
+
+    def disarm(self, record: WatchdogRecord) -> None:
+        fd = self._armed.pop(record.devnode, None)
+        current = self._of_device(record.sys_path)
+        if current is not None and not current.nowayout:
+            if current.active:
+                self._magic_close(fd if fd is not None else self._open(current.devnode))
+            elif fd is not None:
+                os.close(fd)
+            return
+        # nowayout is set, or the device is unbound: a fresh probe stops the timer.
+        driver_dir = f"/sys/bus/{record.subsystem}/drivers/{record.driver}"
+        if self.sysfs.driver(record.sys_path) is not None:
+            self.sysfs.write(f"{driver_dir}/unbind", record.device)
+        self.sysfs.write(f"{driver_dir}/bind", record.device)
+        if fd is not None:
+            os.close(fd)
+        again = self._wait_for(record.sys_path, APPEAR_TIMEOUT)
+        if again is not None and again.active:
+            self._magic_close(self._open(again.devnode))
+        LOG.info("%s disarmed (%s bound again)", record.devnode, record.driver)
+
+    # ------------------------------------------------------------ new kernel --
+
+    def _wait_for(self, sys_path: str, timeout: float) -> Watchdog | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self._of_device(sys_path)
+            if found is not None and self.root.joinpath(found.devnode.lstrip("/")).exists():
+                return found
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL)
+
+    def load(self, record: WatchdogRecord) -> Watchdog:
+        found = self._of_device(record.sys_path)
+        if found is None:
+            if record.module is None:
+                raise OSError(
+                    errno.ENODEV,
+                    f"no watchdog is registered for {record.sys_path}, and its driver "
+                    f"{record.driver} is built in",
+                )
+            result = self._run(["modprobe", record.module], timeout=60)
+            if result.returncode != 0:
+                raise OSError(
+                    errno.EIO,
+                    f"modprobe {record.module} failed (exit {result.returncode}): "
+                    f"{(result.stderr or result.stdout).strip()[:300]}",
+                )
+            found = self._wait_for(record.sys_path, APPEAR_TIMEOUT)
+            if found is None:
+                raise OSError(
+                    errno.ENODEV,
+                    f"{record.module} is loaded, but no watchdog appeared for "
+                    f"{record.sys_path} within {APPEAR_TIMEOUT:g} s",
+                )
+        return found
+
+    def take_over(self, record: WatchdogRecord, timeout: int) -> int:
+        found = self.load(record)
+        fd = self._open(found.devnode)
+        try:
+            actual = self._set_timeout(fd, timeout)
+        except OSError:
+            self._magic_close(fd)
+            raise
+        self._held = fd
+        return actual
+
+    def feed(self) -> None:
+        if self._held is None:
+            raise OSError(errno.EBADF, "no watchdog is held")
+        self._ioctl(self._held, WDIOC_KEEPALIVE, struct.pack("i", 0))
+
+    def release(self, *, keep_running: bool, timeout: int = 0) -> None:
+        fd, self._held = self._held, None
+        if fd is None:
+            return
+        if not keep_running:
+            self._magic_close(fd)
+            return
+        try:
+            if timeout:
+                self._set_timeout(fd, timeout)
+        finally:
+            os.close(fd)  # "watchdog did not stop!": it runs on, for PID 1 to open
+
+    def manager_watchdog(self) -> tuple[float, str]:
+        try:
+            result = self._run(list(BUSCTL), timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return 0.0, ""
+        if result.returncode != 0:
+            return 0.0, ""
+        return parse_manager_watchdog(result.stdout)
+
+
+def parse_manager_watchdog(text: str) -> tuple[float, str]:
+    """busctl's ``t USEC`` and ``s "DEVICE"`` lines -> (seconds, device)."""
+    seconds, device = 0.0, ""
+    for line in text.splitlines():
+        kind, _, value = line.strip().partition(" ")
+        if kind == "t":
+            try:
+                usec = int(value)
+            except ValueError:
+                continue
+            seconds = float("inf") if usec == UINT64_MAX else usec / 1e6
+        elif kind == "s":
+            device = value.strip().strip('"')
+    return seconds, device
