@@ -6,9 +6,9 @@ record goes into the checkpoint, for the new kernel's verification).  In
 from then on the machine resets unless the new kernel's
 ``liveupd --verify`` takes the watchdog over in time.  Its undo (the jump
 failed, or the daemon died before it) stops the timer again.  In ``systemd``
-mode it is not armed (yet): services still have to stop after the daemon's
-last step, and nothing in systemd-shutdown arms it; the jump is not guarded,
-and the transition's log says so.
+mode the daemon does not arm it: services still have to stop, and the
+system-shutdown helper arms it after the last unbind
+(``devices/shutdown.py``).
 
 A watchdog another process holds open (systemd's ``RuntimeWatchdogSec=`` in
 ``direct`` mode) cannot be armed: the jump goes on unguarded, and the
@@ -51,13 +51,12 @@ class WatchdogStep(BuiltinStep):
         if record is None:
             planned = ctx.facts.get(WATCHDOG) is not None
             why = (
-                "systemd mode does not arm it: the jump is not guarded"
+                "the system-shutdown helper arms it after the last unbind"
                 if ctx.mode is ExecMode.SYSTEMD and planned
                 else "none is planned (see the checkpoint's log line)"
             )
             ctx.log(
                 "watchdog.not-armed",
-                level=logging.WARNING if planned else logging.INFO,
                 mode=str(ctx.mode),
                 why=why,
             )
