@@ -86,10 +86,30 @@ class RealWatchdog:
                 out.append(w)
         return out
 
+    def _by_driver(self, identity: str) -> str | None:
+        """The one device bound to a driver named like the watchdog's identity.
+
+        Some drivers register their watchdog without a parent device (i6300esb
+        does, in 6.12: /sys/class/watchdog/watchdogN has no ``device`` link),
+        but name the watchdog like their driver ("i6300ESB timer").  More than
+        one device bound to it: which one is the watchdog cannot be told.
+        """
+        if not identity or "/" in identity or identity in (".", ".."):
+            return None
+        found = []
+        for bus in self.sysfs.listdir("/sys/bus"):
+            driver_dir = f"/sys/bus/{bus}/drivers/{identity}"
+            for entry in self.sysfs.listdir(driver_dir):
+                target = self.sysfs.resolve(f"{driver_dir}/{entry}") or ""
+                # A bound device's link is named after it; "module" points elsewhere.
+                if target.startswith("/sys/devices/") and target.rsplit("/", 1)[-1] == entry:
+                    found.append(target)
+        return found[0] if len(found) == 1 else None
+
     def _watchdog(self, name: str) -> Watchdog | None:
         entry = f"{CLASS}/{name}"
-        device = self.sysfs.resolve(f"{entry}/device")
         identity = self.sysfs.read(entry, "identity") or ""
+        device = self.sysfs.resolve(f"{entry}/device") or self._by_driver(identity)
         if device is None or identity in SOFTWARE:
             return None  # no hardware behind it (softdog): it cannot outlive the kernel
         subsystem = self.sysfs.resolve(f"{device}/subsystem")

@@ -170,8 +170,9 @@ class Kernel:
         return subprocess.CompletedProcess(argv, 0, "", "")
 
 
-def register(root: Path) -> None:
-    """The driver bound and its watchdog registered (class entry, device node)."""
+def register(root: Path, *, parent: bool = True) -> None:
+    """The driver bound and its watchdog registered (class entry, device node);
+    ``parent=False``: without the class entry's ``device`` link, as i6300esb does."""
     dev = root / ESB.lstrip("/")
     drv = root / "sys/bus/pci/drivers/i6300ESB timer"
     mod = root / "sys/module/i6300esb"
@@ -185,9 +186,11 @@ def register(root: Path) -> None:
     bus = root / "sys/bus/pci"
     if not (dev / "subsystem").is_symlink():
         (dev / "subsystem").symlink_to(os.path.relpath(bus, dev))
+    (drv / dev.name).unlink(missing_ok=True)
+    (drv / dev.name).symlink_to(os.path.relpath(dev, drv))
     entry = root / "sys/class/watchdog/watchdog0"
     entry.mkdir(parents=True, exist_ok=True)
-    if not (entry / "device").is_symlink():
+    if parent and not (entry / "device").is_symlink():
         (entry / "device").symlink_to(os.path.relpath(dev, entry))
     for attr, value in [("identity", "i6300ESB timer"), ("state", "inactive"),
                         ("nowayout", "0"), ("bootstatus", "32"), ("timeout", "30")]:  # fmt: skip
@@ -202,12 +205,13 @@ def machine(tmp_path: Path) -> tuple[RealWatchdog, Kernel]:
     return RealWatchdog(tmp_path, ioctl=kernel.ioctl, run=kernel.run), kernel
 
 
+@pytest.mark.parametrize("parent", [True, False], ids=["device-link", "by-driver-name"])
 def test_the_real_watchdog_is_read_from_sysfs(
-    machine: tuple[RealWatchdog, Kernel], tmp_path: Path
+    machine: tuple[RealWatchdog, Kernel], tmp_path: Path, parent: bool
 ) -> None:
     real, _ = machine
     assert real.watchdogs() == []
-    register(tmp_path)
+    register(tmp_path, parent=parent)
     [w] = real.watchdogs()
     assert (w.devnode, w.subsystem, w.device, w.driver, w.module, w.bootstatus) == (
         "/dev/watchdog0",
@@ -273,3 +277,15 @@ def test_busctl_output_is_parsed() -> None:
     assert parse_manager_watchdog('t 30000000\ns "/dev/watchdog0"\n') == (30.0, "/dev/watchdog0")
     assert parse_manager_watchdog('t 0\ns ""\n') == (0.0, "")
     assert parse_manager_watchdog("garbage") == (0.0, "")
+
+
+def test_without_a_device_link_two_devices_on_the_driver_are_ambiguous(
+    machine: tuple[RealWatchdog, Kernel], tmp_path: Path
+) -> None:
+    real, _ = machine
+    register(tmp_path, parent=False)
+    other = tmp_path / "sys/devices/pci0000:00/0000:00:09.0"
+    other.mkdir(parents=True)
+    drv = tmp_path / "sys/bus/pci/drivers/i6300ESB timer"
+    (drv / other.name).symlink_to(os.path.relpath(other, drv))
+    assert real.watchdogs() == []
