@@ -136,7 +136,13 @@ def arm_watchdog(watchdog: WatchdogBackend, record: WatchdogRecord) -> str | Non
     return None
 
 
-def main(
+def main() -> int:
+    """The program (/usr/libexec/liveupd/shutdown-unbind): its events go to stderr."""
+    logs.setup()
+    return run()
+
+
+def run(
     argv: list[str] | None = None,
     devices: SysfsDevices | None = None,
     watchdog: WatchdogBackend | None = None,
@@ -196,5 +202,4 @@ def main(
 
 
 if __name__ == "__main__":
-    logs.setup()
     sys.exit(main())

@@ -444,11 +444,11 @@ def resolve(
     )
     profile = f"@{uki.profile.index}" if uki is not None and uki.profile is not None else ""
     target = Target(
-        release,
-        choice.kernel_path,
-        choice.initrd_path,
-        line,
-        digest,
+        release=release,
+        kernel_path=choice.kernel_path,
+        initrd_path=choice.initrd_path,
+        cmdline=line,
+        sha256=digest,
         profile=profile,
         uki_initrd=uki_initrd,
     )

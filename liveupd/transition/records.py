@@ -37,15 +37,19 @@ class StageRequest:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
-    """The kernel a transition goes to, resolved and validated."""
+    """The kernel a transition goes to, resolved and validated.
+
+    Journal lines are written without their None fields, so every optional field
+    has a default here: a UKI staged without an initrd reads back as it was written.
+    """
 
     release: str
     kernel_path: str
-    initrd_path: str | None
     cmdline: str
     sha256: str
+    initrd_path: str | None = None
     # A unified kernel image: the profile it boots ("@N", "" without profiles) and
     # whether its own .ucode + .initrd are used (False: staged with initrd "none").
     profile: str = ""

@@ -46,7 +46,7 @@ def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
 
 def run(state: Path, kernel: FakeKernel, links: list[tuple[str, bool]], *args: str) -> int:
     argv = [*args, "--state-dir", str(state), "--timeout", "5"]
-    return shutdown.main(argv, devices=devices(kernel, links))
+    return shutdown.run(argv, devices=devices(kernel, links))
 
 
 def test_unbinds_in_recorded_order_link_down_first_and_writes_nothing(
@@ -142,8 +142,32 @@ def test_the_state_directory_can_come_from_the_environment(
     write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd"))
     monkeypatch.setenv("LIVEUPD_STATE_DIR", str(state))
     links: list[tuple[str, bool]] = []
-    assert shutdown.main(["--timeout", "5"], devices=devices(kernel, links)) == 0
+    assert shutdown.run(["--timeout", "5"], devices=devices(kernel, links)) == 0
     assert kernel.driver(VIRTIO0) is None and links == [("eth0", False)]
+
+
+def test_the_installed_program_says_what_it_does_on_stderr(tmp_path: Path) -> None:
+    """The entry point `make install` writes (`sys.exit(main())`) logs its events.
+
+    systemd-shutdown gives the helper only the console: the events are the admin's
+    only account of the last unbind. They once went nowhere, because logging was
+    set up only under `python -m`.
+    """
+    import subprocess
+    import sys
+
+    program = "import sys\nfrom liveupd.devices.shutdown import main\nsys.exit(main())\n"
+    state = tmp_path / "state"
+    state.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", program, "kexec", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "event=shutdown.nothing-pending" in result.stderr
 
 
 class FakeWatchdog:
@@ -182,7 +206,7 @@ def test_the_watchdog_is_armed_after_the_last_unbind(
     links: list[tuple[str, bool]] = []
     argv = ["kexec", "--state-dir", str(state), "--timeout", "5"]
     with caplog.at_level(logging.INFO):
-        assert shutdown.main(argv, devices(kernel, links), watchdog) == 0  # type: ignore[arg-type]
+        assert shutdown.run(argv, devices(kernel, links), watchdog) == 0  # type: ignore[arg-type]
     assert watchdog.armed == ["/dev/watchdog0"]
     events = [r.getMessage() for r in caplog.records]
     unbound = next(i for i, m in enumerate(events) if "shutdown.unbound" in m)
@@ -195,5 +219,5 @@ def test_a_watchdog_that_cannot_be_armed_is_reported(tmp_path: Path, kernel: Fak
     write_pending(state, checkpoint_record(mode="systemd", watchdog=ESB))
     watchdog = FakeWatchdog(OSError(16, "Device or resource busy"))
     argv = ["kexec", "--state-dir", str(state), "--timeout", "5"]
-    assert shutdown.main(argv, devices(kernel, []), watchdog) == 1  # type: ignore[arg-type]
+    assert shutdown.run(argv, devices(kernel, []), watchdog) == 1  # type: ignore[arg-type]
     assert watchdog.armed == []

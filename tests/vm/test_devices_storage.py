@@ -163,8 +163,9 @@ plan = plan_unbind(dev.devices(), [DeviceSelector(subsystem="net")], [], dev.roo
 bindings = plan.bindings
 if spoil == "driver":
     bindings = tuple(dataclasses.replace(b, driver="e1000e") for b in bindings)
-target = Target(release, f"/boot/vmlinuz-{release}", f"/boot/initrd.img-{release}",
-                f"{system.cmdline()}", "0" * 64)
+target = Target(release=release, kernel_path=f"/boot/vmlinuz-{release}",
+                initrd_path=f"/boot/initrd.img-{release}", cmdline=system.cmdline(),
+                sha256="0" * 64)
 journal = Journal.create(state_dir, tid, boot_id="00000000-0000-4000-8000-00000000dead",
                          old_release="6.1.0-0-old", target=target.to_json(), mode="direct")
 journal.set_state(TransitionState.RUNNING)
