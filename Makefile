@@ -28,6 +28,8 @@ DESTDIR ?=
 SYSCONFDIR ?= /etc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
+# Host tests run in parallel (pytest-xdist); the VM scenarios one at a time.
+HOST_JOBS ?= 2
 
 # Host packages the suite needs: QEMU and debootstrap for the VM scenarios,
 # dbus-daemon for private buses, headers to build dbus-python and PyGObject
@@ -88,17 +90,17 @@ $(VENV13)/.installed: pyproject.toml
 	touch $@
 
 check: setup
-	$(VENV)/bin/pytest -m "not vm" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not vm" -n $(HOST_JOBS) $(PYTEST_ARGS)
 
 # The oldest supported dbus-fast and pydantic (Debian 13's): the D-Bus service,
 # the client, the kernel hooks and the configuration model.
 check-debian13: host-deps venv-debian13
 	$(VENV13)/bin/python -c 'import dbus_fast.__version__ as d, pydantic; \
 		print("debian13 venv: dbus-fast", d.__version__, "pydantic", pydantic.VERSION)'
-	$(VENV13)/bin/python -m pytest -m "not vm" -p no:cacheprovider $(DEBIAN13_TESTS)
+	$(VENV13)/bin/python -m pytest -m "not vm" -n $(HOST_JOBS) -p no:cacheprovider $(DEBIAN13_TESTS)
 
-test: setup check-debian13
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+test: check check-debian13
+	$(VENV)/bin/pytest -m vm $(PYTEST_ARGS)
 
 demo: setup
 	$(VPY) -m tests.vm.demo

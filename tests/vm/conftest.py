@@ -80,6 +80,7 @@ def vm_factory(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator
     made: list[GuestVM] = []
 
     def make_vm(kernel: str | None = None, append_extra: str = "", **kwargs: Any) -> GuestVM:
+        kwargs.setdefault("installed", True)
         vm = GuestVM(vm_image, kernel=kernel, append_extra=append_extra, **kwargs)
         made.append(vm)
         vm.start()

@@ -125,8 +125,11 @@ class GuestVM:
         max_lifetime: float = MAX_LIFETIME,
         keep_run_dir: bool = False,
         extra_qemu_args: Sequence[str] = (),
+        installed: bool = False,
     ) -> None:
         self.image = image
+        # True: boot an overlay of project.installed_root() (the .deb already installed).
+        self.installed = installed
         self.kernel = image.kernel(kernel)
         self.append = f"{BASE_APPEND} {append_extra}".strip()
         self.boot_timeout = boot_timeout
@@ -174,7 +177,12 @@ class GuestVM:
     def start(self) -> BootInfo:
         """Boot the guest; returns once its marker is seen and its agent answers."""
         self._run_locked = runlock.acquire()
-        create_overlay(self.image.root_disk, self._config.root_disk)
+        if self.installed:
+            from tests.vm.project import installed_root
+
+            create_overlay(installed_root(self.image), self._config.root_disk, "qcow2")
+        else:
+            create_overlay(self.image.root_disk, self._config.root_disk)
         create_overlay(self.image.data_disk, self._config.data_disk)
         t0 = time.monotonic()
         self.qemu.start()

@@ -30,6 +30,7 @@ from tests.vm.recipe import PROJECT_ROOT
 
 if TYPE_CHECKING:
     from tests.vm.guest_vm import GuestVM
+    from tests.vm.image import GuestImage
 
 GUEST_DEB_DIR = "/var/cache/liveupd-test/project"
 DEB_GLOB = "liveupd_*_all.deb"
@@ -118,6 +119,12 @@ def build_deb(src: Path | None = None) -> Path:
 
 def install_project(vm: GuestVM, src: Path | None = None, timeout: float = 600.0) -> None:
     deb = build_deb(src)
+    marker = f"{GUEST_DEB_DIR}/installed-{deb.parent.name}"
+    if vm.run(["test", "-e", marker], check=False).rc == 0:
+        # The guest booted from installed_root(): this very package is installed.
+        status = vm.run(["dpkg-query", "-W", "-f=${Status}", "liveupd"]).stdout
+        assert status == "install ok installed", status
+        return
     start = time.monotonic()
     guest_deb = f"{GUEST_DEB_DIR}/{deb.name}"
     vm.run(["mkdir", "-p", GUEST_DEB_DIR])
@@ -130,6 +137,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -q --no-install-recommends {guest_deb}
 dpkg-query -W -f='${{Status}} ${{Version}}\\n' liveupd
 busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
+touch {marker}
 """
     result = vm.run(script, timeout=timeout)
     status = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
@@ -139,3 +147,47 @@ busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus Relo
         f" {time.monotonic() - start:.1f} s",
         flush=True,
     )
+
+
+def installed_root(image: GuestImage, src: Path | None = None) -> Path:
+    """A root disk (qcow2 over the image's) with this tree's .deb installed, built once.
+
+    Installing the package under TCG costs about half a minute per guest; the
+    scenarios that are not about installing it boot an overlay of this disk instead
+    (``GuestVM(installed=True)``), and ``install_project`` finds the package there.
+    Built by a real ``apt-get install`` in a guest that is then powered off cleanly;
+    cached per image and package under ${LIVEUPD_VM_CACHE}/installed/.
+    """
+    from tests.vm.guest_vm import GuestVM
+
+    deb = build_deb(src)
+    key = f"{image.key}-{deb.parent.name}"
+    root = cache.cache_root() / "installed"
+    out = root / key / "root.qcow2"
+    with _lock(root / "build.lock"):
+        if out.exists():
+            return out
+        start = time.monotonic()
+        vm = GuestVM(image, kernel=image.kernel_a.release, keep_run_dir=True)
+        try:
+            vm.start()
+            install_project(vm, src)
+            vm.spawn("sync && systemctl poweroff")
+            rc = vm.wait_exit(timeout=600)
+            assert rc == 0, f"QEMU exited with {rc} after the guest's poweroff"
+        finally:
+            vm.stop()
+        tmp = root / f".tmp-{key}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (vm.run_dir / "root.qcow2").rename(tmp / "root.qcow2")
+        shutil.rmtree(vm.run_dir, ignore_errors=True)
+        tmp.rename(out.parent)
+        disks = sorted(
+            (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+        )
+        for old in disks[:-3]:
+            shutil.rmtree(old, ignore_errors=True)
+        print(f"[vm] installed root disk {key} in {time.monotonic() - start:.1f} s", flush=True)
+        return out

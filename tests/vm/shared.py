@@ -17,9 +17,13 @@ def module_guest(
     request: pytest.FixtureRequest,
     *,
     append_extra: str = "",
+    installed: bool = True,
     extra_qemu_args: Sequence[str] = (),
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
+
+    `installed`: boot from the disk with the project's .deb already installed
+    (project.installed_root); False for the scenarios that install it themselves.
 
     A failure prints the console tail, QEMU's state and the guest journal's tail.
     """
@@ -28,6 +32,7 @@ def module_guest(
         image,
         kernel=image.kernel_a.release,
         append_extra=append_extra,
+        installed=installed,
         extra_qemu_args=extra_qemu_args,
     )
     try:

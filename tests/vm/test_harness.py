@@ -26,7 +26,7 @@ from tests.vm.shared import module_guest
 
 @pytest.fixture(scope="module")
 def chain_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    with module_guest(vm_image, request) as vm:
+    with module_guest(vm_image, request, installed=False) as vm:
         yield vm
 
 

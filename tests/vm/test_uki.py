@@ -85,6 +85,7 @@ def guest(
             "-device",
             f"virtio-blk-pci,drive=uki,addr={UKI_PCI},serial={UKI_SERIAL}",
         ),
+        installed=True,
     )
     cmdline = uki_cmdline(vm.append, f"liveupd.test-uki={secrets.token_hex(4)}")
     uki = build_uki(vm_image, tmp / f"liveupd-test-{vm_image.kernel_b.release}.efi", cmdline)

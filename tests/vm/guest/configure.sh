@@ -38,6 +38,17 @@ for unit in apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
         systemd-networkd-persistent-storage.service; do
     ln -sf /dev/null "/etc/systemd/system/$unit"
 done
+# Boot to multi-user.target (nothing graphical here); start sshd when a client
+# connects rather than at every boot (only the SSH scenarios use it).
+systemctl set-default multi-user.target
+if [ -e /usr/lib/systemd/system/ssh.socket ]; then
+    systemctl disable ssh.service
+    systemctl enable ssh.socket
+fi
+for unit in systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
+        proc-sys-fs-binfmt_misc.mount; do
+    ln -sf /dev/null "/etc/systemd/system/$unit"
+done
 rm -f /etc/systemd/system/getty.target.wants/getty@tty1.service \
     /etc/systemd/system/timers.target.wants/* \
     /etc/systemd/system/multi-user.target.wants/e2scrub_reap.service \
