@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench.analysis import by_method, phase_breakdown, summary
+from bench.confinement_report import section as confinement_section
 from bench.findings import findings, targets
 from bench.stats import DASH, Summary, fmt_num, fmt_ratio, fmt_summary, ratio
 from bench.tables import (
@@ -688,6 +689,10 @@ def render(res: Mapping[str, Any]) -> str:
         "## The daemon",
         "",
         daemon_section(host.get("daemon"), vm.get("daemon")),
+        "",
+        "## Confinement: what a hostile file or caller costs the daemon",
+        "",
+        confinement_section(host.get("confinement")),
         "",
         "## Targets of issue 7",
         "",

@@ -3,6 +3,9 @@
     python -m bench.run                 # the full run (about half an hour under TCG)
     python -m bench.run --quick         # 2 rounds, fewer cases: to try it out
     python -m bench.run --report-only   # regenerate docs/benchmarks.md from bench/results.json
+    python -m bench.run --host-only confinement
+                                        # measure one host benchmark again (minutes, no VM),
+                                        # merge it into bench/results.json, regenerate the page
 
 Order: the host benchmarks (orchestration with the dry-run engine, the daemon
 on a private bus), then one guest for every downtime method in turn, the
@@ -120,6 +123,39 @@ def clean_source(commit: str, tmp: Path) -> Path:
     return clean_checkout(commit, tmp / "src")
 
 
+# Host benchmarks that can be measured again on their own (``--host-only``): their
+# arguments, quick or not.  Their results carry their own date and commit.
+HOST_ONLY = {
+    "confinement": lambda quick: (
+        ["--repeat", "2", "--rounds", "2"] if quick else ["--repeat", "5", "--rounds", "4"]
+    ),
+}
+
+
+def host_only(args: argparse.Namespace) -> int:
+    """Measure one host benchmark, put it into the saved results, regenerate the page."""
+    from tests.vm import runlock
+
+    saved = json.loads(args.results.read_text()) if args.results.exists() else {}
+    commit = _out(["git", "rev-parse", "HEAD"])
+    runlock.acquire()  # no harness VM competes for the cores meanwhile
+    try:
+        with tempfile.TemporaryDirectory(prefix="liveupd-bench-") as tmp:
+            if args.source == "HEAD":
+                src = import_root(clean_source(commit, Path(tmp)), Path(tmp) / "pythonpath")
+            else:
+                src = REPO
+            log(f"host: {args.host_only}")
+            result = host_bench(args.host_only, HOST_ONLY[args.host_only](args.quick), src)
+    finally:
+        runlock.release()
+    saved.setdefault("host", {})[args.host_only] = result
+    args.results.write_text(json.dumps(saved, indent=1, default=str) + "\n")
+    args.doc.write_text(report.render(saved))
+    log(f"wrote {args.results} and {args.doc}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 rounds and fewer cases")
@@ -144,12 +180,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--report-only", action="store_true", help="regenerate the document from --results"
     )
+    p.add_argument(
+        "--host-only",
+        choices=sorted(HOST_ONLY),
+        help="run only this host benchmark; merge it into --results and regenerate the page",
+    )
     args = p.parse_args(argv)
     if args.report_only:
         saved = json.loads(args.results.read_text())
         args.doc.write_text(report.render(saved))
         log(f"wrote {args.doc}")
         return 0
+    if args.host_only:
+        return host_only(args)
 
     from bench.vm import HOOK_CASES, METHOD_BY_KEY, METHODS, QUICK_HOOK_CASES, run_vm
     from tests.vm import runlock
@@ -192,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log("host: the daemon on a private bus")
                 host["daemon"] = host_bench(
                     "daemon", ["--starts", "3" if args.quick else "7"], host_src
+                )
+                log("host: confinement (a hostile file or caller, issue 13)")
+                host["confinement"] = host_bench(
+                    "confinement", HOST_ONLY["confinement"](args.quick), host_src
                 )
             res["host"] = host
             if not args.skip_vm:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -37,6 +37,7 @@ from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.devices.watchdog import plan as plan_watchdog
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
+from liveupd.hooks.manifest import Hook
 from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
 from liveupd.kernel.named import refuse_unknown
 from liveupd.kernel.resolve import Verdict
@@ -244,13 +245,14 @@ class Manager:
             raise NotStaged("nothing is staged; stage a kernel first (liveupctl stage)")
         return t
 
-    def execute(self, mode: ExecMode) -> Transition:
+    def execute(self, mode: ExecMode, hooks: Sequence[Hook] | None = None) -> Transition:
         """Start the staged transition; returns at once (progress comes as events).
 
         Synchronous: the check and the change to running cannot be interleaved.
+        ``hooks``: as Engine.discover_hooks() found them (off the event loop).
         """
         t = self.executable()
-        task = self.engine.start_execute(t, mode)
+        task = self.engine.start_execute(t, mode, hooks)
         if self.rehearse:
             self.rehearsal = asyncio.create_task(self._rehearse(t, task))
         return t

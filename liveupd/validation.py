@@ -17,6 +17,14 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _shown(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut after ``limit`` characters: a file's value is not echoed whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 def describe(source: Path | str, err: ValidationError) -> list[str]:
     """One ``FILE: KEY: what was expected (got VALUE)`` line per problem."""
     lines = []
@@ -27,7 +35,7 @@ def describe(source: Path | str, err: ValidationError) -> list[str]:
             msg = "unknown key (remove it or check its spelling)"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e['input']!r})"
+        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {_shown(e['input'])})"
         msg = msg.removeprefix("Value error, ")
         lines.append(f"{source}: {key}: {msg}{got}")
     return lines

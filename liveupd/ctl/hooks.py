@@ -17,7 +17,7 @@ from liveupd.ctl.options import Conventions
 from liveupd.errors import ConfigError, ExitCode
 from liveupd.hooks.discovery import EntryStatus, HookEntry, scan
 from liveupd.hooks.manifest import HOOK_NAME, Hook, load_manifest
-from liveupd.hooks.trust import program_problem, untrusted_reason
+from liveupd.hooks.trust import program_problem
 from liveupd.transition.phases import HOOK_PHASES
 
 
@@ -67,10 +67,7 @@ def check_file(path: Path) -> tuple[Hook | None, list[str]]:
         hook = load_manifest(path)
     except ConfigError as e:
         return None, e.problems
-    problems = []
-    reason = untrusted_reason(path)
-    if reason:
-        problems.append(f"{path}: refusing hook: {reason}")
+    problems = []  # the manifest's own trust was checked as it was opened
     for key, argv in (("run", hook.manifest.run), ("undo", hook.manifest.undo)):
         if argv is not None:
             problem = program_problem(path, key, argv)

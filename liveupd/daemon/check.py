@@ -1,13 +1,38 @@
-"""``liveupd --check``: validate the configuration and every hook manifest."""
+"""``liveupd --check``: validate the configuration, every hook, and the kernel directories.
+
+Every violation is one line naming the file (or directory) and the reason:
+a bad key, a manifest or program or directory someone other than root could
+change, a FIFO or device or oversized file where a file belongs, a boot
+loader entry that cannot be used.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from liveupd import safeopen
 from liveupd.config import Config
 from liveupd.config.load import config_sources, load_config
 from liveupd.errors import ConfigError
 from liveupd.hooks.discovery import problems as hook_problems
+from liveupd.kernel import discovery
+from liveupd.quoting import clip
+from liveupd.safeopen import Refusal, UnsafeFile
+
+
+def kernel_problems(config: Config) -> list[str]:
+    """The allowed kernel directories that cannot be trusted, and unusable boot entries."""
+    problems = []
+    for d in config.kernel.allowed_dirs:
+        try:
+            safeopen.open_dir(d).close()
+        except UnsafeFile as e:
+            if e.refusal not in (Refusal.MISSING, Refusal.NOT_DIRECTORY):
+                where = "" if e.path == d else f"{clip(e.path)}: "
+                problems.append(f"{d}: kernel.allowed-dirs: refusing it: {where}{e.reason}")
+    problems += discovery.scan(config, os.uname().release).problems
+    return problems
 
 
 def check(config_file: Path | None) -> tuple[Config | None, list[str]]:
@@ -18,6 +43,7 @@ def check(config_file: Path | None) -> tuple[Config | None, list[str]]:
     except ConfigError as e:
         return None, e.problems
     problems += hook_problems(config.hook_dirs)
+    problems += kernel_problems(config)
     return config, problems
 
 

@@ -33,7 +33,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="simulate the machine: record what would be done, never touch it",
     )
-    p.add_argument("--check", action="store_true", help="validate config and hooks, then exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate config, hooks and kernel directories, then exit",
+    )
     p.add_argument(
         "--verify", action="store_true", help="verify a pending transition after boot, then exit"
     )
@@ -80,7 +84,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(line)
     if problems:
         return int(ExitCode.FAILED)
-    print("configuration and hooks are valid")
+    print("configuration, hooks and kernel directories are valid")
     return int(ExitCode.OK)
 
 

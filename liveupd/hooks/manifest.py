@@ -3,7 +3,10 @@
 A manifest names a phase, the program to run (``run``) and optionally the
 program that undoes it (``undo``), a timeout, what to do on failure and a
 description.  Unknown keys are errors, so a typo never silently disables a
-safety step.
+safety step, and values are strictly typed: ``timeout = true`` or
+``timeout = "5"`` is an error, not 1 or 5 seconds.  The limits (documented in
+docs/hooks.md) are below; the file itself is at most 64 KiB and is opened
+through :mod:`liveupd.safeopen` (root's, in root's directories).
 """
 
 from __future__ import annotations
@@ -16,15 +19,26 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from liveupd import safeopen
 from liveupd.config.model import DeviceSelector
 from liveupd.errors import ConfigError
+from liveupd.quoting import clip
+from liveupd.safeopen import Kind, UnsafeFile
 from liveupd.transition.phases import HOOK_PHASES, Phase
 from liveupd.validation import describe
 
 HOOK_SUFFIX = ".hook"
 HOOK_NAME = re.compile(r"^(?P<prefix>[0-9]{2})-(?P<rest>[A-Za-z0-9][A-Za-z0-9_.@+-]*)\.hook$")
 
-Arg = Annotated[str, Field(min_length=1)]
+# Limits of a manifest's values (docs/hooks.md).
+MAX_TIMEOUT = 3600.0  # seconds
+MAX_ARGS = 64  # program and arguments, for run and undo
+MAX_ARG_LENGTH = 4096  # characters of one argument
+MAX_DESCRIPTION = 1024  # characters
+MAX_SELECTORS = 64  # unbind selectors
+
+Arg = Annotated[str, Field(min_length=1, max_length=MAX_ARG_LENGTH)]
+Argv = Annotated[list[Arg], Field(max_length=MAX_ARGS)]
 
 
 def _check_argv(argv: list[str] | None) -> list[str] | None:
@@ -39,20 +53,23 @@ def _check_argv(argv: list[str] | None) -> list[str] | None:
 
 
 class HookManifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: a TOML value of the wrong type is an error, never converted.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
-    phase: Phase
-    run: list[Arg] | None = None
-    undo: list[Arg] | None = None
-    timeout: float | None = Field(default=None, gt=0, le=3600)
+    phase: Annotated[Phase, Field(strict=False)]
+    run: Argv | None = None
+    undo: Argv | None = None
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)] | None = None
     on_failure: Literal["abort", "continue"] = Field(default="abort", alias="on-failure")
-    description: str = ""
-    unbind: list[DeviceSelector] = Field(default_factory=list)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION)
+    unbind: list[Annotated[DeviceSelector, Field(strict=False)]] = Field(
+        default_factory=list, max_length=MAX_SELECTORS
+    )
 
     @field_validator("phase", mode="before")
     @classmethod
     def _phase(cls, v: object) -> object:
-        if v not in HOOK_PHASES:
+        if not isinstance(v, str) or v not in HOOK_PHASES:
             raise ValueError(f"expected one of {', '.join(map(str, HOOK_PHASES))}")
         return v
 
@@ -101,17 +118,32 @@ def parse_name(path: Path) -> str:
 
 
 def load_manifest(path: Path) -> Hook:
-    """Parse and validate one manifest; ConfigError naming the file and key on error."""
+    """Open (safely), parse and validate one manifest; ConfigError naming the file and key.
+
+    A manifest that cannot be trusted (owner, mode, a directory on its way, a
+    FIFO, a device, larger than 64 KiB) is refused before a byte of it is read.
+    """
     name = parse_name(path)
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+        with safeopen.open_file(str(path), Kind.MANIFEST) as f:
+            text = safeopen.read_text(f)
+    except UnsafeFile as e:
+        raise ConfigError([refusal(path, e)]) from None
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     try:
         manifest = HookManifest.model_validate(data)
     except ValidationError as e:
         raise ConfigError(describe(path, e)) from None
     return Hook(name=name, path=path, manifest=manifest)
+
+
+def refusal(path: Path, e: UnsafeFile) -> str:
+    """``FILE: refusing hook: why`` (naming the directory when it is one above the file)."""
+    if e.path == str(path):
+        return f"{path}: refusing hook: {e.reason}"
+    return f"{path}: refusing hook: {clip(e.path)}: {e.reason}"

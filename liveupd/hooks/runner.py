@@ -6,6 +6,13 @@ timeout, or on cancel, the whole process group gets SIGTERM and, a moment
 later, SIGKILL, so a grandchild it started is gone too.  When the hook's main
 process exits, whatever it left in its process group is killed as well: a hook
 that wants something to outlive it must start it elsewhere (``systemd-run``).
+
+What runs is what was verified: right before the start, the program is
+verified again (:func:`liveupd.hooks.trust.verify_program`: every directory
+from ``/`` down, the file itself) in a worker thread with a time bound, and the
+child executes that open descriptor (``/proc/self/fd/N``, its ``argv[0]``
+unchanged), so a file renamed over the path meanwhile is not what runs.  The
+same holds for an ``undo`` replayed from the journal after a crash.
 """
 
 from __future__ import annotations
@@ -21,11 +28,16 @@ from enum import StrEnum
 
 import psutil
 
-from liveupd.hooks.trust import HOOK_PATH
+from liveupd.bounded import TimedOut, run_bounded
+from liveupd.hooks import trust
+from liveupd.hooks.trust import HOOK_PATH, UntrustedProgram
+from liveupd.quoting import clip
 
 OUTPUT_CAP = 64 * 1024  # bytes kept per stream
 KILL_GRACE = 1.0  # seconds between SIGTERM and SIGKILL
 DRAIN_DEADLINE = 2.0  # seconds to wait for output after the group is gone
+VERIFY_TIMEOUT = 10.0  # seconds to verify the program before it starts
+PROGRAM_ENV = "LIVEUPD_HOOK_PROGRAM"  # the verified program's real path
 
 
 class Outcome(StrEnum):
@@ -93,6 +105,37 @@ async def _kill_group(pgid: int, proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
+async def _start(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.Process | str:
+    """Verify the program (off the event loop, bounded in time) and start that very
+    descriptor; the process, or why it was not started."""
+    try:
+        program = await run_bounded(
+            lambda: trust.verify_program(argv[0]),
+            timeout=VERIFY_TIMEOUT,
+            what="program verification",
+        )
+    except UntrustedProgram as e:
+        return f"not started: {e}"
+    except TimedOut as e:
+        return f"not started: {clip(argv[0])}: {e}"
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            executable=program.exec_path,
+            pass_fds=(program.fd,),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env, PROGRAM_ENV: program.real},
+            cwd="/",
+            start_new_session=True,
+        )
+    except OSError as e:
+        return f"cannot start {clip(argv[0])}: {e.strerror}"
+    finally:
+        program.close()
+
+
 async def run_program(
     argv: list[str],
     *,
@@ -114,20 +157,13 @@ async def run_program(
     def usec() -> int:
         return int((time.monotonic() - start) * 1e6)
 
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            cwd="/",
-            start_new_session=True,
-        )
-    except OSError as e:
-        return ProgramResult(
-            Outcome.ERROR, None, usec(), "", "", False, f"cannot start {argv[0]}: {e.strerror}"
-        )
+    def error(message: str) -> ProgramResult:
+        return ProgramResult(Outcome.ERROR, None, usec(), "", "", False, message)
+
+    started = await _start(argv, env)
+    if isinstance(started, str):
+        return error(started)
+    proc = started
     pgid = proc.pid
     if on_start is not None:
         try:

@@ -5,13 +5,19 @@ here: ``title``, ``version``, ``linux``, ``initrd`` (may repeat), ``options``
 (may repeat; joined with spaces), ``architecture``, ``machine-id``,
 ``sort-key``, ``efi``.  Paths are relative to the root of the file system that
 holds the entry (the directory above ``loader/``).  Parsing is pure; reading a
-directory of entries is the only I/O here.
+directory of entries is the only I/O here, through :mod:`liveupd.safeopen`
+(an entry is at most 64 KiB, root's, in root's directories).  Problems name the
+file and the line, never what the line holds: an entry is not echoed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from liveupd import safeopen
+from liveupd.quoting import clip
+from liveupd.safeopen import Kind, Refusal, UnsafeFile
 
 ENTRIES_DIR = Path("loader/entries")
 
@@ -78,7 +84,8 @@ def parse_entry(text: str, path: str) -> BlsEntry:
         key, _, value = line.partition(" ") if " " in line else line.partition("\t")
         key, value = key.strip(), value.strip()
         if not value:
-            raise BlsError(f"{path}, line {n}: {key!r} has no value; expected 'KEY VALUE'")
+            what = f"{key!r} has no value" if key in _KNOWN else "a line with no value"
+            raise BlsError(f"{path}, line {n}: {what}; expected 'KEY VALUE'")
         if key not in _KNOWN:
             unknown.append(key)
             continue
@@ -123,23 +130,37 @@ def for_arch(entry: BlsEntry, machine: str) -> bool:
     return entry.architecture.lower() == _BLS_ARCH.get(machine, machine)
 
 
-def read_entries(base: Path) -> tuple[list[BlsEntry], list[str]]:
+def read_entries(
+    base: Path, uids: frozenset[int] | None = None
+) -> tuple[list[BlsEntry], list[str]]:
     """The entries in ``base/loader/entries``, and a problem line for each unusable one."""
     directory = base / ENTRIES_DIR
     entries: list[BlsEntry] = []
     problems: list[str] = []
     try:
-        files = sorted(directory.glob("*.conf"))
-    except OSError:
-        return [], []
-    for f in files:
+        d = safeopen.open_dir(str(directory), uids=uids)
+    except UnsafeFile as e:
+        if e.refusal not in (Refusal.MISSING, Refusal.NOT_DIRECTORY):
+            problems.append(f"{clip(e.path)}: boot loader entries not read: {e.reason}")
+        return [], problems
+    with d:
+        names = [n for n in safeopen.list_names(d) if n.endswith(".conf")]
+    for name in names:
+        path = str(directory / name)
         try:
-            text = f.read_text(errors="replace")
-        except OSError as e:
-            problems.append(f"{f}: cannot read: {e.strerror}")
-            continue
-        try:
-            entries.append(parse_entry(text, str(f)))
+            entries.append(read_entry(path, str(base), uids))
         except BlsError as e:
             problems.append(str(e))
     return entries, problems
+
+
+def read_entry(path: str, beneath: str, uids: frozenset[int] | None = None) -> BlsEntry:
+    """Open one entry safely (below ``beneath``) and parse it; BlsError naming the file."""
+    try:
+        with safeopen.open_file(path, Kind.ENTRY, beneath=beneath, uids=uids) as f:
+            text = safeopen.read_text(f)
+    except UnsafeFile as e:
+        raise BlsError(f"{clip(e.path)}: {e.reason}") from None
+    except OSError as e:
+        raise BlsError(f"{clip(path)}: cannot read: {e.strerror}") from None
+    return parse_entry(text, path)

@@ -13,8 +13,8 @@ In each allowed directory D:
 
 One kernel per release: a UKI wins (it is what systemd-boot boots, with its own
 command line), then a BLS entry (it carries the boot loader's command line),
-then /boot, then /usr/lib/modules.  Nothing is validated here, only found;
-staging validates.
+then /boot, then /usr/lib/modules.  Nothing is validated here, only found
+(entries are read through liveupd.safeopen); staging validates.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from liveupd.config import Config
 from liveupd.kernel import uki_discovery
 from liveupd.kernel.bls import BlsEntry, for_arch, read_entries
 from liveupd.kernel.versions import version_key
+from liveupd.quoting import clip
 
 _RELEASE = re.compile(r"^\d[A-Za-z0-9._+~-]*$")
 _SKIP_SUFFIXES = (".old", ".bak", ".sig", ".dpkg-tmp", ".dpkg-new", ".dpkg-old", ".tmp")
@@ -108,12 +109,12 @@ def release_from_path(path: Path) -> str | None:
 def from_bls(entry: BlsEntry, running_release: str) -> tuple[InstalledKernel | None, str]:
     linux = next((c for c in entry.candidates(entry.linux) if c.exists()), None)
     if linux is None:
-        return None, f"{entry.path}: its kernel {entry.linux} does not exist"
+        return None, f"{entry.path}: its kernel {clip(entry.linux)} does not exist"
     initrds: list[str] = []
     for name in entry.initrd:
         found = next((c for c in entry.candidates(name) if c.exists()), None)
         if found is None:
-            return None, f"{entry.path}: its initrd {name} does not exist"
+            return None, f"{entry.path}: its initrd {clip(name)} does not exist"
         initrds.append(str(found))
     release = entry.version or release_from_path(linux)
     if not release or not is_release(release):

@@ -186,7 +186,8 @@ class RealKexec:
         size = os.fstat(kernel.kernel_fd).st_size
         initrd = os.fstat(kernel.initrd_fd).st_size if kernel.initrd_fd is not None else 0
         try:
-            image = parse_image(read_all(kernel.kernel_fd))
-        except ImageError:
+            # The descriptor was size-capped when it was opened (or is our own memfd).
+            image = parse_image(read_all(kernel.kernel_fd, limit=None))
+        except (ImageError, OSError):
             return size * 2 + 2 * initrd, None
         return load_footprint(image, size, initrd), image.signed

@@ -15,13 +15,8 @@ import os
 from liveupd.config import Config
 from liveupd.errors import InvalidKernel
 from liveupd.kernel.resolve import NO_INITRD, choose
+from liveupd.quoting import quote
 from liveupd.transition.records import StageRequest
-
-SHOWN = 200  # characters of a caller's path quoted back
-
-
-def _shown(path: str) -> str:
-    return path if len(path) <= SHOWN else path[:SHOWN] + "..."
 
 
 def refuse_unknown(request: StageRequest, config: Config, running_release: str) -> None:
@@ -29,12 +24,12 @@ def refuse_unknown(request: StageRequest, config: Config, running_release: str) 
     choice = choose(request, config, running_release)  # an unknown release is refused here
     if not os.path.lexists(choice.kernel_path):
         raise InvalidKernel(
-            f"{_shown(choice.kernel_path)}: no such file; nothing was staged or recorded. "
+            f"{quote(choice.kernel_path)}: no such file; nothing was staged or recorded. "
             "'liveupctl kernels' lists the installed kernels"
         )
     initrd = request.initrd.strip()
     if initrd and initrd != NO_INITRD and not os.path.lexists(initrd):
         raise InvalidKernel(
-            f"initrd {_shown(initrd)}: no such file; nothing was staged or recorded. Give an "
+            f"initrd {quote(initrd)}: no such file; nothing was staged or recorded. Give an "
             f'existing initrd, "" to pair one automatically, or "{NO_INITRD}" for none'
         )

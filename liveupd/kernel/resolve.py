@@ -36,6 +36,7 @@ from liveupd.kernel.validate import (
     read_all,
     sha256_fd,
 )
+from liveupd.quoting import clip, quote
 from liveupd.transition.context import StageRequest, Target
 
 NO_INITRD = "none"  # StageRequest.initrd value: boot without an initrd
@@ -116,7 +117,7 @@ def choose(
         if chosen is None:
             have = ", ".join(k.release for k in kernels) or "none"
             raise InvalidKernel(
-                f"no installed kernel {spec!r} in {dirs} (installed: {have}). Install it, or "
+                f"no installed kernel {quote(spec)} in {dirs} (installed: {have}). Install it, or "
                 "give the kernel file's path"
             )
     if len(chosen.initrds) > 1 and not request.initrd:
@@ -208,15 +209,25 @@ def newest_stageable(
 
 
 def _from_entry_file(path: str, config: Config, running: str) -> discovery.InstalledKernel:
-    if not any(Path(path).is_relative_to(d) for d in config.kernel.allowed_dirs):
+    """A kernel named by its boot loader entry: ``<allowed dir>/loader/entries/NAME.conf``."""
+    dirs = config.kernel.allowed_dirs
+    shown = clip(path)
+    if ".." in path.split("/") or not path.startswith("/"):
+        raise InvalidArgument(
+            f"{shown}: a boot loader entry must be given as an absolute path without '..'"
+        )
+    base = next(
+        (d for d in dirs if Path(path).parent == Path(d) / bls.ENTRIES_DIR),
+        None,
+    )
+    if base is None:
         raise InvalidKernel(
-            f"{path}: the entry is not inside an allowed directory "
-            f"(kernel.allowed-dirs: {', '.join(config.kernel.allowed_dirs)})"
+            f"{shown}: not a boot loader entry: entries are read only from "
+            f"<dir>/{bls.ENTRIES_DIR}/*.conf in an allowed directory "
+            f"(kernel.allowed-dirs: {', '.join(dirs)})"
         )
     try:
-        entry = bls.parse_entry(Path(path).read_text(errors="replace"), path)
-    except OSError as e:
-        raise InvalidKernel(f"{path}: cannot read the boot entry: {e.strerror}") from None
+        entry = bls.read_entry(path, base)
     except bls.BlsError as e:
         raise InvalidKernel(str(e)) from None
     kernel, problem = discovery.from_bls(entry, running)
@@ -293,9 +304,14 @@ def checked(
                 f"{kernel_path}: the profile option is for unified kernel images; this is not one"
             )
         # --- the kernel: read through the descriptor, hashed, parsed, checked ---
-        data = read_all(uki.linux_fd if uki else kernel.fd)
-        if uki is None and len(data) != kernel.id.size:
-            raise InvalidKernel(f"{kernel_path}: changed while it was read; stage again")
+        # One buffer of at most 256 MiB (the cap open_checked enforced): the
+        # header parsers need the image; the initrd is only ever streamed.
+        try:
+            data = read_all(uki.linux_fd if uki else kernel.fd)
+        except OSError:
+            raise InvalidKernel(
+                f"{clip(kernel_path)}: changed while it was read; stage again"
+            ) from None
         digest = sha256_fd(kernel.fd) if uki else hashlib.sha256(data).hexdigest()
         check_pin(pin, digest, kernel_path)
         try:
@@ -381,7 +397,8 @@ def _memfd_file(uki: uki_extract.OpenedUki, kernel: OpenedFile) -> OpenedFile:
     """The UKI's initrd memfd, described as a file for the loader."""
     assert uki.initrd_fd is not None
     name = f"{kernel.path} ({' + '.join(uki.initrd_parts)})"
-    return OpenedFile(name, name, uki.initrd_fd, FileId.of(os.fstat(uki.initrd_fd)))
+    st = os.fstat(uki.initrd_fd)
+    return OpenedFile(name, name, uki.initrd_fd, FileId.of(st), st)
 
 
 @dataclass(frozen=True)

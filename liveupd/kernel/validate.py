@@ -1,32 +1,36 @@
 """Open a kernel or initrd safely and check it through the open descriptor.
 
-The file is reached from its allowed directory one component at a time with
-O_NOFOLLOW (so no symlink can be slipped in while it is opened), and opened
-once, O_RDONLY|O_CLOEXEC|O_NOFOLLOW.  Everything after that (type, owner,
-mode, contents, hash) is checked through that descriptor, which is the one
-handed to the kernel: renaming another file over the path afterwards changes
-nothing that is loaded.
+Opening is :mod:`liveupd.safeopen`'s: the path is walked from ``/`` one
+component at a time without the kernel following any symlink, every directory
+on the way (and above the allowed directory) must be owned by root (or by the
+user liveupd runs as) and not writable by group or others, and the file is
+opened once, ``O_RDONLY|O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC``, then checked through
+that descriptor with ``fstat``: a regular file, root's, not group/other
+writable, not empty, and no larger than 256 MiB (a kernel) or 2 GiB (an
+initrd).  Everything after that (contents, hash) is read through that
+descriptor, which is the one handed to the kernel: renaming another file over
+the path afterwards changes nothing that is loaded.
 
-Symlinks in the path are resolved first; the result must stay inside one of
-the allowed directories.  The allowed directory itself and every directory
-below it on the way, and the file, must be owned by root (or by the user
-liveupd runs as) and not writable by group or others.
+The path must lie inside one of ``kernel.allowed-dirs``; a symlink on the way
+is followed only when root made it and what it leads to is still inside an
+allowed directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import os
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
+from liveupd import safeopen
 from liveupd.errors import InvalidArgument, InvalidKernel
+from liveupd.quoting import clip, quote
+from liveupd.safeopen import Kind, Refusal, UnsafeFile
 
-CHUNK = 1 << 20
+CHUNK = safeopen.CHUNK
+KERNEL_MAX = safeopen.LIMITS[Kind.KERNEL]
+INITRD_MAX = safeopen.LIMITS[Kind.INITRD]
 
 
 @dataclass(frozen=True)
@@ -48,35 +52,96 @@ class OpenedFile:
     real: str  # with symlinks resolved
     fd: int
     id: FileId
+    stat: os.stat_result
 
 
 def trusted_uids() -> frozenset[int]:
     """root, and the user liveupd runs as (it can change its own files anyway)."""
-    return frozenset({0, os.geteuid()})
+    return safeopen.trusted_uids()
 
 
-def _allowed(path: Path, allowed_dirs: Sequence[str]) -> Path | None:
-    """The real path of the allowed directory that holds ``path``'s real path."""
-    real = Path(os.path.realpath(path))
+def _kind(what: str) -> Kind:
+    return Kind.INITRD if what == "initrd" else Kind.ENTRY if what == "entry" else Kind.KERNEL
+
+
+def _in_allowed(path: str, allowed_dirs: Sequence[str], uids: frozenset[int]) -> str | None:
+    """The allowed directory ``path`` is written inside of (None if it is in none)."""
     for d in allowed_dirs:
-        root = Path(os.path.realpath(d))
-        if real == root or real.is_relative_to(root):
-            return root
+        if safeopen.relative_to(path, d, d) is not None:
+            return d
+        try:
+            real = safeopen.realpath(d, uids=uids)
+        except UnsafeFile:
+            continue
+        if safeopen.relative_to(path, d, real) is not None:
+            return d
     return None
 
 
-def _check_owner_mode(st: os.stat_result, where: str, what: str, uids: frozenset[int]) -> None:
-    if st.st_uid not in uids:
-        raise InvalidKernel(
-            f"{where}: owned by uid {st.st_uid}, not root; a {what} that another user can "
-            f"change is not trusted. If it is genuine: chown root:root {where}"
+def open_safely(
+    path: str,
+    allowed_dirs: Sequence[str],
+    kind: Kind,
+    what: str,
+    uids: frozenset[int] | None = None,
+) -> safeopen.SafeFile:
+    """Open ``path`` inside an allowed directory as a file of ``kind``; InvalidKernel if unsafe."""
+    uids = uids if uids is not None else trusted_uids()
+    dirs = ", ".join(allowed_dirs)
+    shown = clip(path)
+    if not path.startswith("/"):
+        raise InvalidArgument(f"{shown}: the {what} must be given as an absolute path")
+    if ".." in path.split("/") or "\0" in path:
+        raise InvalidArgument(f"{shown}: the {what} path must not contain '..'")
+    allowed = _in_allowed(path, allowed_dirs, uids)
+    target = path
+    if allowed is None:
+        # Named through a symlink outside the allowed directories (/vmlinuz -> boot/...):
+        # fine if root made it and it leads inside one.
+        try:
+            target = safeopen.realpath(path, uids=uids)
+        except UnsafeFile as e:
+            raise _refused(e, path, kind, what, dirs) from None
+        allowed = _in_allowed(target, allowed_dirs, uids)
+        if allowed is None:
+            raise InvalidKernel(
+                f"{shown}: not inside an allowed directory (kernel.allowed-dirs: {dirs}). "
+                f"Install the {what} there, or add its directory to kernel.allowed-dirs"
+            )
+    try:
+        return safeopen.open_file(target, kind, beneath=allowed, uids=uids, allow_empty=False)
+    except UnsafeFile as e:
+        if e.refusal is not Refusal.SYMLINK_OUT:
+            raise _refused(e, path, kind, what, dirs) from None
+        # A symlink out of this allowed directory may lead into another one.
+        try:
+            real = safeopen.realpath(path, uids=uids)
+        except UnsafeFile:
+            raise _refused(e, path, kind, what, dirs) from None
+        other = _in_allowed(real, allowed_dirs, uids)
+        if other is None:
+            raise _refused(e, path, kind, what, dirs) from None
+        try:
+            return safeopen.open_file(real, kind, beneath=other, uids=uids, allow_empty=False)
+        except UnsafeFile as e2:
+            raise _refused(e2, path, kind, what, dirs) from None
+
+
+def _refused(e: UnsafeFile, path: str, kind: Kind, what: str, dirs: str) -> InvalidKernel:
+    shown = clip(path)
+    if e.refusal is Refusal.MISSING:
+        if e.path == path:
+            return InvalidKernel(f"{shown}: no such {what} file; check the path or the release")
+        return InvalidKernel(f"{shown}: no such {what} file ({e.path} does not exist)")
+    if e.refusal is Refusal.SYMLINK_OUT:
+        return InvalidKernel(
+            f"{shown}: a symlink leads out of the allowed directories ({e.reason}); "
+            f"kernel.allowed-dirs: {dirs}. Point it inside them, or give the real file"
         )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise InvalidKernel(
-            f"{where}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}); only "
-            f"root may be able to change a {what} or the directories holding it. "
-            f"Fix: chmod go-w {where}"
-        )
+    if e.refusal is Refusal.NOT_REGULAR and e.path == path and "is a directory" in e.reason:
+        return InvalidKernel(f"{shown}: is a directory, not a {what} file")
+    where = clip(e.path)
+    return InvalidKernel(f"{where}: {e.reason}")
 
 
 def open_checked(
@@ -86,83 +151,8 @@ def open_checked(
     uids: frozenset[int] | None = None,
 ) -> OpenedFile:
     """Open ``path`` safely (see the module docstring); InvalidKernel when it is not safe."""
-    uids = uids if uids is not None else trusted_uids()
-    p = Path(path)
-    dirs = ", ".join(allowed_dirs)
-    if not p.is_absolute():
-        raise InvalidArgument(f"{path}: the {what} must be given as an absolute path")
-    if ".." in p.parts:
-        raise InvalidArgument(f"{path}: the {what} path must not contain '..'")
-    root = _allowed(p, allowed_dirs)
-    real = Path(os.path.realpath(p))
-    if root is None:
-        if any(p == Path(d) or p.is_relative_to(d) for d in allowed_dirs):
-            raise InvalidKernel(
-                f"{path}: a symlink leads out of the allowed directories (to {real}); "
-                f"kernel.allowed-dirs: {dirs}. Point it inside them, or give the real file"
-            )
-        raise InvalidKernel(
-            f"{path}: not inside an allowed directory (kernel.allowed-dirs: {dirs}). Install "
-            "the kernel there, or add its directory to kernel.allowed-dirs"
-        )
-    parts = real.relative_to(root).parts
-    if not parts:
-        raise InvalidKernel(f"{path}: is a directory, not a {what} file")
-    try:
-        dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise InvalidKernel(f"{root}: cannot open the allowed directory: {e.strerror}") from None
-    try:
-        where = root
-        _check_owner_mode(os.fstat(dirfd), str(where), what, uids)
-        for name in parts[:-1]:
-            where = where / name
-            try:
-                nfd = os.open(
-                    name,
-                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=dirfd,
-                )
-            except OSError as e:
-                raise _open_error(str(where), what, e) from None
-            os.close(dirfd)
-            dirfd = nfd
-            _check_owner_mode(os.fstat(dirfd), str(where), what, uids)
-        try:
-            # O_NONBLOCK only so that a FIFO planted here cannot hang the open;
-            # it is cleared once the descriptor is known to be a regular file.
-            fd = os.open(
-                parts[-1],
-                os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK,
-                dir_fd=dirfd,
-            )
-        except OSError as e:
-            raise _open_error(path, what, e) from None
-    finally:
-        os.close(dirfd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidKernel(f"{path}: not a regular file; give the {what} file itself")
-        os.set_blocking(fd, True)
-        _check_owner_mode(st, path, what, uids)
-        if st.st_size == 0:
-            raise InvalidKernel(f"{path}: the {what} file is empty; reinstall it")
-    except BaseException:
-        os.close(fd)
-        raise
-    return OpenedFile(path, str(real), fd, FileId.of(st))
-
-
-def _open_error(path: str, what: str, e: OSError) -> InvalidKernel:
-    if e.errno == errno.ENOENT:
-        return InvalidKernel(f"{path}: no such {what} file; check the path or the release")
-    if e.errno in (errno.ELOOP, errno.ENOTDIR):
-        return InvalidKernel(
-            f"{path}: changed into a symlink while it was being opened; "
-            "something is modifying it: stage again when it is stable"
-        )
-    return InvalidKernel(f"{path}: cannot open the {what}: {e.strerror}")
+    f = open_safely(path, allowed_dirs, _kind(what), what, uids)
+    return OpenedFile(path, f.real, f.fd, FileId.of(f.stat), f.stat)
 
 
 @contextlib.contextmanager
@@ -174,22 +164,16 @@ def opened(path: str, allowed_dirs: Sequence[str], what: str = "kernel") -> Iter
         os.close(f.fd)
 
 
-def read_all(fd: int) -> bytes:
-    chunks = []
-    offset = 0
-    while chunk := os.pread(fd, CHUNK, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
+def read_all(fd: int, limit: int | None = KERNEL_MAX) -> bytes:
+    """The whole file behind ``fd`` in one buffer (InvalidKernel beyond ``limit`` bytes)."""
+    size = os.fstat(fd).st_size
+    if limit is not None and size > limit:
+        raise InvalidKernel(f"the image is {size} bytes, more than a kernel may be ({limit})")
+    return safeopen.pread_exact(fd, size)
 
 
 def sha256_fd(fd: int) -> str:
-    h = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(fd, CHUNK, offset):
-        h.update(chunk)
-        offset += len(chunk)
-    return h.hexdigest()
+    return safeopen.sha256_fd(fd)
 
 
 def check_pin(pin: str, actual: str, path: str) -> None:
@@ -199,7 +183,7 @@ def check_pin(pin: str, actual: str, path: str) -> None:
     want = pin.strip().lower()
     if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
         raise InvalidArgument(
-            f"the SHA-256 pin {pin!r} is not 64 hexadecimal digits; give sha256sum's output"
+            f"the SHA-256 pin {quote(pin)} is not 64 hexadecimal digits; give sha256sum's output"
         )
     if want != actual:
         raise InvalidKernel(

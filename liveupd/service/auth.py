@@ -2,7 +2,9 @@
 
 Reading is open to all and never comes here.  Stage, Execute and Cancel call
 ``require()``; ``CanLiveUpdate`` calls ``can()``.  Without an answer from
-polkit a non-root caller is denied.
+polkit a non-root caller is denied, and so it is when polkit's reply is not of
+type ``(bba{ss})`` (logged as an error).  Denials go through the refusal log
+(a few lines a minute per uid, then a count).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from liveupd import logs
 from liveupd.errors import AccessDenied
 from liveupd.service import names
 from liveupd.service.caller import Call, unix_user
-from liveupd.service.polkit import Authority, PolkitUnavailable
+from liveupd.service.polkit import Authority, PolkitBadReply, PolkitUnavailable
+from liveupd.service.refusals import REFUSALS
 
 LOG = logs.get("auth")
 
@@ -41,10 +44,11 @@ class Authorizer:
         try:
             verdict = await self.authority.check(call.sender, action, interactive=interactive)
         except PolkitUnavailable as e:
-            logs.event(
-                LOG,
+            REFUSALS.note(
+                f"uid {uid}",
+                False,
                 "auth.denied",
-                level=logging.WARNING,
+                level=logging.ERROR if isinstance(e, PolkitBadReply) else logging.WARNING,
                 sender=call.sender,
                 uid=uid,
                 action=action,
@@ -58,8 +62,9 @@ class Authorizer:
         if verdict.authorized:
             logs.event(LOG, "auth.allowed", sender=call.sender, uid=uid, action=action, by="polkit")
             return uid
-        logs.event(
-            LOG,
+        REFUSALS.note(
+            f"uid {uid}",
+            False,
             "auth.denied",
             sender=call.sender,
             uid=uid,
@@ -85,7 +90,14 @@ class Authorizer:
         try:
             verdict = await self.authority.check(call.sender, action, interactive=False)
         except PolkitUnavailable as e:
-            logs.event(LOG, "auth.no-answer", level=logging.WARNING, uid=uid, reason=str(e))
+            REFUSALS.note(
+                f"uid {uid}",
+                False,
+                "auth.no-answer",
+                level=logging.ERROR if isinstance(e, PolkitBadReply) else logging.WARNING,
+                uid=uid,
+                reason=str(e),
+            )
             return "no"
         if verdict.authorized:
             return "yes"

@@ -54,9 +54,9 @@ def _busy(manager: Manager) -> Blocker | None:
     return None
 
 
-def _hooks(manager: Manager) -> Blocker | None:
+async def _hooks(manager: Manager) -> Blocker | None:
     try:
-        manager.engine.hooks()
+        await manager.engine.discover_hooks()  # off the event loop, bounded in time
     except ConfigError as e:
         return Blocker(BlockerKind.HOOKS, "invalid hooks: " + "; ".join(e.problems))
     return None
@@ -85,7 +85,7 @@ async def blockers(
             Blocker(BlockerKind.INHIBITOR, f"a shutdown inhibitor is held by {i.describe()}")
             for i in held
         ]
-    hooks = await asyncio.to_thread(_hooks, manager)
+    hooks = await _hooks(manager)
     if hooks is not None:
         found.append(hooks)
     return found

@@ -33,6 +33,8 @@ class Call:
 
 
 _current: ContextVar[Call | None] = ContextVar("liveupd_dbus_call", default=None)
+# The uid of the current call's sender, once the bus told it (for the refusal log).
+_uid: ContextVar[int | None] = ContextVar("liveupd_dbus_uid", default=None)
 
 
 def _record(msg: Message) -> bool:
@@ -63,6 +65,15 @@ def current() -> Call:
     return call
 
 
+def current_or_none() -> Call | None:
+    return _current.get()
+
+
+def known_uid() -> int | None:
+    """The current call's uid if :func:`unix_user` resolved it in this call (else None)."""
+    return _uid.get()
+
+
 async def unix_user(bus: MessageBus, sender: str) -> int:
     """The uid of the connection ``sender``, as the bus daemon saw it connect."""
     reply = await bus.call(
@@ -81,6 +92,11 @@ async def unix_user(bus: MessageBus, sender: str) -> int:
             f"({reply.error_name}); call again from a connection that stays open"
         )
     uid = reply.body[0]
-    if not isinstance(uid, int):
-        raise AccessDenied(f"cannot tell who is calling: the bus answered {uid!r} for {sender}")
+    if reply.signature != "u" or not isinstance(uid, int) or isinstance(uid, bool):
+        raise AccessDenied(
+            f"cannot tell who is calling: the bus answered a {reply.signature!r} for {sender}"
+        )
+    call = _current.get()
+    if call is not None and call.sender == sender:
+        _uid.set(uid)
     return uid

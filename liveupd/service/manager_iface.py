@@ -1,9 +1,13 @@
 """org.liveupd.LiveUpdate1.Manager at /org/liveupd/LiveUpdate1.
 
-Methods check who calls (``caller``) and whether they may (``auth``), then
-hand over to ``liveupd.manager.Manager``; every failure leaves as a named
-D-Bus error (``boundary``).  Reading is open to everyone.  Work that touches
-the disk runs in a worker thread, never on the event loop.
+A changing method checks, in this order: the sizes of its arguments
+(``limits``: lengths only, cheap), who calls (``caller``) and whether they may
+(``auth``), and only then validates the arguments and hands over to
+``liveupd.manager.Manager``; so what an unauthorized caller sent is never
+parsed or echoed.  Every failure leaves as a named D-Bus error
+(``boundary``), quoting the caller's input at most about 200 characters.
+Reading is open to everyone.  Work that touches the disk runs in a worker
+thread, never on the event loop.
 """
 
 # D-Bus members are CamelCase by convention (busctl, systemd, every D-Bus API).
@@ -12,6 +16,7 @@ the disk runs in a worker thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -24,10 +29,11 @@ from dbus_fast import introspection as intr
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
 
-from liveupd import __version__, logs
+from liveupd import __version__, logs, memory
 from liveupd.errors import Busy, Inhibited, InvalidArgument
 from liveupd.manager import Manager, ManagerState
-from liveupd.service import caller, inhibit, names
+from liveupd.quoting import clip, quote
+from liveupd.service import caller, inhibit, limits, names
 from liveupd.service.auth import Authorizer
 from liveupd.service.blockers import blockers
 from liveupd.service.boundary import dbus_errors
@@ -232,16 +238,24 @@ class ManagerInterface(ServiceInterface):
     @dbus_errors
     async def Stage(self, kernel: Str, initrd: Str, cmdline: Str, options: Options) -> IdAndPath:
         call = caller.current()
+
+        def sizes() -> None:
+            limits.check_string("Stage", "the kernel", kernel, limits.MAX_PATH)
+            limits.check_string("Stage", "the initrd", initrd, limits.MAX_PATH)
+            limits.check_string("Stage", "the command line", cmdline, limits.MAX_CMDLINE)
+            limits.check_options("Stage", options)
+
+        await self._check_sizes(call, sizes)
+        await self._wait_until_ready(call)
+        interactive = limits.peek_bool(options, "interactive") or call.interactive
+        uid = await self.parts.authorizer.require(call, names.ACTION_STAGE, interactive=interactive)
         opts = parse_options("Stage", options, STAGE_OPTIONS)
         sha256 = str(opts.get("sha256", ""))
         if sha256 and not SHA256.match(sha256):
             raise InvalidArgument(
-                f"Stage: option 'sha256' must be 64 hexadecimal digits, not {sha256!r}; "
+                f"Stage: option 'sha256' must be 64 hexadecimal digits, not {quote(sha256)}; "
                 "compute it with sha256sum"
             )
-        await self._wait_until_ready(call)
-        interactive = bool(opts.get("interactive", False)) or call.interactive
-        uid = await self.parts.authorizer.require(call, names.ACTION_STAGE, interactive=interactive)
         request = StageRequest(
             kernel=kernel,
             initrd=initrd,
@@ -250,7 +264,9 @@ class ManagerInterface(ServiceInterface):
             sha256=sha256,
             profile=str(opts.get("profile", "")),
         )
-        logs.event(LOG, "stage.requested", sender=call.sender, uid=uid, kernel=kernel or "latest")
+        logs.event(
+            LOG, "stage.requested", sender=call.sender, uid=uid, kernel=clip(kernel or "latest")
+        )
         try:
             t = await self.manager.stage(request)
         finally:
@@ -263,29 +279,44 @@ class ManagerInterface(ServiceInterface):
     @dbus_errors
     async def Execute(self, options: Options) -> IdAndPath:
         call = caller.current()
+        await self._check_sizes(call, lambda: limits.check_options("Execute", options))
+        await self._wait_until_ready(call)
+        interactive = limits.peek_bool(options, "interactive") or call.interactive
+        uid = await self.parts.authorizer.require(
+            call, names.ACTION_EXECUTE, interactive=interactive
+        )
         opts = parse_options("Execute", options, EXECUTE_OPTIONS)
         try:
             mode = ExecMode(str(opts.get("mode", ExecMode.DIRECT)))
         except ValueError:
             raise InvalidArgument(
-                f"Execute: option 'mode' must be 'direct' or 'systemd', not {opts['mode']!r}"
+                f"Execute: option 'mode' must be 'direct' or 'systemd', not {quote(opts['mode'])}"
             ) from None
-        await self._wait_until_ready(call)
-        interactive = bool(opts.get("interactive", False)) or call.interactive
-        uid = await self.parts.authorizer.require(
-            call, names.ACTION_EXECUTE, interactive=interactive
-        )
         self.manager.executable()  # Busy / NotStaged before asking logind
         await self._check_inhibitors(call, uid, bool(opts.get("ignore-inhibitors")), interactive)
+        # The hooks are found (and checked) off the event loop, within a time bound.
+        hooks = await self.manager.engine.discover_hooks()
         if self.parts.guard is not None:
             # The jump waits until this call's reply is in the socket.
             self.parts.gate.hold(self.parts.guard.reply_written(call.sender, call.serial))
         try:
-            t = self.manager.execute(mode)
+            t = self.manager.execute(mode, hooks)
         finally:
             self.publish()
         logs.event(LOG, "execute.started", transition=t.id, mode=str(mode), uid=uid)
         return t.id, names.transition_path(t.id)
+
+    async def _check_sizes(self, call: caller.Call, check: Callable[[], None]) -> None:
+        """The cheap size checks, first of all; a refusal is logged under the caller's uid."""
+        try:
+            check()
+        except InvalidArgument:
+            # What the caller sent may be megabytes, held in dbus-fast's reference
+            # cycles until the garbage collector runs: make it run.
+            memory.collect_soon()
+            with contextlib.suppress(Exception):  # only for the refusal log's key
+                await caller.unix_user(self.parts.bus, call.sender)
+            raise
 
     async def _check_inhibitors(
         self, call: caller.Call, uid: int, ignore: bool, interactive: bool

@@ -8,6 +8,7 @@ from typing import Any
 from dbus_fast import Variant
 
 from liveupd.errors import InvalidArgument
+from liveupd.quoting import quote
 
 TYPE_NAMES = {"s": "string", "b": "boolean", "u": "uint32"}
 
@@ -18,12 +19,14 @@ def parse(method: str, options: Mapping[str, Variant], spec: Mapping[str, str]) 
     for key, variant in options.items():
         if key not in spec:
             known = ", ".join(sorted(spec)) or "none"
-            raise InvalidArgument(f"{method}: unknown option {key!r}; the options are: {known}")
+            raise InvalidArgument(
+                f"{method}: unknown option {quote(key)}; the options are: {known}"
+            )
         want = spec[key]
         if variant.signature != want:
             raise InvalidArgument(
-                f"{method}: option {key!r} must be a {TYPE_NAMES.get(want, want)} "
-                f"({want!r}), not {variant.signature!r}"
+                f"{method}: option {quote(key)} must be a {TYPE_NAMES.get(want, want)} "
+                f"({want!r}), not {quote(variant.signature)}"
             )
         out[key] = variant.value
     return out

@@ -23,7 +23,7 @@ import signal
 from dbus_fast import BusType, DBusError, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
-from liveupd import logs, sdnotify
+from liveupd import logs, memory, sdnotify
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import ExitCode, Failed
@@ -33,6 +33,7 @@ from liveupd.service.auth import Authorizer
 from liveupd.service.exec_gate import ExecGate, GatedKexec
 from liveupd.service.manager_iface import ManagerInterface, ServiceParts
 from liveupd.service.polkit import Authority
+from liveupd.service.refusals import REFUSALS
 from liveupd.service.signals import SignalRouter
 from liveupd.service.transition_iface import TransitionRegistry
 from liveupd.transition.history import CORRUPT
@@ -59,6 +60,9 @@ async def connect(bus: str) -> MessageBus:
 
 
 async def serve(config: Config, backends: Backends, *, bus: str = "system") -> int:
+    # Large blocks (a staged kernel, a caller's oversized message) go back to the
+    # kernel when freed, instead of staying in the daemon's heap.
+    memory.fixed_mmap_threshold()
     loop = asyncio.get_running_loop()
     gate = ExecGate()
     backends = dataclasses.replace(backends, kexec=GatedKexec(backends.kexec, gate, loop))
@@ -154,6 +158,7 @@ async def _run(
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await dropped
+    REFUSALS.flush()  # the refusals counted but not logged yet
     if stop.is_set():
         logs.event(LOG, "service.stopping", state=str(manager.state))
         await manager.shutdown()

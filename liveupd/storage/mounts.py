@@ -40,14 +40,16 @@ def parse_line(line: str, is_block: Callable[[str], bool] = is_block_device) -> 
         sep = fields.index("-", 6)
         device = fields[2]
         mountpoint = unescape(fields[4])
-        options = fields[5].split(",")
         fstype = fields[sep + 1]
         source = unescape(fields[sep + 2])
         super_options = fields[sep + 3].split(",") if len(fields) > sep + 3 else []
         major = int(device.split(":", 1)[0])
     except (ValueError, IndexError):
         raise ValueError(f"not a mountinfo line: {line!r}") from None
-    writable = "rw" in options and "ro" not in super_options
+    # Whether the filesystem (the superblock) is writable: a read-only mount of a
+    # read-write filesystem, such as the view systemd's ProtectSystem=strict gives
+    # the daemon, still has writers elsewhere and must be synced and frozen.
+    writable = "ro" not in super_options
     return Mount(
         mountpoint=mountpoint,
         fstype=fstype,

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.errors import Cancelled, Failed, LiveUpdError, NotStaged
-from liveupd.hooks.discovery import effective_hooks
+from liveupd.hooks.discovery import discover, effective_hooks
 from liveupd.hooks.manifest import Hook
 from liveupd.transition.context import StageRequest, TransitionContext
 from liveupd.transition.events import (
@@ -110,6 +110,10 @@ class Engine:
         """The effective hooks; ConfigError (nothing changed) if any is bad."""
         return effective_hooks(self.config.hook_dirs)
 
+    async def discover_hooks(self) -> list[Hook]:
+        """:meth:`hooks`, found off the event loop within a time bound."""
+        return await discover(self.config.hook_dirs)
+
     def steps(self, mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
         steps = self.builtins(mode, hooks)
         steps += [HookStep(h, self.config.hooks.timeout) for h in hooks]
@@ -157,7 +161,7 @@ class Engine:
 
     async def stage(self, request: StageRequest, transition_id: str | None = None) -> Transition:
         """Check and load a kernel.  On failure everything is undone and the error raised."""
-        hooks = self.hooks()  # refuse bad hooks now, before anything is loaded
+        hooks = await self.discover_hooks()  # refuse bad hooks now, before anything is loaded
         tid = transition_id or new_transition_id()
         try:
             journal = Journal.create(
@@ -192,11 +196,14 @@ class Engine:
 
     # ----------------------------------------------------------- execute --
 
-    def start_execute(self, t: Transition, mode: ExecMode) -> asyncio.Task[None]:
+    def start_execute(
+        self, t: Transition, mode: ExecMode, hooks: Sequence[Hook] | None = None
+    ) -> asyncio.Task[None]:
         """Begin Execute in the background; failures end in the transition's state.
 
         Synchronous up to the decision: the transition is ``running`` (in memory)
-        when this returns, and a Cancel already under way refuses it.
+        when this returns, and a Cancel already under way refuses it.  ``hooks``:
+        as :meth:`discover_hooks` found them (found here when None).
         """
         if t.cancelling is not None:
             raise NotStaged(
@@ -204,7 +211,7 @@ class Engine:
             )
         if t.state is not TransitionState.STAGED:
             raise Failed(f"transition {t.id} is {t.state}, not staged")
-        hooks = self.hooks()
+        hooks = hooks if hooks is not None else self.hooks()
         t.ctx.mode = mode
         groups = plan(self.steps(mode, hooks), EXECUTE_PHASES)
         start_error: LiveUpdError | None = None

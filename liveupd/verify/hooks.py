@@ -25,9 +25,9 @@ from liveupd.transition.steps import HookStep
 from liveupd.verify.checks import Check, Problem
 
 
-def _hooks(engine: Engine) -> tuple[list[Hook], list[Problem]]:
+async def _hooks(engine: Engine) -> tuple[list[Hook], list[Problem]]:
     try:
-        return engine.hooks(), []
+        return await engine.discover_hooks(), []  # off the event loop, bounded in time
     except ConfigError as e:
         return [], [
             Problem(check=Check.HOOK, message=f"the hooks are invalid, none was run: {e.message}")
@@ -36,7 +36,7 @@ def _hooks(engine: Engine) -> tuple[list[Hook], list[Problem]]:
 
 async def run_phase(engine: Engine, ctx: TransitionContext, phase: Phase) -> list[Problem]:
     """Run the phase's hooks in plan order; the problems (empty when all succeeded)."""
-    hooks, problems = _hooks(engine)
+    hooks, problems = await _hooks(engine)
     if problems:
         return problems
     steps = [HookStep(h, engine.config.hooks.timeout) for h in hooks if h.phase is phase]

@@ -265,3 +265,42 @@ def test_phase_breakdown_from_a_timeline() -> None:
             "flush": 0.3,
         }
     )
+
+
+def test_confinement_section_and_verdicts() -> None:
+    from bench.confinement_report import section, verdicts
+
+    def s(v: float) -> dict[str, float]:
+        return {"n": 1, "median": v, "min": v, "max": v, "missing": 0}
+
+    res = {
+        "meta": {"date_utc": "2026-11-30 08:00", "commit": "abc", "python": "3.11"},
+        "kernel": {"origin": "linux-image-x", "size_mib": 13.5, "initrd_mib": 64},
+        "start_rss_mib": 40.0,
+        "idle_rss_mib": 42.0,
+        "refuse_sparse": {"file_gib": 2, "message": "too big", "peak_above_idle_mib": s(0.1)},
+        "stage_real": {"peak_above_idle_mib": s(70.0), "seconds": s(0.4)},
+        "flood": {
+            "size": 10_000_000,
+            "idle_rss_mib": 42.0,
+            "rounds": [
+                {
+                    "calls": 48,
+                    "seconds": 5.0,
+                    "log_bytes": 600,
+                    "rss_after_mib": 43.0,
+                    "peak_mib": 90.0,
+                    "replies": {"org.liveupd.LiveUpdate1.Error.InvalidArgument": 48},
+                    "longest_reply_chars": 85,
+                }
+            ],
+            "log_bytes_total": 800,
+            "suppressed_lines": ["level=warning event=refusals.suppressed count=45"],
+        },
+    }
+    assert [v[2] for v in verdicts(res)] == ["met", "MISSED", "met", "met"]
+    text = section(res)
+    assert "InvalidArgument x48 (longest 85 characters)" in text
+    assert "`refusals.suppressed count=45`" in text
+    assert "not measured in this result" in section(None)
+    assert "## Confinement" in render({"host": {"confinement": res}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,31 @@ def test_read_entries_reports_bad_ones(tmp_path: Path) -> None:
     assert [e.id for e in entries] == ["good"]
     assert len(problems) == 1 and "bad.conf" in problems[0]
     assert read_entries(tmp_path / "missing") == ([], [])
+
+
+def test_entries_are_opened_safely_and_never_echoed(tmp_path: Path) -> None:
+    """A FIFO, a device, an oversized file or a symlink out of the directory: refused, unread."""
+    d = tmp_path / "loader" / "entries"
+    d.mkdir(parents=True)
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.conf"
+    secret.write_text("SECRET-FIRST-LINE\n")
+    secret.chmod(0o600)
+    os.mkfifo(d / "a-fifo.conf")
+    (d / "b-zero.conf").symlink_to("/dev/zero")
+    (d / "c-big.conf").write_bytes(b"linux /x\n" + b"#" * (64 * 1024))
+    (d / "d-out.conf").symlink_to(secret)
+    (d / "e-nokey.conf").write_text("SECRET-FIRST-LINE\n")
+    entries, problems = read_entries(tmp_path)
+    assert entries == []
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        str(d / "a-fifo.conf"),
+        str(d / "b-zero.conf"),
+        str(d / "c-big.conf"),
+        str(d / "d-out.conf"),
+        str(d / "e-nokey.conf") + ", line 1",
+    ]
+    assert "is a FIFO" in problems[0]
+    assert "a symlink leads out of" in problems[1]
+    assert "larger than a boot loader entry may be (64 KiB)" in problems[2]
+    assert "a symlink leads out of" in problems[3]
+    assert all("SECRET" not in p for p in problems)

@@ -260,3 +260,31 @@ def test_open_target_refuses_a_kernel_changed_since_staging(
         open_target(t2.target, kconfig, initrd_sha256=t2.initrd_sha256),
     ):
         pass
+
+
+def test_an_entry_file_must_be_an_entry_of_an_allowed_directory(
+    kconfig: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13, case 1: a Stage path ending in .conf cannot reach a file elsewhere."""
+    secret = tmp_path / "elsewhere" / "secret.conf"
+    secret.parent.mkdir()
+    secret.write_text("SECRET-FIRST-LINE\n")
+    secret.chmod(0o600)
+    entries = boot_dir / "loader" / "entries"
+    entries.mkdir(parents=True)
+    (entries / "link.conf").symlink_to(secret)
+    os.mkfifo(entries / "fifo.conf")
+    (entries / "zero.conf").symlink_to("/dev/zero")
+    cases = {
+        f"{boot_dir}/../elsewhere/secret.conf": "without '..'",
+        str(secret): "not a boot loader entry",
+        str(boot_dir / "x.conf"): "not a boot loader entry",
+        str(entries / "link.conf"): "a symlink leads out of",
+        str(entries / "fifo.conf"): "is a FIFO",
+        str(entries / "zero.conf"): "a symlink leads out of",
+    }
+    for kernel, message in cases.items():
+        e = error(kconfig, kernel=kernel)
+        assert isinstance(e, InvalidKernel | InvalidArgument), (kernel, e)
+        assert message in e.message, (kernel, e.message)
+        assert "SECRET" not in e.message

@@ -60,19 +60,21 @@ def test_directory_on_the_way_owned_by_another_user(boot: Path) -> None:
     assert f"{sub}: owned by uid 1234" in refused(sub / f"vmlinuz-{R}", [boot])
 
 
-@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
-def test_writable_by_group_or_others(boot: Path, mode: int) -> None:
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o664, "group"), (0o646, "others"), (0o666, "group and others")]
+)
+def test_writable_by_group_or_others(boot: Path, mode: int, who: str) -> None:
     path = boot / f"vmlinuz-{R}"
     path.chmod(mode)
     msg = refused(path, [boot])
-    assert f"writable by group or others (mode {mode:04o})" in msg
+    assert f"{path}: writable by {who} (mode {mode:04o})" in msg
     assert f"chmod go-w {path}" in msg
 
 
 def test_writable_allowed_directory(boot: Path) -> None:
     boot.chmod(0o777)
     try:
-        assert f"{boot}: writable by group or others (mode 0777)" in refused(
+        assert f"{boot}: writable by group and others (mode 0777)" in refused(
             boot / f"vmlinuz-{R}", [boot]
         )
     finally:
@@ -127,7 +129,7 @@ def test_bad_paths(boot: Path, path: str, message: str) -> None:
 def test_not_a_regular_file(boot: Path) -> None:
     os.mkfifo(boot / "fifo")
     (boot / "dir").mkdir()
-    assert "not a regular file" in refused(boot / "dir", [boot])
+    assert "is a directory, not a kernel file" in refused(boot / "dir", [boot])
     # A FIFO with no writer would block a plain open: it must be refused at once.
     assert "not a regular file" in refused(boot / "fifo", [boot])
 
@@ -145,3 +147,38 @@ def test_pin() -> None:
         check_pin("b" * 64, digest, "/k")
     with pytest.raises(InvalidArgument, match="not 64 hexadecimal digits"):
         check_pin("abc", digest, "/k")
+
+
+def test_a_2_gib_sparse_kernel_is_refused_from_its_size(boot: Path) -> None:
+    """Before any byte is read: the cap comes from fstat (issue 13, case 2)."""
+    big = boot / "vmlinuz-6.9.0-big"
+    with big.open("wb") as f:
+        f.truncate(2 << 30)
+    msg = refused(big, [boot])
+    assert f"{big}: is 2 GiB, larger than a kernel may be (256 MiB)" in msg
+
+
+def test_devices_and_fifos_are_refused_at_once(boot: Path) -> None:
+    (boot / "vmlinuz-6.9.0-zero").symlink_to("/dev/zero")
+    os.mkfifo(boot / "initrd.img-fifo")
+    assert "a symlink leads out of the allowed directories" in refused(
+        boot / "vmlinuz-6.9.0-zero", [boot]
+    )
+    assert "is a FIFO, not a regular file" in refused(boot / "initrd.img-fifo", [boot], "initrd")
+
+
+def test_a_symlink_outside_the_allowed_directories_leading_in(boot: Path, tmp_path: Path) -> None:
+    """/vmlinuz -> boot/vmlinuz-R, as Debian makes it: root's symlink, leading inside."""
+    link = tmp_path / "vmlinuz"
+    link.symlink_to(f"boot/vmlinuz-{R}")
+    f = open_checked(str(link), [str(boot)])
+    try:
+        assert f.real == str(boot / f"vmlinuz-{R}")
+    finally:
+        os.close(f.fd)
+
+
+def test_a_long_path_is_not_echoed_whole(boot: Path) -> None:
+    name = "x" * 5000
+    msg = refused(f"{boot}/{name}", [boot])
+    assert "characters)" in msg and len(msg) < 600

@@ -34,10 +34,25 @@ def test_mountinfo_fields() -> None:
     assert by_point["/run"] == Mount("/run", "tmpfs", "tmpfs", True, False, "0:25")
     # btrfs reports an anonymous device number: block-backed through its source.
     assert by_point["/home"].block_backed and by_point["/home"].device == "0:45"
-    # Octal escapes in paths; read-only per mount or per superblock.
+    # Octal escapes in paths; the filesystem's own (superblock) read-only flag counts.
     assert not by_point["/mnt/my disk"].writable
     assert not by_point["/backup"].writable
     assert by_point["/srv/export"].device == by_point["/data"].device
+
+
+def test_a_read_only_view_of_a_writable_filesystem_is_synced_and_frozen() -> None:
+    """The daemon's sandbox (ProtectSystem=strict) shows it every mount read-only,
+    except its state directory: the filesystems still have writers elsewhere."""
+    sandboxed = """\
+22 1 254:1 / / ro,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro
+30 22 254:16 / /data ro,relatime shared:20 - ext4 /dev/vdb rw
+40 22 254:1 /var/lib/liveupd /var/lib/liveupd rw,relatime shared:1 - ext4 /dev/vda1 rw
+"""
+    mounts = parse_mountinfo(sandboxed)
+    assert all(m.writable for m in mounts)
+    plan = plan_freeze(mounts, "auto", "/var/lib/liveupd")
+    assert plan.freeze == ("/data", "/") and plan.state_mount == "/"
+    assert set(plan.sync) == {"/", "/data", "/var/lib/liveupd"}
 
 
 def test_a_bad_line_names_itself() -> None:

@@ -169,9 +169,47 @@ def test_check_accepts_a_good_setup(tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     write(hooks / "10-a.hook", 'phase = "quiesce"\nrun = ["/bin/true"]\n')
-    conf = write(tmp_path / "liveupd.conf", f'[hooks]\ndirs = ["{hooks}"]\n')
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    conf = write(
+        tmp_path / "liveupd.conf",
+        f'[hooks]\ndirs = ["{hooks}"]\n[kernel]\nallowed-dirs = ["{boot}"]\n',
+    )
     out = _check(conf)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout == "configuration, hooks and kernel directories are valid\n"
+
+
+def test_check_reports_every_violation_with_the_file_and_the_reason(tmp_path: Path) -> None:
+    import os
+
+    hooks, admin, boot = tmp_path / "hooks", tmp_path / "admin", tmp_path / "boot"
+    prog = write(tmp_path / "progs" / "prog", "#!/bin/sh\n")
+    prog.chmod(0o775)
+    write(hooks / "10-a.hook", f'phase = "quiesce"\nrun = ["{prog}"]\n')
+    os.mkfifo(hooks / "20-fifo.hook")
+    write(admin / "30-c.hook", 'phase = "quiesce"\nrun = ["/bin/true"]\n')
+    admin.chmod(0o777)
+    entries = boot / "loader" / "entries"
+    entries.mkdir(parents=True)
+    os.mkfifo(entries / "fifo.conf")
+    conf = write(
+        tmp_path / "liveupd.conf",
+        f'[hooks]\ndirs = ["{hooks}", "{admin}"]\n[kernel]\nallowed-dirs = ["{boot}"]\n',
+    )
+    out = _check(conf)
+    assert out.returncode == 1
+    fix = "only root may be able to change it or the directories holding it. Fix: chmod go-w"
+    assert out.stdout.splitlines() == [
+        f"{admin}: refusing hook directory: writable by group and others (mode 0777); "
+        f"{fix} {admin}",
+        f"{hooks}/10-a.hook: run: refusing program {prog}: writable by group (mode 0775); "
+        f"{fix} {prog}",
+        f"{hooks}/20-fifo.hook: refusing hook: is a FIFO, not a regular file; give the hook "
+        "manifest itself",
+        f"{admin}/30-c.hook: refusing hook: its directory {admin} cannot be trusted",
+        f"{entries}/fifo.conf: is a FIFO, not a regular file; give the boot loader entry itself",
+    ]
 
 
 def test_check_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
@@ -179,3 +217,33 @@ def test_check_reports_a_bad_config_and_exits_1(tmp_path: Path) -> None:
     out = _check(conf)
     assert out.returncode == 1
     assert out.stdout.strip() == f"{conf}: hooks.timeout: Input should be greater than 0 (got 0)"
+
+
+def test_config_files_are_opened_safely(tmp_path: Path) -> None:
+    """A FIFO, a device, a huge file or a world-writable drop-in directory: named, never read."""
+    import os
+
+    conf = write(tmp_path / "liveupd.conf", "")
+    dropins = tmp_path / "liveupd.conf.d"
+    dropins.mkdir()
+    os.mkfifo(dropins / "10-fifo.conf")
+    (dropins / "20-zero.conf").symlink_to("/dev/zero")
+    write(dropins / "30-big.conf", "#" * (64 * 1024 + 1))
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert e.value.problems == [
+        f"{dropins / '10-fifo.conf'}: refusing configuration file: is a FIFO, not a regular "
+        "file; give the configuration file itself",
+        f"{dropins / '20-zero.conf'}: refusing configuration file: /dev/zero: is a device, not "
+        "a regular file; give the configuration file itself",
+        f"{dropins / '30-big.conf'}: refusing configuration file: is 65537 bytes, larger than a "
+        "configuration file may be (64 KiB); that is not a genuine one",
+    ]
+    for name in ("10-fifo.conf", "20-zero.conf", "30-big.conf"):
+        (dropins / name).unlink()
+    dropins.chmod(0o777)
+    with pytest.raises(ConfigError) as e:
+        load_config(conf)
+    assert e.value.problems[0].startswith(
+        f"{dropins}: refusing drop-in directory: writable by group and others (mode 0777)"
+    )

@@ -13,7 +13,7 @@ import pytest
 from liveupd.errors import ConfigError
 from liveupd.hooks.discovery import EntryStatus, effective_hooks, scan
 from liveupd.hooks.manifest import load_manifest
-from liveupd.hooks.runner import Outcome, hook_environment, run_program
+from liveupd.hooks.runner import Outcome, ProgramResult, hook_environment, run_program
 from tests.conftest import HookFactory
 
 # ------------------------------------------------------------- manifests ----
@@ -64,6 +64,48 @@ def test_manifest_with_every_key(tmp_path: Path) -> None:
             "on-failure: Input should be 'abort' or 'continue'",
         ),
         ("10-a.hook", "phase = \n", "not valid TOML"),
+        # Strictly typed: no bool or string is taken for a number of seconds.
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\ntimeout = true\n',
+            "timeout: Input should be a valid number (got True)",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\ntimeout = "5"\n',
+            "timeout: Input should be a valid number (got '5')",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\ntimeout = 3601\n',
+            "timeout: Input should be less than or equal to 3600",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\ntimeout = inf\n',
+            "timeout: Input should be a finite number",
+        ),
+        ("10-a.hook", 'phase = 1\nrun = ["/bin/true"]\n', "phase: expected one of quiesce"),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true", 5]\n',
+            "run[1]: Input should be a valid string",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\ndescription = 5\n',
+            "description: Input should be a valid string",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = ["/bin/true"]\non-failure = true\n',
+            "on-failure: Input should be 'abort' or 'continue'",
+        ),
+        (
+            "10-a.hook",
+            'phase = "quiesce"\nrun = [' + ", ".join(['"x"'] * 65) + "]\n",
+            "run: List should have at most 64 items",
+        ),
         (
             "a-10.hook",
             'phase = "quiesce"\nrun = ["/bin/true"]\n',
@@ -78,7 +120,7 @@ def test_bad_manifest_names_file_and_key(
     with pytest.raises(ConfigError) as e:
         load_manifest(p)
     assert e.value.problems[0].startswith(f"{p}: ")
-    assert expected.replace("Value error, ", "") in e.value.problems[0]
+    assert expected.replace("Value error, ", "") in e.value.problems[0], e.value.problems
 
 
 # ------------------------------------------------------------- discovery ----
@@ -122,7 +164,8 @@ def test_group_writable_hook_is_refused(
     with pytest.raises(ConfigError) as e:
         effective_hooks(list(hook_dirs))
     assert e.value.problems == [
-        f"{path}: refusing hook: writable by group (mode 0664); fix with: chmod go-w {path}"
+        f"{path}: refusing hook: writable by group (mode 0664); only root may be able to change "
+        f"it or the directories holding it. Fix: chmod go-w {path}"
     ]
 
 
@@ -135,7 +178,7 @@ def test_hook_owned_by_another_user_is_refused(
     os.chown(path, 65534, 65534)
     with pytest.raises(ConfigError) as e:
         effective_hooks(list(hook_dirs))
-    assert "owned by uid 65534, expected root (uid 0)" in e.value.message
+    assert f"{path}: refusing hook: owned by uid 65534, not root" in e.value.message
 
 
 def test_untrusted_program_and_missing_program_are_refused(
@@ -167,6 +210,139 @@ def test_world_writable_hook_directory_is_refused(
     )
 
 
+# ----------------------------------------------------------------- trust ----
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a directory to another user")
+
+
+def user_dir(tmp_path: Path) -> Path:
+    """A directory an unprivileged user (nobody) owns and can rename files in."""
+    d = tmp_path / "users-dir"
+    d.mkdir()
+    os.chown(d, 65534, 65534)
+    return d
+
+
+def test_a_root_program_in_a_directory_another_user_owns_is_refused(
+    hook_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 13, case 3: the user could rename their own script over the program."""
+    needs_root()
+    d = user_dir(tmp_path)
+    prog = d / "prog"
+    prog.write_text("#!/bin/sh\n")
+    prog.chmod(0o755)  # root's, 0755: only its directory is wrong
+    hook = hook_dirs[1] / "10-a.hook"
+    hook.write_text(f'phase = "quiesce"\nrun = ["{prog}"]\n')
+    with pytest.raises(ConfigError) as e:
+        effective_hooks(list(hook_dirs))
+    assert e.value.problems == [
+        f"{hook}: run: refusing program {prog}: {d}: owned by uid 65534, not root; a file "
+        f"another user can change is not trusted, nor a directory holding one. If it is "
+        f"genuine: chown root:root {d}"
+    ]
+
+
+def test_a_manifest_symlinked_into_a_user_writable_directory_is_refused(
+    hook_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    needs_root()
+    d = user_dir(tmp_path)
+    (d / "10-a.hook").write_text('phase = "quiesce"\nrun = ["/bin/true"]\n')
+    link = hook_dirs[1] / "10-a.hook"
+    link.symlink_to(d / "10-a.hook")
+    with pytest.raises(ConfigError) as e:
+        effective_hooks(list(hook_dirs))
+    assert e.value.problems == [
+        f"{link}: refusing hook: {d}: owned by uid 65534, not root; a file another user can "
+        f"change is not trusted, nor a directory holding one. If it is genuine: "
+        f"chown root:root {d}"
+    ]
+
+
+def test_fifo_and_device_manifests_are_refused_at_once(hook_dirs: tuple[Path, Path]) -> None:
+    """Issue 13, case 4: a FIFO froze discovery, /dev/zero ate memory."""
+    os.mkfifo(hook_dirs[0] / "10-fifo.hook")
+    (hook_dirs[0] / "20-zero.hook").symlink_to("/dev/zero")
+    (hook_dirs[0] / "30-big.hook").write_text("#" * (64 * 1024 + 1))
+    problems = [e.problems for e in scan(list(hook_dirs))]
+    assert problems == [
+        (
+            f"{hook_dirs[0] / '10-fifo.hook'}: refusing hook: is a FIFO, not a regular file; "
+            "give the hook manifest itself",
+        ),
+        (
+            f"{hook_dirs[0] / '20-zero.hook'}: refusing hook: /dev/zero: is a device, not a "
+            "regular file; give the hook manifest itself",
+        ),
+        (
+            f"{hook_dirs[0] / '30-big.hook'}: refusing hook: is 65537 bytes, larger than a hook "
+            "manifest may be (64 KiB); that is not a genuine one",
+        ),
+    ]
+
+
+def test_discovery_for_the_daemon_is_bounded_in_time(
+    hook_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook file on a filesystem that never answers: an error, not a frozen daemon."""
+    import threading
+
+    from liveupd.hooks import discovery
+
+    hung = threading.Event()
+    monkeypatch.setattr(discovery, "effective_hooks", lambda dirs: hung.wait(60))
+    try:
+        with pytest.raises(ConfigError) as e:
+            asyncio.run(discovery.discover(list(hook_dirs), timeout=0.2))
+    finally:
+        hung.set()
+    assert "hook discovery did not finish within 0.2 s" in e.value.message
+
+
+def test_what_runs_is_the_program_that_was_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renaming another file over the program right after the check changes nothing."""
+    from liveupd.hooks import trust
+
+    d = tmp_path / "progs"
+    d.mkdir()
+    prog, other = d / "prog", d / "other"
+    prog.write_text("#!/bin/sh\necho verified\n")
+    other.write_text("#!/bin/sh\necho swapped\n")
+    prog.chmod(0o755)
+    other.chmod(0o755)
+    verify = trust.verify_program
+
+    def verify_then_swap(argv0: str) -> trust.Program:
+        program = verify(argv0)
+        other.replace(prog)  # the race a user won before: now too late
+        return program
+
+    monkeypatch.setattr(trust, "verify_program", verify_then_swap)
+    result = run([str(prog)])
+    assert result.stdout == "verified\n"
+    assert prog.read_text() == "#!/bin/sh\necho swapped\n"
+
+
+def test_the_program_is_verified_again_when_it_runs(tmp_path: Path) -> None:
+    """Checked at stage, made writable before it runs: refused, not run."""
+    prog = tmp_path / "prog"
+    marker = tmp_path / "ran"
+    prog.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    prog.chmod(0o757)
+    result = run([str(prog)])
+    assert result.outcome is Outcome.ERROR
+    assert result.message.startswith(
+        f"not started: refusing program {prog}: writable by others (mode 0757)"
+    )
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- runner ----
 
 
@@ -183,7 +359,7 @@ def process_ends(pid: int, deadline: float = 10) -> bool:
     return False
 
 
-def run(argv: list[str], timeout: float = 10, **env: str) -> object:
+def run(argv: list[str], timeout: float = 10, **env: str) -> ProgramResult:
     return asyncio.run(run_program(argv, env=hook_environment(env), timeout=timeout))
 
 
@@ -201,7 +377,9 @@ def test_runner_gives_a_clean_environment_and_dev_null_stdin() -> None:
         del os.environ["LIVEUPD_SHOULD_NOT_LEAK"]
     assert result.outcome is Outcome.SUCCESS
     keys = {line.split("=", 1)[0] for line in result.stdout.splitlines() if "=" in line}
-    assert keys <= {"PATH", "LANG", "LIVEUPD_PHASE", "PWD", "SHLVL", "_"}
+    assert keys <= {"PATH", "LANG", "LIVEUPD_PHASE", "LIVEUPD_HOOK_PROGRAM", "PWD", "SHLVL", "_"}
+    # The program that ran, as it was verified (symlinks resolved: /bin/sh -> dash).
+    assert f"LIVEUPD_HOOK_PROGRAM={os.path.realpath('/bin/sh')}" in result.stdout
     assert "LIVEUPD_PHASE=quiesce" in result.stdout
     assert result.stdout.splitlines()[-1] == "/"
     assert result.stderr == "oops\n"
@@ -251,7 +429,7 @@ def test_processes_left_behind_by_a_finished_hook_are_killed(tmp_path: Path) -> 
 def test_program_that_cannot_start_is_an_error() -> None:
     result = asyncio.run(run_program(["/nonexistent/prog"], env=hook_environment({}), timeout=5))
     assert result.outcome is Outcome.ERROR
-    assert "cannot start /nonexistent/prog" in result.message
+    assert result.message == "not started: /nonexistent/prog does not exist"
 
 
 def test_hook_env_documents_transition_facts(

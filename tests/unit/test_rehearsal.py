@@ -60,6 +60,29 @@ def test_a_request_naming_nothing_is_refused_before_it_is_recorded(
     )
 
 
+@pytest.mark.parametrize("field", ["kernel", "initrd"])
+def test_a_path_naming_nothing_is_quoted_escaped_and_cut(config: Config, field: str) -> None:
+    """The caller's path comes back escaped and at most ~200 characters (issue 13)."""
+    path = "/boot/vmlinuz-\x1b[31m\n" + "x" * 10_000
+    request = (
+        StageRequest(kernel=path) if field == "kernel" else StageRequest(kernel=TARGET, initrd=path)
+    )
+    manager = Manager(config, dryrun.make(config.state_dir))
+
+    async def go() -> None:
+        with pytest.raises(InvalidKernel) as e:
+            await manager.stage(request)
+        message = e.value.message
+        assert "no such file; nothing was staged" in message
+        assert "\x1b" not in message and "\n" not in message
+        assert "'/boot/vmlinuz-\\x1b[31m\\nxxx" in message
+        assert f"({len(path)} characters)" in message
+        assert len(message) < 600
+
+    asyncio.run(go())
+    assert history_ids(manager) == []
+
+
 def test_a_file_that_exists_but_is_no_kernel_is_still_recorded(
     config: Config, boot_dir: Path
 ) -> None:

@@ -68,12 +68,14 @@ def test_failing_unbind_hook_rolls_everything_back(guest: GuestVM, vm_image: Gue
 def test_hung_hook_is_killed_with_its_process_group(guest: GuestVM, vm_image: GuestImage) -> None:
     vm = guest
     boot = vm.boot_info().boot_id
+    # Hooks run in the daemon's sandbox (ProtectSystem=strict): of the file system,
+    # only the state directory is theirs to write (docs/hooks.md).
     g.write_hook(
         vm,
         "60-hang",
         g.sh_hook(
             "unbind",
-            "echo $$ > /run/liveupd-hang.pgid; (trap '' TERM; sleep 600) & sleep 600",
+            "echo $$ > /var/lib/liveupd/test-hang.pgid; (trap '' TERM; sleep 600) & sleep 600",
             extra="timeout = 3",
         ),
     )
@@ -85,7 +87,7 @@ def test_hung_hook_is_killed_with_its_process_group(guest: GuestVM, vm_image: Gu
     assert "60-hang" in out and "timed out after 3s" in out
     entry = assert_as_it_was(vm, boot)
     assert entry["state"] == "failed" and entry["error"]["step"] == "hook:60-hang"
-    pgid = vm.read_text("/run/liveupd-hang.pgid").strip()
+    pgid = vm.read_text("/var/lib/liveupd/test-hang.pgid").strip()
     # Not one process of the hook's group is left, the TERM-ignoring grandchild included.
     left = vm.run(["pgrep", "-g", pgid], check=False)
     assert left.rc == 1 and left.stdout == "", left.stdout
@@ -101,21 +103,21 @@ def test_daemon_killed_mid_transition_is_rolled_back_on_restart(
     g.write_hook(
         vm,
         "10-count",
-        g.sh_hook("quiesce", "true", undo="echo undo >> /run/liveupd-count.undo"),
+        g.sh_hook("quiesce", "true", undo="echo undo >> /var/lib/liveupd/test-count.undo"),
     )
     g.write_hook(
         vm,
         "10-slow",
-        g.sh_hook("checkpoint", "touch /run/liveupd-slow.started; exec sleep 600"),
+        g.sh_hook("checkpoint", "touch /var/lib/liveupd/test-slow.started; exec sleep 600"),
     )
-    vm.run("rm -f /run/liveupd-count.undo /run/liveupd-slow.started")
+    vm.run("rm -f /var/lib/liveupd/test-count.undo /var/lib/liveupd/test-slow.started")
     try:
         vm.run(["liveupctl", "stage", vm_image.kernel_b.release], timeout=300)
         restarts_before = int(
             vm.run(["systemctl", "show", "-P", "NRestarts", "liveupd.service"]).stdout
         )
         vm.spawn("liveupctl exec >/run/liveupctl-exec.log 2>&1")
-        vm.run("until [ -e /run/liveupd-slow.started ]; do sleep 0.1; done", timeout=300)
+        vm.run("until [ -e /var/lib/liveupd/test-slow.started ]; do sleep 0.1; done", timeout=300)
         assert g.nic(vm).driver is None  # unbound right now
         assert g.kexec_loaded(vm)
         vm.run(["systemctl", "kill", "--kill-whom=main", "-s", "KILL", "liveupd.service"])
@@ -131,7 +133,7 @@ def test_daemon_killed_mid_transition_is_rolled_back_on_restart(
     assert entry["state"] == "aborted", entry
     assert "devices:devices" in entry["undone"] and "kernel-load:kernel-load" in entry["undone"]
     # The completed hook's undo ran exactly once; the killed hook's process is gone.
-    assert vm.read_text("/run/liveupd-count.undo") == "undo\n"
+    assert vm.read_text("/var/lib/liveupd/test-count.undo") == "undo\n"
     assert vm.run(["pgrep", "-f", "sleep 600"], check=False).stdout == ""
     journal = vm.run("journalctl -b -u liveupd --no-pager -o cat").stdout
     assert "event=recovery.rollback" in journal

@@ -19,12 +19,14 @@ def test_failed_verification_rolls_back_once(vm_factory: VMFactory, vm_image: Gu
     vm = vm_factory(kernel=a)
     g.install(vm)
     g.write_dropin(vm, "50-rollback", '[verify]\non-failure = "rollback"\n')
+    # The hook runs in liveupd-verify.service's sandbox: PrivateTmp (a /var/tmp of its
+    # own), the state directory writable (docs/hooks.md).
     g.write_hook(
         vm,
         "70-always-fails",
         g.sh_hook(
             "verify",
-            'echo "verify ran on $(uname -r)" >> /var/tmp/liveupd-verify.log; exit 1',
+            'echo "verify ran on $(uname -r)" >> /var/lib/liveupd/test-verify.log; exit 1',
         ),
     )
     vm.run(["liveupctl", "stage", b], timeout=300)
@@ -47,7 +49,7 @@ def test_failed_verification_rolls_back_once(vm_factory: VMFactory, vm_image: Gu
     assert not g.kexec_loaded(vm)
     assert g.ctl_json(vm, "status")["staged"] is None
     assert vm.boot_info().boot_id == back.boot_id
-    assert vm.read_text("/var/tmp/liveupd-verify.log").split("\n")[:2] == [
+    assert vm.read_text("/var/lib/liveupd/test-verify.log").split("\n")[:2] == [
         f"verify ran on {b}",
         f"verify ran on {a}",
     ]

@@ -12,6 +12,7 @@ both exec modes, are in test_live_update.py.
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
@@ -80,6 +81,26 @@ def test_bus_activation_and_notify_readiness(svc_vm: GuestVM, vm_image: GuestIma
     assert "event=service.name-owned" in journal and "event=service.ready" in journal
     assert "dry_run=False" in journal
     assert json.loads(vm.run(["liveupctl", "status", "--json"]).stdout)["unsupported"] is None
+
+
+# CAP_DAC_READ_SEARCH 2, CAP_NET_ADMIN 12, CAP_SYS_PTRACE 19, CAP_SYS_ADMIN 21, CAP_SYS_BOOT 22
+DAEMON_CAPABILITIES = (1 << 2) | (1 << 12) | (1 << 19) | (1 << 21) | (1 << 22)
+
+
+def test_the_sandbox_is_in_force(svc_vm: GuestVM) -> None:
+    """The units as the guest's systemd loaded them, and the running daemon's own view."""
+    vm = svc_vm
+    for unit, target in (("liveupd.service", 5.0), ("liveupd-verify.service", 6.0)):
+        out = vm.run(["systemd-analyze", "security", "--no-pager", unit]).stdout
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+        assert m, out
+        print(f"\n[guest] systemd-analyze security {unit}: {m.group(1)}")
+        assert float(m.group(1)) <= target, out
+    pid = show(vm, "MainPID")["MainPID"]
+    status = dict(line.split(":", 1) for line in vm.read_text(f"/proc/{pid}/status").splitlines())
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Seccomp"].strip() == "2"  # a filter
+    assert int(status["CapBnd"], 16) == DAEMON_CAPABILITIES
 
 
 def test_introspection_on_the_real_system_bus(svc_vm: GuestVM) -> None:
