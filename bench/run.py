@@ -117,9 +117,13 @@ def import_root(src: Path, dest: Path) -> Path:
     return dest
 
 
-def clean_source(commit: str, tmp: Path) -> Path:
-    from bench.vm import clean_checkout
+def clean_checkout(commit: str, dest: Path) -> Path:
+    from bench.vm import clean_checkout as checkout
 
+    return checkout(commit, dest)
+
+
+def clean_source(commit: str, tmp: Path) -> Path:
     return clean_checkout(commit, tmp / "src")
 
 
@@ -173,6 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="hook-cost transitions in the VM (default full, quick with --quick)",
     )
     p.add_argument("--skip-vm", action="store_true", help="host benchmarks only")
+    p.add_argument(
+        "--keep-vm",
+        action="store_true",
+        help="with --skip-vm: keep the VM results of --results (and say they are older)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the host start-ups (verify, daemon) of a clean checkout of REV",
+    )
     p.add_argument("--skip-host", action="store_true", help="VM benchmarks only")
     p.add_argument("--source", choices=("HEAD", "worktree"), default="HEAD")
     p.add_argument("--results", type=Path, default=RESULTS)
@@ -203,8 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     hooks = args.hooks or ("quick" if args.quick else "full")
     hook_cases = {"full": HOOK_CASES, "quick": QUICK_HOOK_CASES, "none": ()}[hooks]
     commit = _out(["git", "rev-parse", "HEAD"])
+    kept: dict[str, Any] = {}
+    if args.keep_vm:
+        if not args.skip_vm:
+            p.error("--keep-vm goes with --skip-vm")
+        kept = json.loads(args.results.read_text())
     started = time.monotonic()
-    runlock.acquire()
+    # The VM run lock keeps other harness VMs off the cores while ours runs; a
+    # host-only run does not take it (VM time is the scarcest on a shared host):
+    # its load average is recorded instead.
+    if not args.skip_vm:
+        runlock.acquire()
     try:
         with tempfile.TemporaryDirectory(prefix="liveupd-bench-") as tmp:
             if args.source == "HEAD":
@@ -240,7 +263,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host["confinement"] = host_bench(
                     "confinement", HOST_ONLY["confinement"](args.quick), host_src
                 )
+                verify_starts = ["--starts", "3" if args.quick else "9"]
+                base_src: Path | None = None
+                if args.baseline:
+                    base = _out(["git", "rev-parse", args.baseline])
+                    base_src = import_root(
+                        clean_checkout(base, Path(tmp) / "baseline"), Path(tmp) / "base-path"
+                    )
+                    verify_starts += ["--baseline-path", str(base_src)]
+                log("host: liveupd --verify start-up" + (" and the baseline's" if base_src else ""))
+                host["verify_startup"] = host_bench("verify_startup", verify_starts, host_src)
+                if base_src is not None:
+                    log(f"host: the daemon of the baseline {base[:12]}")
+                    host["baseline"] = {
+                        "commit": base,
+                        "commit_subject": _out(["git", "log", "-1", "--format=%s", base]),
+                        "verify_startup": host["verify_startup"].pop("baseline"),
+                        "daemon": host_bench(
+                            "daemon", ["--starts", "3" if args.quick else "7"], base_src
+                        ),
+                    }
             res["host"] = host
+            if kept:
+                res["vm"] = kept.get("vm")
+                res["ovmf"] = kept.get("ovmf")
+                res["meta"]["vm_from"] = kept.get("meta", {})
             if not args.skip_vm:
                 log(f"VM: {args.rounds} rounds of {', '.join(m.key for m in methods)}")
                 res["vm"] = run_vm(
@@ -260,7 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             res["meta"]["loadavg"] = f"{load_before:.2f} / {_loadavg():.2f}"
             res["meta"]["duration_s"] = time.monotonic() - started
     finally:
-        runlock.release()
+        if not args.skip_vm:
+            runlock.release()
     args.results.write_text(json.dumps(res, indent=1, default=str) + "\n")
     args.doc.write_text(report.render(res))
     log(f"wrote {args.results} and {args.doc}")

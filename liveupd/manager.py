@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liveupd import logs
 from liveupd.assembly import make_engine
@@ -38,10 +38,7 @@ from liveupd.config import Config
 from liveupd.devices.watchdog import plan as plan_watchdog
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.hooks.manifest import Hook
-from liveupd.kernel.discovery import InstalledKernel, Source, list_kernels, scan
-from liveupd.kernel.named import refuse_unknown
-from liveupd.kernel.resolve import Verdict
-from liveupd.kernel.stageable import StageableKernels
+from liveupd.kernel.latest import LatestKernel
 from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
@@ -50,6 +47,14 @@ from liveupd.transition.events import Event, EventSink, Verified
 from liveupd.transition.phases import ExecMode, TransitionState
 from liveupd.transition.records import Check, Problem, Verification
 from liveupd.verify.postboot import verify_after_boot
+
+if TYPE_CHECKING:
+    from liveupd.kernel.discovery import InstalledKernel
+    from liveupd.kernel.resolve import Verdict
+    from liveupd.kernel.stageable import StageableKernels
+
+# The kernel package (discovery, Stage's checks: image formats, UKIs, signatures)
+# is imported by the first call that needs it, not before the daemon owns its name.
 
 LOG = logs.get("manager")
 
@@ -81,7 +86,9 @@ class Manager:
         self.transitions: dict[str, Transition] = {}  # every transition seen by this process
         self._listeners: list[EventSink] = []
         self._staging: asyncio.Future[None] | None = None  # done when the Stage ends
-        self.stageable = StageableKernels()  # LatestKernel: Stage's checks, cached per file
+        self._stageable: StageableKernels | None = None
+        # The LatestKernel property: latest_kernel() in a worker thread, never on the loop.
+        self.latest = LatestKernel(self.latest_kernel)
         if rehearse and backends.simulated_boot is None:
             raise ValueError("a rehearsal needs the dry-run machine (Backends.simulated_boot)")
         self.rehearse = rehearse
@@ -124,14 +131,29 @@ class Manager:
             return None
         return t
 
+    @property
+    def stageable(self) -> StageableKernels:
+        """LatestKernel: Stage's checks, cached per file (created on first use)."""
+        if self._stageable is None:
+            from liveupd.kernel.stageable import StageableKernels
+
+            self._stageable = StageableKernels()
+        return self._stageable
+
     def running_release(self) -> str:
         return self.backends.system.release()
 
     def kernels(self) -> list[InstalledKernel]:
+        from liveupd.kernel.discovery import list_kernels
+
         return list_kernels(self.config, self.running_release())
 
     def latest_kernel(self) -> str:
-        """The newest installed kernel that Stage would take ("" when none would)."""
+        """The newest installed kernel that Stage would take ("" when none would).
+
+        Blocking (Stage's checks on every kernel not in their cache): the daemon
+        calls it through ``self.latest``, in a worker thread.
+        """
         latest = self.stageable.latest(self.kernels(), self.config)
         return latest.release if latest is not None else ""
 
@@ -140,6 +162,9 @@ class Manager:
 
         UKIs whose release could not be read come first, with release "".
         """
+        from liveupd.kernel.discovery import InstalledKernel, Source, scan
+        from liveupd.kernel.resolve import Verdict
+
         found = scan(self.config, self.running_release())
         kernels = found.kernels
         rows = [
@@ -221,6 +246,8 @@ class Manager:
         staging = self._staging = asyncio.get_running_loop().create_future()
         try:
             # A typo is refused here, before the transition's journal exists.
+            from liveupd.kernel.named import refuse_unknown
+
             await asyncio.to_thread(refuse_unknown, request, self.config, self.running_release())
             t = await self.engine.stage(request)
         finally:

@@ -31,10 +31,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-import psutil
-
 from liveupd import logs
-from liveupd.devices.steps import undo_rebind
 from liveupd.errors import Failed
 from liveupd.storage.recover import thaw, thaw_leftovers
 from liveupd.transition.checkpoint import Checkpoint, load_checkpoint
@@ -77,6 +74,8 @@ def kill_leftover_hooks(journal: Journal) -> list[int]:
     later, and is left alone; so is a group whose leader is gone (nothing can
     prove its members were the hook's).
     """
+    import psutil  # only here: the verify path does not need it otherwise
+
     killed = []
     for entry in journal.steps():
         pgid, started = entry.pgid, entry.leader_started
@@ -237,6 +236,8 @@ async def _salvage(engine: Engine, salvage: _Salvage, *, unload: bool) -> str:
     if checkpoint is not None and checkpoint.freeze:
         done.append("thawed " + ", ".join(checkpoint.freeze))
     if checkpoint is not None and checkpoint.bindings:
+        from liveupd.devices.steps import undo_rebind
+
         try:
             await undo_rebind(ctx, RebindUndo(bindings=checkpoint.bindings))
             done.append("bound again " + ", ".join(b.sys_path for b in checkpoint.bindings))

@@ -14,7 +14,6 @@ from liveupd.backends.base import Backends
 from liveupd.cli import die, die_with
 from liveupd.config import Config
 from liveupd.config.load import load_config
-from liveupd.daemon.check import check
 from liveupd.errors import ExitCode, Failed, LiveUpdError
 
 
@@ -79,6 +78,8 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from liveupd.daemon.check import check
+
     _, problems = check(args.config)
     for line in problems:
         print(line)

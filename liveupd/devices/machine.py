@@ -14,7 +14,6 @@ from pathlib import Path
 
 from liveupd import logs
 from liveupd.backends.base import Binding, Device
-from liveupd.devices import holders as holders_mod
 from liveupd.devices import link
 from liveupd.devices.enumerate import udev_devices
 from liveupd.devices.root import running_root_devices
@@ -73,6 +72,8 @@ class SysfsDevices:
         return running_root_devices(self.sysfs)
 
     def holders(self, sys_path: str) -> list[str]:
+        from liveupd.devices import holders as holders_mod  # psutil: only the unbind needs it
+
         return holders_mod.holders_of(self.sysfs.device_numbers_below(sys_path), proc=self.proc)
 
     def bound_driver(self, sys_path: str) -> str | None:

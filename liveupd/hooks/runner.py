@@ -26,8 +26,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-import psutil
-
 from liveupd.bounded import TimedOut, run_bounded
 from liveupd.hooks import trust
 from liveupd.hooks.trust import HOOK_PATH, UntrustedProgram
@@ -91,6 +89,8 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 def leader_start_time(pid: int) -> float | None:
     """When the process ``pid`` started (psutil's create_time), or None if it is gone."""
+    import psutil  # imported by run_program before the first spawn (not at liveupd's start)
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -152,6 +152,10 @@ async def run_program(
     group after a crash, when the pid may have been reused.  If ``on_start`` raises,
     the group is killed and the exception goes up.
     """
+    # psutil (leader_start_time) is imported before the spawn, not between the spawn
+    # and on_start: a crash there would leave a group recovery cannot identify.
+    import psutil  # noqa: F401
+
     start = time.monotonic()
 
     def usec() -> int:

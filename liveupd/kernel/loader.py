@@ -20,7 +20,6 @@ from liveupd.config import Config
 from liveupd.errors import Failed, LiveUpdError, OutOfMemory
 from liveupd.kernel import errnos, syscalls
 from liveupd.kernel.arch import ArchInfo, arch_info
-from liveupd.kernel.image import ImageError, load_footprint, parse_image
 from liveupd.kernel.preflight import (
     Finding,
     HostFacts,
@@ -30,7 +29,6 @@ from liveupd.kernel.preflight import (
     read_facts,
 )
 from liveupd.kernel.signature import SignaturePolicy
-from liveupd.kernel.validate import read_all
 from liveupd.transition.phases import ExecMode
 
 LOG = logs.get("kexec")
@@ -183,6 +181,10 @@ class RealKexec:
 
     def _footprint(self, kernel: OpenedKernel) -> tuple[int, bool | None]:
         """Memory the load needs, and whether what is loaded carries a signature."""
+        # Here, not at the top: `liveupd --verify` makes this backend and never loads.
+        from liveupd.kernel.image import ImageError, load_footprint, parse_image
+        from liveupd.kernel.validate import read_all
+
         size = os.fstat(kernel.kernel_fd).st_size
         initrd = os.fstat(kernel.initrd_fd).st_size if kernel.initrd_fd is not None else 0
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dbus_fast import Variant
 
-from liveupd.kernel.discovery import InstalledKernel
-from liveupd.kernel.resolve import Verdict
+if TYPE_CHECKING:  # imported by ListKernelDetails' own call, not at the daemon's start
+    from liveupd.kernel.discovery import InstalledKernel
+    from liveupd.kernel.resolve import Verdict
 
 # The keys, their D-Bus types and meaning are listed in docs/dbus-api.md.
 

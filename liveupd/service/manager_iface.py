@@ -95,6 +95,8 @@ class ManagerInterface(ServiceInterface):
         self.stopping = False
         self._published: dict[str, Any] = {}
         self._status = ""
+        self.manager.latest.on_change = self._latest_changed
+        self.named = False  # set by the server after export, before it asks for the name
 
     @classmethod
     def describe(cls) -> intr.Interface:
@@ -134,17 +136,30 @@ class ManagerInterface(ServiceInterface):
             "State": str(self.manager.state),
             "StagedTransition": self._staged_path(),
         }
-        if full:  # these read the disk: not on every engine event
-            values["LatestKernel"] = self._latest_kernel()
+        # LatestKernel as last found (kernel/latest.py: found in a worker thread,
+        # signalled by _latest_changed); absent until someone first read it.
+        latest = self.manager.latest.known()
+        if latest is not None:
+            values["LatestKernel"] = latest
+        if full:  # this reads the disk: not on every engine event
             values["Unsupported"] = self._unsupported()
             values["Watchdog"] = self._watchdog()
         return values
 
+    def _latest_changed(self, before: str | None, now: str) -> None:
+        if before is None:  # the first value found: nothing was signalled before it
+            self._published.setdefault("LatestKernel", now)
+        else:
+            self.publish(full=False)
+
     def publish(self, *, full: bool = True) -> None:
         """Signal the Manager properties that changed, and tell systemd the status.
 
-        ``full=False`` (for engine events) looks at State and StagedTransition only.
+        ``full=False`` (for engine events) looks at State, StagedTransition and
+        LatestKernel as last found, none of which reads the disk.
         """
+        if full and self.manager.latest.known() is not None:
+            self.manager.latest.refresh()  # in the background; signalled if it changed
         now = self.snapshot(full=full)
         changed = {k: v for k, v in now.items() if self._published.get(k) != v}
         if changed:
@@ -159,16 +174,7 @@ class ManagerInterface(ServiceInterface):
         self._published = self.snapshot()
 
     # Properties read the disk; a failure must not fail GetAll (a status display):
-    # it is logged, and the value errs on the safe side.
-    def _latest_kernel(self) -> str:
-        try:
-            return self.manager.latest_kernel()
-        except Exception as e:
-            logs.event(
-                LOG, "property.failed", level=logging.WARNING, name="LatestKernel", error=repr(e)
-            )
-            return ""
-
+    # it is logged, and the value errs on the safe side (LatestKernel: kernel/latest.py).
     def _unsupported(self) -> str:
         try:
             return self.manager.unsupported()
@@ -302,7 +308,9 @@ class ManagerInterface(ServiceInterface):
         try:
             t = self.manager.execute(mode, hooks)
         finally:
-            self.publish()
+            # Not full: Execute changes neither the installed kernels (LatestKernel) nor
+            # whether kexec works (Unsupported), and the old side is under way.
+            self.publish(full=False)
         logs.event(LOG, "execute.started", transition=t.id, mode=str(mode), uid=uid)
         return t.id, names.transition_path(t.id)
 
@@ -385,8 +393,13 @@ class ManagerInterface(ServiceInterface):
         return self.manager.running_release()
 
     @dbus_property(access=PropertyAccess.READ)
-    def LatestKernel(self) -> Str:
-        return self._latest_kernel()
+    async def LatestKernel(self) -> Str:
+        if not self.named:
+            # dbus-fast reads every property when the object is exported, for an
+            # InterfacesAdded signal sent before the name is owned (no client asked
+            # by that name yet): no search for that.
+            return self.manager.latest.known() or ""
+        return await self.manager.latest.get()  # Stage's checks run in a worker thread
 
     @dbus_property(access=PropertyAccess.READ)
     def Unsupported(self) -> Str:

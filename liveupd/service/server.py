@@ -108,6 +108,14 @@ async def _run(
     for entry in manager.history():
         if entry["state"] != CORRUPT:  # a corrupt journal has no object, only a history entry
             registry.get(str(entry["id"]))
+    # LatestKernel is searched for from now on, not by the reads dbus-fast makes at
+    # export: it wraps an async getter in a task whose body runs on the next turn of
+    # the loop, so one turn runs them (unnamed: no search) before the flag is set.
+    # The flag must be set before the name is requested: the call that
+    # bus-activated us is dispatched as soon as the name is ours, before the code
+    # after _request_name runs (it read "" there: CI, test_fleet).
+    await asyncio.sleep(0)
+    iface.named = True
     reply = await _request_name(conn, bus)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise Failed(
@@ -123,21 +131,17 @@ async def _run(
         dry_run=dry_run,
     )
 
+    # Those liveupd-verify.service verified on this boot before we started are
+    # announced with Recovered at once: update managers wait for it, and our own
+    # recovery (below) may take long.
+    boot_id = manager.backends.system.boot_id()
+    announced = _announce_verified(manager, registry, iface, boot_id, set())
     sdnotify.status("Recovering unfinished transitions")
     iface.seen()
     await manager.start()
-    # Transitions recovery created are objects too, and those verified on this
-    # boot, by this daemon or by liveupd-verify.service before it started, are
-    # announced with Recovered.
-    boot_id = manager.backends.system.boot_id()
-    for entry in reversed(manager.history()):
-        if entry["state"] == CORRUPT:
-            continue
-        obj = registry.get(str(entry["id"]))
-        verification = entry.get("verification") or {}
-        if verification.get("boot_id") == boot_id and "finished" in verification:
-            ok = entry["state"] == TransitionState.COMPLETED
-            iface.Recovered(obj.path, ok, obj.report())
+    # Transitions recovery created are objects too, and those it verified on this
+    # boot are announced as well.
+    _announce_verified(manager, registry, iface, boot_id, announced)
     iface.set_ready()
     iface.publish()
     sdnotify.ready(iface.status_text())
@@ -172,6 +176,31 @@ async def _run(
     )
     await manager.shutdown()
     return int(ExitCode.FAILED)
+
+
+def _announce_verified(
+    manager: Manager,
+    registry: TransitionRegistry,
+    iface: ManagerInterface,
+    boot_id: str,
+    announced: set[str],
+) -> set[str]:
+    """Recovered for each transition verified on this boot and not in ``announced``."""
+    done = set(announced)
+    for entry in reversed(manager.history()):
+        tid = str(entry["id"])
+        if entry["state"] == CORRUPT:
+            continue
+        obj = registry.get(tid)
+        verification = entry.get("verification") or {}
+        if (
+            tid not in done
+            and verification.get("boot_id") == boot_id
+            and "finished" in verification
+        ):
+            iface.Recovered(obj.path, entry["state"] == TransitionState.COMPLETED, obj.report())
+            done.add(tid)
+    return done
 
 
 async def _request_name(conn: MessageBus, bus: str) -> RequestNameReply:

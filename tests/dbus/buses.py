@@ -168,27 +168,28 @@ class PrivateBus:
         reply = self.busctl_json("call", BUS_NAME, OBJECT_PATH, MANAGER, member, *sig, uid=uid)
         return reply["data"]
 
+    def gdbus_argv(self, method: str, *args: str, path: str = OBJECT_PATH) -> list[str]:
+        """The gdbus command line calling ``method`` (``Interface.Member``) on the daemon."""
+        return [
+            "gdbus",
+            "call",
+            "--address",
+            self.address,
+            "--dest",
+            BUS_NAME,
+            "--object-path",
+            path,
+            "--method",
+            method,
+            *args,
+        ]
+
     def gdbus(
         self, method: str, *args: str, path: str = OBJECT_PATH, uid: int | None = None
     ) -> GdbusResult:
         """Call ``method`` (``Interface.Member``) with gdbus, which names D-Bus errors."""
         out = subprocess.run(
-            as_user(
-                uid,
-                [
-                    "gdbus",
-                    "call",
-                    "--address",
-                    self.address,
-                    "--dest",
-                    BUS_NAME,
-                    "--object-path",
-                    path,
-                    "--method",
-                    method,
-                    *args,
-                ],
-            ),
+            as_user(uid, self.gdbus_argv(method, *args, path=path)),
             capture_output=True,
             text=True,
             timeout=DEADLINE,

@@ -62,19 +62,7 @@ def read_state(bus: PrivateBus) -> str:
 def stage_while_reading(bus: PrivateBus, procs: Processes, *args: str) -> tuple[int, str]:
     """Stage in the background; read State meanwhile; (rc, stderr) within FEW_SECONDS."""
     proc = procs.start(
-        [
-            "gdbus",
-            "call",
-            "--address",
-            bus.address,
-            "--dest",
-            BUS_NAME,
-            "--object-path",
-            OBJECT_PATH,
-            "--method",
-            M + "Stage",
-            *args,
-        ],
+        bus.gdbus_argv(M + "Stage", *args),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

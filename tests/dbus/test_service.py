@@ -170,22 +170,7 @@ def test_history_after_a_transition(daemon: Daemon, bus: PrivateBus, recorder: R
 
 
 def test_busy_on_concurrent_stage(daemon: Daemon, bus: PrivateBus, procs: Processes) -> None:
-    argv = [
-        "gdbus",
-        "call",
-        "--address",
-        bus.address,
-        "--dest",
-        BUS_NAME,
-        "--object-path",
-        OBJECT_PATH,
-        "--method",
-        "org.liveupd.LiveUpdate1.Manager.Stage",
-        "",
-        "",
-        "",
-        "{}",
-    ]
+    argv = bus.gdbus_argv("org.liveupd.LiveUpdate1.Manager.Stage", "", "", "", "{}")
     clients = [
         procs.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
@@ -392,6 +377,54 @@ def test_past_transitions_are_objects_as_soon_as_the_name_is_owned(
     finally:
         go.touch()
     recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+
+
+def test_recovered_is_announced_before_start_up_recovery_ends(
+    start_daemon: DaemonFactory,
+    bus: PrivateBus,
+    recorder: Recorder,
+    make_hook: HookFactory,
+    tmp_path: Path,
+) -> None:
+    """A transition verified on this boot before the daemon started (by
+    liveupd-verify.service; here by an earlier daemon) is announced as soon as the
+    name is owned, not after the daemon's own recovery, which can take long: here it
+    waits in the undo of a transition the previous daemon died in."""
+    first = start_daemon(env=halting(tmp_path))
+    tid, path = stage(bus)
+    execute(bus)
+    recorder.wait_for(expect.is_state(path, "exec"), "exec")
+    first.terminate()
+    env = booted(tmp_path, tid)
+    second = start_daemon(env=env)
+    recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+    go, blocked = tmp_path / "go", tmp_path / "blocked"
+    make_hook("10-undo-waits", "quiesce", "true", f"while [ ! -e {go} ]; do sleep 0.05; done")
+    make_hook("20-blocks", "quiesce", f"touch {blocked}; exec sleep 60")
+    stage(bus, RUNNING)
+    execute(bus)
+    wait_until(blocked.exists, "the second transition to be in its quiesce hook")
+    assert second.proc is not None
+    second.proc.kill()  # a crash: the next daemon rolls that transition back
+    second.proc.wait()
+
+    def recovered() -> list[expect.Signal]:
+        return [sig for sig in recorder.signals() if expect.is_member("Recovered", path)(sig)]
+
+    before = len(recovered())
+    readies = second.log().count("event=service.ready")  # the daemons share one log
+    third = start_daemon(env=env, wait=False)
+    try:
+        wait_until(lambda: len(recovered()) > before, "Recovered from the third daemon")
+        assert recovered()[-1]["body"][1] is True
+        # Its own recovery is under way, and waits in the undo hook until `go`.
+        wait_until(lambda: "event=recovery.rollback" in third.log(), "the rollback")
+        assert third.log().count("event=service.ready") == readies
+    finally:
+        go.touch()
+    wait_until(
+        lambda: third.log().count("event=service.ready") > readies, "the third daemon to be ready"
+    )
 
 
 def test_nobody_may_read(daemon: Daemon, bus: PrivateBus) -> None:
