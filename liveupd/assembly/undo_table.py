@@ -53,6 +53,6 @@ UNDO = UndoTable(
         ThawUndo: _undo_thaw,  # thaw, then write what was held (storage.steps)
         CheckpointUndo: undo_checkpoint,  # nothing pending verification
         UnloadUndo: _undo_load,  # kexec unload (kernel.steps)
-        WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump (devices.watchdog_step)
+        WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump
     }
 )
