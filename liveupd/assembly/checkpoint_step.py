@@ -15,8 +15,7 @@ from collections.abc import Sequence
 
 from liveupd.backends.base import WatchdogRecord
 from liveupd.devices.steps import BINDINGS
-from liveupd.devices.watchdog import blacklisted
-from liveupd.devices.watchdog import plan as plan_watchdog
+from liveupd.devices.watchdog import blacklisted, plan_for
 from liveupd.devices.watchdog_step import WATCHDOG
 from liveupd.kernel.cmdline import split_cmdline
 from liveupd.kernel.discovery import list_kernels
@@ -56,7 +55,7 @@ def hook_state_dirs(ctx: TransitionContext) -> dict[str, str]:
 def watchdog_to_arm(ctx: TransitionContext) -> WatchdogRecord | None:
     """The watchdog the jump is guarded by (the step before exec, or the shutdown helper)."""
     assert ctx.target is not None
-    guard = plan_watchdog(ctx.backends.watchdog.watchdogs(), ctx.config)
+    guard = plan_for(ctx.backends.watchdog, ctx.config, ctx.target.release)
     record = guard.record
     ctx.log("watchdog.planned", device=record.devnode if record else None, note=guard.note)
     words = split_cmdline(ctx.target.cmdline)

@@ -13,13 +13,14 @@ Execute and warns when the staged line does not keep its driver out.
 
 from __future__ import annotations
 
-from liveupd.devices.watchdog import cmdline_words, plan
+from liveupd.devices.watchdog import cmdline_words, plan_for
 from liveupd.kernel.cmdline import Additions
 from liveupd.transition.context import TransitionContext
 
 
-def additions(ctx: TransitionContext) -> Additions:
+def additions(ctx: TransitionContext, release: str) -> Additions:
+    """For the target kernel ``release`` (a watchdog it cannot take over is not armed)."""
     config = ctx.config
     defaults = (f"panic={config.exec.panic_sec}",) if config.exec.panic_sec else ()
-    guard = plan(ctx.backends.watchdog.watchdogs(), config)
+    guard = plan_for(ctx.backends.watchdog, config, release)
     return Additions(defaults=defaults, extra=tuple(cmdline_words(guard.record)))

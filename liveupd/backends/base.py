@@ -262,6 +262,10 @@ class WatchdogBackend(Protocol):
     def manager_watchdog(self) -> tuple[float, str]:
         """PID 1's RuntimeWatchdogSec= in seconds (0: off) and its WatchdogDevice= ("")."""
 
+    def module_index(self, release: str) -> tuple[str, str]:
+        """Kernel ``release``'s modules.dep and modules.builtin (``""``: the file is missing);
+        OSError (or safeopen.UnsafeFile) when neither can be read."""
+
 
 # ---------------------------------------------------------------- system ----
 

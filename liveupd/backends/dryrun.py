@@ -32,7 +32,9 @@ new boot id and the old command line).
 ``module``; ``"busy": true``: another process holds it open; ``"bootstatus"``:
 its WDIOF_* boot status, 32 after a watchdog reset); the default
 machine has one, an i6300esb.  ``"manager_watchdog_sec"`` is PID 1's
-RuntimeWatchdogSec= (default 0: off).
+RuntimeWatchdogSec= (default 0: off).  ``"kernel_modules"`` maps a kernel
+release to the modules its modules.dep lists (a release not in it has no
+module index); without it every kernel has every described watchdog's module.
 """
 
 from __future__ import annotations
@@ -589,6 +591,22 @@ class DryRunWatchdog:
 
     def manager_watchdog(self) -> tuple[float, str]:
         return float(self.m.description.get("manager_watchdog_sec", 0)), ""
+
+    def module_index(self, release: str) -> tuple[str, str]:
+        known = self.m.description.get("kernel_modules")
+        if known is None:
+            modules = [str(w["module"]) for w in self._described() if w.get("module")]
+        elif not isinstance(known, dict) or not isinstance(known.get(release, []), list):
+            raise OSError(errno.EINVAL, 'the simulated machine\'s "kernel_modules" is malformed')
+        elif release not in known:
+            raise OSError(
+                errno.ENOENT,
+                f"/usr/lib/modules/{release}/modules.dep: missing (simulated: not in the "
+                'description\'s "kernel_modules")',
+            )
+        else:
+            modules = [str(m) for m in known[release]]
+        return "".join(f"kernel/drivers/watchdog/{m}.ko.xz:\n" for m in modules), ""
 
 
 class DryRunFiles:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from liveupd.backends.base import Watchdog, WatchdogRecord
+from liveupd.backends.base import Watchdog, WatchdogBackend, WatchdogRecord
 from liveupd.config import Config
 
 WDIOF_CARDRESET = 0x0020  # the watchdog reset the machine (WDIOC_GETBOOTSTATUS)
@@ -90,6 +90,43 @@ def plan(watchdogs: Sequence[Watchdog], config: Config) -> Plan:
             "probes, before verification"
         )
     return Plan(record, note)
+
+
+def module_listed(module: str, *indexes: str) -> bool:
+    """Whether ``module`` is in a modules.dep or modules.builtin text ('-' is '_')."""
+    want = module.replace("-", "_")
+    for text in indexes:
+        for line in text.splitlines():
+            path = line.partition(":")[0].strip()
+            base = path.rsplit("/", 1)[-1].split(".ko", 1)[0]
+            if base and base.replace("-", "_") == want:
+                return True
+    return False
+
+
+def plan_for(backend: WatchdogBackend, config: Config, release: str | None) -> Plan:
+    """``plan``, and, for a target kernel ``release``, not armed unless that kernel can load
+    the driver: a watchdog the new kernel cannot take over would reset a machine whose
+    new kernel is fine."""
+    guard = plan(backend.watchdogs(), config)
+    record = guard.record
+    if release is None or record is None or record.module is None:
+        return guard
+    index = f"/usr/lib/modules/{release}/modules.dep or modules.builtin"
+    try:
+        found = module_listed(record.module, *backend.module_index(release))
+    except Exception as e:  # OSError, safeopen.UnsafeFile: said, never armed blind
+        why = f"{index} cannot be read ({str(e)[:200]})"
+    else:
+        if found:
+            return guard
+        why = f"{index} does not list {record.module}"
+    return Plan(
+        None,
+        f"{record.name} ({record.identity or record.driver}, module {record.module}): not "
+        f"armed: kernel {release} could not take it over: {why}; a hang after the jump "
+        "needs a power cycle",
+    )
 
 
 def _index(name: str) -> int:

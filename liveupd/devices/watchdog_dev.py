@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from liveupd import logs
+from liveupd import logs, safeopen
 from liveupd.backends.base import Watchdog, WatchdogBusy, WatchdogRecord
 from liveupd.devices.sysfs import Sysfs
 
@@ -268,6 +268,26 @@ class RealWatchdog:
                 self._set_timeout(fd, timeout)
         finally:
             os.close(fd)  # "watchdog did not stop!": it runs on, for PID 1 to open
+
+    def module_index(self, release: str) -> tuple[str, str]:
+        if "/" in release or release in ("", ".", ".."):
+            raise OSError(errno.EINVAL, f"{release[:80]!r} is not a kernel release")
+        texts: list[str] = []
+        errors: list[str] = []
+        for name in ("modules.dep", "modules.builtin"):
+            path = str(self.root / "usr/lib/modules" / release / name)
+            try:
+                with safeopen.open_file(path, safeopen.Kind.MODULE_INDEX) as f:
+                    texts.append(safeopen.read_text(f))
+            except safeopen.UnsafeFile as e:
+                if e.refusal is not safeopen.Refusal.MISSING:
+                    raise
+                texts.append("")
+                errors.append(str(e))
+        if len(errors) == 2:
+            where = f"/usr/lib/modules/{release}/modules.dep"
+            raise OSError(errno.ENOENT, f"{where} and modules.builtin are missing ({errors[0]})")
+        return texts[0], texts[1]
 
     def manager_watchdog(self) -> tuple[float, str]:
         try:

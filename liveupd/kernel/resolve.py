@@ -419,10 +419,10 @@ def resolve(
     transition_id: str,
     *,
     arch: ArchInfo | None = None,
-    additions: Additions | None = None,
+    additions: Additions | Callable[[str], Additions] | None = None,
 ) -> Resolved:
     """Choose and check the request's kernel, and build its command line
-    (with liveupd's own ``additions``)."""
+    (with liveupd's own ``additions``, or what they are for the chosen release)."""
     arch = arch or arch_info()
     choice = choose(request, config, system.release(), arch)
     uki_initrd = request.initrd.strip() != NO_INITRD
@@ -457,7 +457,7 @@ def resolve(
         transition_id,
         cmdline_limit(image, arch.command_line_size),
         source=origin,
-        additions=additions or Additions(),
+        additions=additions(release) if callable(additions) else (additions or Additions()),
     )
     profile = f"@{uki.profile.index}" if uki is not None and uki.profile is not None else ""
     target = Target(

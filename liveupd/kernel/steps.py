@@ -25,12 +25,18 @@ class CheckStep(BuiltinStep):
     phase = Phase.CHECK
     order = FIRST
 
-    def __init__(self, additions: Callable[[TransitionContext], Additions] | None = None) -> None:
+    def __init__(
+        self, additions: Callable[[TransitionContext, str], Additions] | None = None
+    ) -> None:
         # The words other parts of liveupd add to the command line (given by assembly).
         self.additions = additions
 
     def _resolve(self, ctx: TransitionContext) -> Resolved:
-        additions = self.additions(ctx) if self.additions is not None else Additions()
+        ours = self.additions
+
+        def additions(release: str) -> Additions:  # for the release resolve chose
+            return ours(ctx, release) if ours is not None else Additions()
+
         return resolve(ctx.request, ctx.config, ctx.backends.system, ctx.id, additions=additions)
 
     async def apply(self, ctx: TransitionContext) -> None:

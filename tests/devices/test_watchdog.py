@@ -289,3 +289,24 @@ def test_without_a_device_link_two_devices_on_the_driver_are_ambiguous(
     drv = tmp_path / "sys/bus/pci/drivers/i6300ESB timer"
     (drv / other.name).symlink_to(os.path.relpath(other, drv))
     assert real.watchdogs() == []
+
+
+def test_the_target_kernels_module_index_is_read_and_searched(
+    machine: tuple[RealWatchdog, Kernel], tmp_path: Path
+) -> None:
+    real, _ = machine
+    modules = tmp_path / "usr/lib/modules/7.3.4-cloud-amd64"
+    with pytest.raises(OSError, match=r"modules\.dep"):
+        real.module_index("7.3.4-cloud-amd64")
+    modules.mkdir(parents=True)
+    (modules / "modules.dep").write_text(
+        "kernel/drivers/net/virtio_net.ko.xz: kernel/net/core/failover.ko.xz\n"
+    )
+    dep, builtin = real.module_index("7.3.4-cloud-amd64")
+    assert builtin == ""
+    assert not watchdog.module_listed("i6300esb", dep, builtin)
+    (modules / "modules.builtin").write_text("kernel/drivers/watchdog/i6300esb.ko\n")
+    assert watchdog.module_listed("i6300esb", *real.module_index("7.3.4-cloud-amd64"))
+    assert watchdog.module_listed("virtio-net", dep)
+    with pytest.raises(OSError, match="not a kernel release"):
+        real.module_index("../../etc")

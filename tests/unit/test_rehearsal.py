@@ -239,3 +239,29 @@ def test_a_rehearsed_hang_falls_back_to_the_old_kernel(config: Config, tmp_path:
     assert entry["state"] == "fell-back"
     assert "hardware watchdog (watchdog0) reset the machine" in entry["verification"]["fell_back"]
     assert [e.ok for e in events if isinstance(e, Verified)] == [False]
+
+
+def test_a_target_that_cannot_load_the_watchdogs_driver_is_not_armed_for(
+    config: Config, tmp_path: Path
+) -> None:
+    """The target's modules.dep lacks the driver: arming would reset a fine new kernel."""
+    machine = tmp_path / "machine.json"
+    desc = {**dryrun.DEFAULT_MACHINE, "kernel_modules": {TARGET: ["virtio_net"]}}
+    machine.write_text(json.dumps(desc))
+    manager = Manager(config, dryrun.make(config.state_dir, machine), rehearse=True)
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        note = manager.watchdog()
+        assert note.startswith("watchdog0 (i6300ESB timer, module i6300esb): not armed: kernel")
+        assert f"/usr/lib/modules/{TARGET}/modules.dep or modules.builtin does not list" in note
+        manager.execute(ExecMode.DIRECT)
+        assert manager.rehearsal is not None
+        await manager.rehearsal
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.COMPLETED
+    ops = [c["op"] for c in dryrun.SimMachine(config.state_dir).calls()]
+    assert "watchdog_arm" not in ops and "watchdog_take_over" not in ops
+    [entry] = manager.history()
+    assert "modprobe.blacklist=i6300esb" not in entry["cmdline"].split()
