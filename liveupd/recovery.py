@@ -41,7 +41,7 @@ from liveupd.transition.journal import JOURNAL_NAME, CorruptJournal, Journal, qu
 from liveupd.transition.phases import STAGE_PHASES, Phase, StepStatus, TransitionState
 from liveupd.transition.records import TransitionRecord
 from liveupd.transition.undo import RebindUndo
-from liveupd.verify.postboot import verify_after_boot
+from liveupd.verify.postboot import after_watchdog_failure, verify_after_boot
 
 LOG = logs.get("recovery")
 START_TOLERANCE = 0.05  # seconds: the same process always reads back the same start time
@@ -127,6 +127,10 @@ async def recover(engine: Engine) -> tuple[Transition | None, list[Recovered]]:
     report: list[Recovered] = []
     for c in corrupt:
         _quarantine(c)
+
+    for journal in scan.journals:
+        if journal.state.terminal and (fell := await after_watchdog_failure(engine, journal)):
+            report.append(Recovered(journal.id, Action.HANDED_TO_VERIFY, fell))
 
     adopted: Transition | None = None
     journals = sorted(

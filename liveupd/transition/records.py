@@ -91,6 +91,7 @@ class Check(StrEnum):
     INTERFACE = "interface"  # each recorded network interface is back
     MAC = "mac"  # ... with the same MAC address
     HOOK = "hook"  # the verify and restore hooks succeeded
+    WATCHDOG = "watchdog"  # the watchdog armed for the jump was taken over
 
 
 DEVICE_CHECKS = (Check.DEVICE, Check.INTERFACE, Check.MAC)

@@ -21,6 +21,11 @@ journal make the second run a no-op.
    ``completed`` or ``recovery-failed``.  With ``verify.on-failure =
    "rollback"`` a failure (on a new boot) transitions back to the previous
    kernel, at most once.
+
+A watchdog armed for the jump that could not be taken over is a problem
+(``watchdog``) of its own: its timer still runs, so nothing rolls back and the
+pending record stays; the boot after the reset, on the old kernel, turns the
+``recovery-failed`` into ``fell-back`` (:func:`after_watchdog_failure`).
 """
 
 from __future__ import annotations
@@ -114,13 +119,19 @@ def _remove_pending(engine: Engine, transition_id: str) -> None:
         remove_durably(pending_path(engine.config.state_dir))
 
 
+def _watchdog_runs(verification: Verification) -> bool:
+    """The watchdog armed for the jump was not taken over: its timer resets the machine."""
+    return any(p.check is Check.WATCHDOG for p in verification.problems)
+
+
 def _finish(
     engine: Engine, t: Transition, state: TransitionState, verification: Verification
 ) -> None:
     ctx = t.ctx
     t.progress = 100
     engine.finish(t, state, verification=verification)
-    _remove_pending(engine, t.id)
+    if not _watchdog_runs(verification):  # else kept: the boot after the reset falls back
+        _remove_pending(engine, t.id)
     level = logging.INFO if state is TransitionState.COMPLETED else logging.WARNING
     ctx.log("verify.finished", level=level, state=str(state), **_log_fields(verification))
     if state is TransitionState.RECOVERY_FAILED:
@@ -195,10 +206,13 @@ async def _new_boot_checks(
     ctx = t.ctx
     config = engine.config
     async with guarded(engine, ctx, checkpoint.watchdog if checkpoint else None, watchdog):
+        if watchdog.failed is not None:
+            problems.append(Problem(check=Check.WATCHDOG, message=watchdog.failed))
         bindings = checkpoint.bindings if checkpoint else ()
         problems += await check_devices(engine, bindings, config.verify.settle_timeout)
         problems += await run_phase(engine, ctx, Phase.VERIFY)
-        rolling_back = bool(problems) and may_roll_back
+        # A watchdog still running takes the machine back to the old kernel itself.
+        rolling_back = bool(problems) and may_roll_back and watchdog.failed is None
         if not rolling_back:
             # Restore service on this kernel (a rollback restores it on the previous one).
             problems += await run_phase(engine, ctx, Phase.RESTORE)
@@ -281,3 +295,45 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
         result = await roll_back(engine, t, checkpoint)
         engine.finish(t, state, verification=verification.model_copy(update={"rollback": result}))
     return state
+
+
+async def after_watchdog_failure(engine: Engine, journal: Journal) -> TransitionState | None:
+    """The pending transition ended ``recovery-failed`` because the watchdog armed for its
+    jump could not be taken over, on another boot than this one: its timer reset the
+    machine.  Back on the old kernel: ``fell-back``; otherwise only the pending record
+    goes.  None when there is nothing to do (not that case, or still the same boot)."""
+    if read_pending(engine.config.state_dir) != journal.id:
+        return None
+    async with verify_lock(engine.config.state_dir):
+        try:
+            fresh = Journal.load(journal.path, engine.backends.files)  # done meanwhile?
+        except (OSError, JournalCorrupt):
+            return None
+        return await _after_watchdog_failure(engine, fresh)
+
+
+async def _after_watchdog_failure(engine: Engine, journal: Journal) -> TransitionState | None:
+    state_dir = engine.config.state_dir
+    verification = journal.record.verification
+    if (
+        read_pending(state_dir) != journal.id
+        or journal.state is not TransitionState.RECOVERY_FAILED
+        or verification is None
+        or not _watchdog_runs(verification)
+    ):
+        return None
+    system = engine.backends.system
+    boot_id, release = system.boot_id(), system.release()
+    if boot_id == verification.boot_id:
+        return None  # the reset is still to come
+    t = Transition(engine.context(journal))
+    checkpoint = load_checkpoint(journal.dir)
+    if checkpoint is None or release != checkpoint.old.release:
+        _remove_pending(engine, t.id)
+        t.ctx.log("verify.pending-dropped", release=release, boot_id=boot_id)
+        return None
+    update = {"running_release": release, "boot_id": boot_id}
+    fell = await fall_back(engine, t, checkpoint, verification.model_copy(update=update))
+    _finish(engine, t, TransitionState.FELL_BACK, fell)
+    _remove_pending(engine, t.id)
+    return TransitionState.FELL_BACK

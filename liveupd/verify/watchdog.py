@@ -13,6 +13,11 @@ PID 1 watches this device (``RuntimeWatchdogSec=``): closed without the
 magic character, left running until PID 1 opens it; otherwise it is closed
 with the magic character, which stops it.  Another process that opened it
 first (PID 1) keeps it: nothing to take over.
+
+A watchdog that cannot be taken over (its driver missing on this kernel, no
+device, the open failed) is a verification failure: its timer still runs and
+resets the machine into the old kernel, so the pending record is kept and that
+boot records the transition ``fell-back`` (``postboot.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class Outcome:
 
     note: str | None = None
     warnings: list[str] = field(default_factory=list)
+    failed: str | None = None  # the armed watchdog could not be taken over: why (a problem)
 
 
 async def _feed(engine: Engine, ctx: TransitionContext, interval: float) -> None:
@@ -69,9 +75,11 @@ async def guarded(
     except OSError as e:
         why = e.strerror or str(e)
         outcome.note = f"{record.devnode} could not be taken over: {why}"
-        outcome.warnings.append(
+        outcome.failed = (
             f"the watchdog armed for the jump ({record.devnode}, {record.identity}) could not "
-            f"be taken over on this kernel: {why}. If its timer still runs, the machine resets"
+            f"be taken over on this kernel: {why}. Its timer still runs: the machine resets "
+            f"within {record.timeout} s into the old kernel, and that boot records the "
+            "transition fell-back"
         )
         ctx.log("watchdog.take-over-failed", level=logging.ERROR, device=record.devnode, error=why)
         yield

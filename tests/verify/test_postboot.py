@@ -343,7 +343,7 @@ def test_with_runtime_watchdog_sec_it_is_left_running_for_systemd(
     assert release[0]["keep_running"] is True and release[0]["timeout"] == 121
 
 
-def test_a_watchdog_that_cannot_be_taken_over_is_a_warning_not_a_failure(
+def test_a_watchdog_that_cannot_be_taken_over_fails_and_the_reset_boot_falls_back(
     write_config: Callable[[str], Config], boot_dir: Path, tmp_path: Path
 ) -> None:
     config = write_config(FAST)
@@ -352,11 +352,31 @@ def test_a_watchdog_that_cannot_be_taken_over_is_a_warning_not_a_failure(
     def no_watchdog(desc: dict[str, Any]) -> None:
         desc["watchdogs"] = []
 
-    _, report = asyncio.run(recover(engine(config, machine(tmp_path, change=no_watchdog))))
-    assert report[0].state is TransitionState.COMPLETED
+    new_kernel = engine(config, machine(tmp_path, change=no_watchdog))
+    _, report = asyncio.run(recover(new_kernel))
+    assert report[0].state is TransitionState.RECOVERY_FAILED
     verification = journal_data(config)["verification"]
     assert "could not be taken over" in verification["watchdog"]
-    assert "If its timer still runs, the machine resets" in verification["warnings"][0]
+    [problem] = verification["problems"]
+    assert problem["check"] == "watchdog"
+    assert "Its timer still runs: the machine resets within 90 s" in problem["message"]
+    # The timer resets the machine: the pending record stays for the next boot.
+    assert read_pending(config.state_dir) == "T1"
+    assert asyncio.run(recover(new_kernel))[1] == []  # the same boot: the reset is to come
+    assert read_pending(config.state_dir) == "T1"
+
+    reset_boot = "00000000-0000-4000-8000-0000000000c3"
+    old_kernel = machine(
+        tmp_path, release=OLD_RELEASE, boot_id=reset_boot, cmdline_id=None, name="reset.json"
+    )
+    _, report = asyncio.run(recover(engine(config, old_kernel)))
+    assert [(r.id, r.state) for r in report] == [("T1", TransitionState.FELL_BACK)]
+    data = journal_data(config)
+    assert data["state"] == "fell-back"
+    assert data["verification"]["boot_id"] == reset_boot
+    assert data["verification"]["fell_back"]
+    assert read_pending(config.state_dir) is None
+    assert history(config.state_dir)[0]["state"] == "fell-back"
 
 
 @pytest.mark.parametrize(
