@@ -175,10 +175,12 @@ class Handover:
 
 def handover(record: WatchdogRecord, manager_sec: float, manager_device: str) -> Handover:
     """After verification: to systemd's RuntimeWatchdogSec= if it is set for this
-    device, else stopped (a magic close)."""
-    ours = manager_device in ("", record.devnode) or (
-        manager_device == "/dev/watchdog" and record.name == "watchdog0"
-    )
+    device, else stopped (a magic close).
+
+    An empty WatchdogDevice= is systemd's default, /dev/watchdog0 (257 opens it,
+    then /dev/watchdog, which is watchdog0 too): not any device."""
+    device = manager_device or "/dev/watchdog0"
+    ours = device == record.devnode or (device == "/dev/watchdog" and record.name == "watchdog0")
     if manager_sec > 0 and ours:
         # PID 1 opens the device again within half its period (its main loop wakes up
         # at least that often and retries the open); until then the timer must run on.

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,13 @@ def test_handover_to_systemd_only_when_pid1_watches_that_device(config: Config) 
     assert keep.keep_running and keep.timeout == 301  # outlives PID 1's first open
     other = watchdog.handover(record, 300, "/dev/watchdog1")
     assert not other.keep_running
+    # An empty WatchdogDevice= is systemd's default: /dev/watchdog0, not any device.
+    assert watchdog.handover(record, 300, "").keep_running
+    assert watchdog.handover(record, 300, "/dev/watchdog").keep_running
+    second = replace(record, name="watchdog1", devnode="/dev/watchdog1")
+    assert not watchdog.handover(second, 300, "").keep_running
+    assert not watchdog.handover(second, 300, "/dev/watchdog").keep_running
+    assert watchdog.handover(second, 300, "/dev/watchdog1").keep_running
 
 
 def test_the_fell_back_reason_names_a_watchdog_reset() -> None:
