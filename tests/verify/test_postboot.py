@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from liveupd.backends import dryrun
 from liveupd.backends.base import WatchdogRecord
 from liveupd.config import Config
 from liveupd.daemon.verify import verify_once
@@ -377,6 +378,35 @@ def test_a_watchdog_that_cannot_be_taken_over_fails_and_the_reset_boot_falls_bac
     assert data["verification"]["fell_back"]
     assert read_pending(config.state_dir) is None
     assert history(config.state_dir)[0]["state"] == "fell-back"
+
+
+def test_a_daemon_that_died_between_arming_and_the_jump_is_disarmed_on_restart(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    """direct mode: the watchdog's undo was journaled after the freeze, so only the
+    checkpoint shows it; recovery on the same boot stops it before undoing the rest."""
+    pending(config, boot_dir, state=TransitionState.RUNNING, watchdog=ESB)
+    same_boot = machine(tmp_path, release=OLD_RELEASE, boot_id=OLD_BOOT, cmdline_id=None)
+    eng = engine(config, same_boot)
+    eng.backends.watchdog.arm(ESB)
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.ABORTED
+    ops = [op["op"] for op in dry_run_ops(config)]
+    assert ops.index("watchdog_arm") < ops.index("watchdog_disarm")
+    assert dryrun.SimMachine(config.state_dir).state()["watchdog_armed"] is None
+
+
+def test_a_corrupt_journal_of_this_boot_with_an_armed_watchdog_is_disarmed(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    journal = pending(config, boot_dir, state=TransitionState.RUNNING, watchdog=ESB)
+    journal.path.write_text("{not json")
+    same_boot = machine(tmp_path, release=OLD_RELEASE, boot_id=OLD_BOOT, cmdline_id=None)
+    eng = engine(config, same_boot)
+    eng.backends.watchdog.arm(ESB)
+    _, [found] = asyncio.run(recover(eng))
+    assert "disarmed the watchdog /dev/watchdog0" in found.note
+    assert dryrun.SimMachine(config.state_dir).state()["watchdog_armed"] is None
 
 
 @pytest.mark.parametrize(
