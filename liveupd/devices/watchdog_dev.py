@@ -11,9 +11,11 @@ i6300esb with Debian's 6.12 and 7.3 kernels (docs/watchdog.md):
   watchdog core's reboot notifier (which would stop the timer at the kexec)
   and, with nowayout set, cannot stop the timer itself.  After the unbind the
   descriptor can no longer ping: it must be the last thing before the jump;
-* disarm (the jump did not happen): a watchdog still bound without nowayout
-  is closed with the magic character; otherwise the device is unbound and
-  bound again: the fresh probe stops the timer (i6300esb) or the core's
+* disarm (the jump did not happen): a registered watchdog that is not ours
+  (another process holds it: EBUSY) or does not run is left alone; one
+  still bound without nowayout is closed with the magic character; otherwise
+  the device is unbound and bound again: the fresh probe stops the timer
+  (i6300esb) or the core's
   handling of a running watchdog takes it, and a watchdog still active after
   that is opened and closed with the magic character.
 """
@@ -185,11 +187,19 @@ class RealWatchdog:
     def disarm(self, record: WatchdogRecord) -> None:
         fd = self._armed.pop(record.devnode, None)
         current = self._of_device(record.sys_path)
+        if current is not None and fd is None:
+            # Registered, and not held by us: nothing to stop unless it runs, and a
+            # device another process holds (systemd's RuntimeWatchdogSec=) is theirs.
+            if not current.active:
+                return
+            try:
+                fd = self._open(current.devnode)
+            except WatchdogBusy:
+                LOG.info("%s is held by another process: left alone", current.devnode)
+                return
         if current is not None and not current.nowayout:
-            if current.active:
-                self._magic_close(fd if fd is not None else self._open(current.devnode))
-            elif fd is not None:
-                os.close(fd)
+            assert fd is not None
+            self._magic_close(fd)
             return
         # nowayout is set, or the device is unbound: a fresh probe stops the timer.
         driver_dir = f"/sys/bus/{record.subsystem}/drivers/{record.driver}"

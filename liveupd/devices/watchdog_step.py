@@ -12,7 +12,8 @@ system-shutdown helper arms it after the last unbind
 
 A watchdog another process holds open (systemd's ``RuntimeWatchdogSec=`` in
 ``direct`` mode) cannot be armed: the jump goes on unguarded, and the
-transition's log says so.
+transition's log says so; the undo then leaves it alone (``NOT_ARMED``; after
+a crash, ``disarm`` itself leaves alone a device that is busy and not ours).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from liveupd.transition.undo import AnyUndo, WatchdogUndo
 
 # Set by the checkpoint step: the watchdog to arm (None: the jump is not guarded).
 WATCHDOG: Fact[WatchdogRecord | None] = Fact("devices.watchdog")
+# Set by this step when the watchdog could not be armed (held by another process):
+# its undo, journaled by prepare, then has nothing to stop.
+NOT_ARMED: Fact[str] = Fact("devices.watchdog-not-armed")
 
 
 class WatchdogStep(BuiltinStep):
@@ -64,6 +68,7 @@ class WatchdogStep(BuiltinStep):
         try:
             timeout = await asyncio.to_thread(ctx.backends.watchdog.arm, record)
         except WatchdogBusy as e:
+            ctx.facts.set(NOT_ARMED, e.strerror or str(e))
             ctx.log(
                 "watchdog.busy",
                 level=logging.WARNING,
@@ -92,5 +97,10 @@ class WatchdogStep(BuiltinStep):
 
 async def undo_watchdog(ctx: TransitionContext, record: WatchdogUndo) -> None:
     """Stop the timer again (the jump did not happen)."""
+    not_armed = ctx.facts.get(NOT_ARMED)
+    if not_armed is not None:
+        # Busy at arm: another process's watchdog, which must be left alone.
+        ctx.log("watchdog.undo-skipped", device=record.watchdog.devnode, why=not_armed)
+        return
     await asyncio.to_thread(ctx.backends.watchdog.disarm, record.watchdog)
     ctx.log("watchdog.disarmed", device=record.watchdog.devnode)

@@ -3,6 +3,7 @@ against a sysfs tree in a temporary directory (ioctl and modprobe replaced)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import struct
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from liveupd.backends.base import Watchdog
+from liveupd.backends.base import Watchdog, WatchdogBusy
 from liveupd.config import Config
 from liveupd.devices import watchdog
 from liveupd.devices.watchdog_dev import (
@@ -318,3 +319,27 @@ def test_the_target_kernels_module_index_is_read_and_searched(
     assert watchdog.module_listed("virtio-net", dep)
     with pytest.raises(OSError, match="not a kernel release"):
         real.module_index("../../etc")
+
+
+def test_disarm_leaves_alone_a_running_watchdog_another_process_holds(
+    machine: tuple[RealWatchdog, Kernel], tmp_path: Path, config: Config
+) -> None:
+    """Busy at arm (systemd's RuntimeWatchdogSec=, here with nowayout): not ours to stop,
+    and never unbound from its driver."""
+    real, _ = machine
+    register(tmp_path)
+    entry = tmp_path / "sys/class/watchdog/watchdog0"
+    (entry / "state").write_text("active\n")
+    (entry / "nowayout").write_text("1\n")
+    record = watchdog.plan(real.watchdogs(), config).record
+    assert record is not None
+
+    def busy(devnode: str) -> int:
+        raise WatchdogBusy(errno.EBUSY, f"{devnode} is held open by another process")
+
+    real._open = busy  # type: ignore[method-assign]
+    with pytest.raises(WatchdogBusy):
+        real.arm(record)
+    real.disarm(record)
+    drv = tmp_path / "sys/bus/pci/drivers/i6300ESB timer"
+    assert (drv / "unbind").read_text() == "" and (drv / "bind").read_text() == ""

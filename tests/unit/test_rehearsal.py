@@ -265,3 +265,27 @@ def test_a_target_that_cannot_load_the_watchdogs_driver_is_not_armed_for(
     assert "watchdog_arm" not in ops and "watchdog_take_over" not in ops
     [entry] = manager.history()
     assert "modprobe.blacklist=i6300esb" not in entry["cmdline"].split()
+
+
+def test_a_busy_watchdogs_undo_leaves_it_alone_when_the_jump_fails(
+    config: Config, tmp_path: Path
+) -> None:
+    """Held by another process at arm: not armed, so nothing to stop when the jump fails
+    (the undo would fail with EBUSY, or with nowayout unbind systemd's device)."""
+    machine = tmp_path / "machine.json"
+    desc = json.loads(json.dumps(dryrun.DEFAULT_MACHINE))
+    desc["watchdogs"][0]["busy"] = True
+    desc["faults"] = [{"op": "jump", "call": 1, "error": "EIO"}]
+    machine.write_text(json.dumps(desc))
+    manager = Manager(config, dryrun.make(config.state_dir, machine))
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        manager.execute(ExecMode.DIRECT)
+        assert t.task is not None
+        await t.task
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.FAILED
+    ops = [c["op"] for c in dryrun.SimMachine(config.state_dir).calls()]
+    assert "watchdog_disarm" not in ops
