@@ -44,6 +44,7 @@ CLASS = "/sys/class/watchdog"
 SOFTWARE = frozenset({"Software Watchdog"})  # softdog: it dies with the kernel
 MAGIC = b"V"
 APPEAR_TIMEOUT = 10.0  # seconds for the device to register after modprobe
+MODPROBE_TIMEOUT = 60  # seconds
 POLL = 0.05
 BUSCTL = (
     "busctl",
@@ -234,7 +235,13 @@ class RealWatchdog:
                     f"no watchdog is registered for {record.sys_path}, and its driver "
                     f"{record.driver} is built in",
                 )
-            result = self._run(["modprobe", record.module], timeout=60)
+            try:
+                result = self._run(["modprobe", "--", record.module], timeout=MODPROBE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise OSError(
+                    errno.ETIMEDOUT,
+                    f"modprobe {record.module} did not finish within {MODPROBE_TIMEOUT} s",
+                ) from None
             if result.returncode != 0:
                 raise OSError(
                     errno.EIO,
