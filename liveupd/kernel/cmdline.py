@@ -7,6 +7,11 @@ words a boot loader adds for itself are dropped: ``BOOT_IMAGE=`` and
 ``initrd=``, and an earlier ``liveupd.transition=``.  Then come the appended
 options, liveupd's own words (``Additions``: ``panic=N`` unless the line sets
 ``panic``, what keeps the watchdog running) and ``liveupd.transition=ID``.
+The words liveupd added are recorded with the target (``Target.added``): when
+the next update starts from /proc/cmdline of a boot liveupd made, exactly
+those words are dropped (``carried``), so that they are not carried over as
+if the admin had set them (a ``panic=10`` that would stop ``panic-sec`` from
+applying, a blacklist of a driver the next watchdog may not have).
 Words are split as the kernel splits them: on white space outside double
 quotes.
 """
@@ -23,6 +28,14 @@ TRANSITION_PARAM = "liveupd.transition"
 DROP_PREFIXES = ("BOOT_IMAGE=", "initrd=", f"{TRANSITION_PARAM}=")
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _WHITESPACE = " \t"
+
+
+@dataclass(frozen=True)
+class Built:
+    """A command line and the words liveupd added to it (not the caller's)."""
+
+    line: str
+    added: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -96,12 +109,31 @@ def build_cmdline(
     *,
     source: str,
     additions: Additions = Additions(),
+    carried: Sequence[str] = (),
 ) -> str:
     """The new kernel's command line; InvalidArgument if it cannot be used.
 
     ``source`` names where ``base`` came from (for messages); ``limit`` is the
     longest command line the new kernel accepts, in bytes, NUL excluded.
+    ``carried``: the words liveupd added to ``base`` itself (it is the command
+    line of a boot liveupd made): each is dropped once.
     """
+    return build(
+        base, append, transition_id, limit, source=source, additions=additions, carried=carried
+    ).line
+
+
+def build(
+    base: str,
+    append: str,
+    transition_id: str,
+    limit: int,
+    *,
+    source: str,
+    additions: Additions = Additions(),
+    carried: Sequence[str] = (),
+) -> Built:
+    """``build_cmdline``, with the words liveupd added."""
     if not _ID.match(transition_id):
         raise InvalidArgument(f"transition id {transition_id!r} is not a valid parameter value")
     check_text(base, source)
@@ -123,6 +155,9 @@ def build_cmdline(
         cut = words.index("--")
         words, init = words[:cut], words[cut + 1 :]
     kept = [w for w in words if not w.startswith(DROP_PREFIXES)]
+    for word in carried:  # the last occurrence: liveupd's words come after the caller's
+        if word in kept:
+            del kept[len(kept) - 1 - kept[::-1].index(word)]
     present = _keys([*kept, *extra])
     ours = [w for w in additions.defaults if w.partition("=")[0] not in present]
     ours += [w for w in additions.extra if w not in kept and w not in extra]
@@ -138,4 +173,4 @@ def build_cmdline(
             f"{limit}. Give a shorter "
             "command line or fewer appended options"
         )
-    return line
+    return Built(line, tuple(ours))

@@ -6,17 +6,31 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from liveupd.errors import Failed
-from liveupd.kernel.cmdline import Additions
+from liveupd.errors import Failed, InvalidArgument
+from liveupd.kernel.cmdline import Additions, transition_param
 from liveupd.kernel.resolve import Resolved, open_target, resolve
-from liveupd.transition.checkpoint import EXEC_STAMP_NS, write_exec_stamp
+from liveupd.transition.checkpoint import EXEC_STAMP_NS, load_checkpoint, write_exec_stamp
 from liveupd.transition.context import Fact, TransitionContext
+from liveupd.transition.journal import transitions_dir
 from liveupd.transition.phases import Phase
 from liveupd.transition.steps import FIRST, BuiltinStep
 from liveupd.transition.undo import AnyUndo, UnloadUndo
 
 # The initrd's digest as checked at stage: the load opens it again and compares.
 INITRD_SHA256: Fact[str] = Fact("kernel.initrd-sha256")
+
+
+def carried_words(ctx: TransitionContext) -> tuple[str, ...]:
+    """The words liveupd added to the running kernel's command line, when this boot came
+    from one of its transitions (``liveupd.transition=ID``, its checkpoint still there)."""
+    try:
+        tid = transition_param(ctx.backends.system.cmdline())
+    except InvalidArgument:  # an unbalanced quote: resolve reports it if the line is used
+        return ()
+    if tid is None or "/" in tid or tid in ("", ".", ".."):
+        return ()
+    checkpoint = load_checkpoint(transitions_dir(ctx.config.state_dir) / tid)
+    return checkpoint.new.added if checkpoint is not None else ()
 
 
 class CheckStep(BuiltinStep):
@@ -37,7 +51,14 @@ class CheckStep(BuiltinStep):
         def additions(release: str) -> Additions:  # for the release resolve chose
             return ours(ctx, release) if ours is not None else Additions()
 
-        return resolve(ctx.request, ctx.config, ctx.backends.system, ctx.id, additions=additions)
+        return resolve(
+            ctx.request,
+            ctx.config,
+            ctx.backends.system,
+            ctx.id,
+            additions=additions,
+            carried=carried_words(ctx),
+        )
 
     async def apply(self, ctx: TransitionContext) -> None:
         resolved = await asyncio.to_thread(self._resolve, ctx)

@@ -54,13 +54,19 @@ class Target:
     # whether its own .ucode + .initrd are used (False: staged with initrd "none").
     profile: str = ""
     uki_initrd: bool = True
+    # The words liveupd added to ``cmdline`` itself (panic=, the watchdog's): the next
+    # update, built from this boot's /proc/cmdline, drops exactly these.
+    added: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "added": list(self.added)}  # as JSON reads it back
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Target:
-        return cls(**data)
+        added = data.get("added", ())
+        if not isinstance(added, (list, tuple)) or not all(isinstance(w, str) for w in added):
+            raise TypeError("target.added: expected a list of strings")
+        return cls(**{**data, "added": tuple(added)})
 
 
 class Record(BaseModel):

@@ -289,3 +289,24 @@ def test_a_busy_watchdogs_undo_leaves_it_alone_when_the_jump_fails(
     assert asyncio.run(go()) is TransitionState.FAILED
     ops = [c["op"] for c in dryrun.SimMachine(config.state_dir).calls()]
     assert "watchdog_disarm" not in ops
+
+
+def test_the_next_update_from_a_boot_liveupd_made_drops_liveupds_own_words(
+    config: Config,
+) -> None:
+    manager = rehearsing_manager(config, [])
+    assert asyncio.run(rehearse(manager)) is TransitionState.COMPLETED
+    [first] = manager.history()
+    assert first["cmdline"].split()[-3:-1] == ["panic=10", "modprobe.blacklist=i6300esb"]
+
+    async def stage_again() -> tuple[str, tuple[str, ...]]:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        assert t.ctx.target is not None
+        return t.ctx.target.cmdline, t.ctx.target.added
+
+    line, added = asyncio.run(stage_again())
+    # Dropped from the running line; panic= is added again as liveupd's own, the blacklist
+    # is not (the simulated new boot shows no watchdog until its driver is loaded again).
+    assert added == ("panic=10",)
+    assert line.split().count("panic=10") == 1
+    assert "modprobe.blacklist=i6300esb" not in line.split()
