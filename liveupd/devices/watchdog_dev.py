@@ -35,6 +35,7 @@ from typing import Any
 from liveupd import logs, safeopen
 from liveupd.backends.base import Watchdog, WatchdogBusy, WatchdogRecord
 from liveupd.devices.sysfs import Sysfs
+from liveupd.errors import Failed
 
 LOG = logs.get("watchdog")
 
@@ -56,6 +57,7 @@ BUSCTL = (
     "WatchdogDevice",
 )
 UINT64_MAX = (1 << 64) - 1
+HOST_TEST_ENV = "LIVEUPD_HOST_TEST"  # set in every host test process (tests/conftest.py)
 
 Ioctl = Callable[[int, int, bytes], bytes]
 Run = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -169,7 +171,17 @@ class RealWatchdog:
         finally:
             os.close(fd)
 
+    def _guard(self, what: str, record: WatchdogRecord) -> None:
+        """A host test never arms or takes over this machine's watchdog (it would reset
+        it): with LIVEUPD_HOST_TEST set, only a fake root (a sysfs tree) is acted on."""
+        if os.environ.get(HOST_TEST_ENV) and self.root.resolve() == Path("/"):
+            raise Failed(
+                f"refusing to {what} {record.devnode}: {HOST_TEST_ENV} is set, so this is a "
+                "host test, and this machine's watchdog would reset it"
+            )
+
     def arm(self, record: WatchdogRecord) -> int:
+        self._guard("arm", record)
         fd = self._open(record.devnode)
         try:
             actual = self._set_timeout(fd, record.timeout)
@@ -258,6 +270,7 @@ class RealWatchdog:
         return found
 
     def take_over(self, record: WatchdogRecord, timeout: int) -> int:
+        self._guard("take over", record)
         found = self.load(record)
         fd = self._open(found.devnode)
         try:

@@ -24,6 +24,7 @@ from liveupd.devices.watchdog_dev import (
     RealWatchdog,
     parse_manager_watchdog,
 )
+from liveupd.errors import Failed
 from liveupd.kernel.cmdline import Additions, build_cmdline
 
 PCI = "/sys/devices/pci0000:00"
@@ -361,3 +362,18 @@ def test_a_modprobe_that_hangs_is_an_error_naming_it(tmp_path: Path, config: Con
     with pytest.raises(OSError, match="modprobe i6300esb did not finish within 60 s") as e:
         real.take_over(record, 60)
     assert e.value.errno == errno.ETIMEDOUT
+
+
+def test_a_host_test_never_arms_or_takes_over_this_machines_watchdog(config: Config) -> None:
+    assert os.environ.get("LIVEUPD_HOST_TEST")  # tests/conftest.py sets it for every test
+    record = watchdog.plan([wd()], config).record
+    assert record is not None
+
+    def refuse(*args: Any, **kw: Any) -> Any:
+        raise AssertionError(f"reached the machine: {args}")
+
+    real = RealWatchdog(ioctl=refuse, run=refuse)  # the real root, /
+    with pytest.raises(Failed, match="refusing to arm /dev/watchdog0: LIVEUPD_HOST_TEST"):
+        real.arm(record)
+    with pytest.raises(Failed, match="refusing to take over /dev/watchdog0: LIVEUPD_HOST"):
+        real.take_over(record, 60)
