@@ -9,6 +9,7 @@ implementations live with their subject (``liveupd.kernel``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,6 +188,10 @@ class Watchdog:
     timeout: int | None = None  # seconds, as programmed now
 
 
+_WATCHDOG_NAME = re.compile(r"watchdog[0-9]+")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
 @dataclass(frozen=True)
 class WatchdogRecord:
     """The watchdog a transition arms: journaled (undo), checkpointed (the new kernel)."""
@@ -217,8 +222,19 @@ class WatchdogRecord:
             raise TypeError("watchdog.module: expected a string or null")
         if isinstance(record.timeout, bool) or not isinstance(record.timeout, int):
             raise TypeError("watchdog.timeout: expected an integer")
-        if not 1 <= record.timeout <= 3600 or not record.devnode.startswith("/dev/"):
-            raise ValueError("watchdog: timeout out of range, or devnode not under /dev")
+        if not 1 <= record.timeout <= 3600:
+            raise ValueError("watchdog.timeout: expected 1 to 3600 seconds")
+        # These name sysfs and /dev paths that are written to as root.
+        if not _WATCHDOG_NAME.fullmatch(record.name):
+            raise ValueError("watchdog.name: expected watchdogN (N a number)")
+        if record.devnode != f"/dev/{record.name}":
+            raise ValueError("watchdog.devnode: expected /dev/ and the watchdog's name")
+        for name in ("subsystem", "driver", "device"):
+            value = getattr(record, name)
+            if not value or "/" in value or ".." in value or "\0" in value:
+                raise ValueError(f"watchdog.{name}: expected a name without '/' or '..'")
+        if record.module is not None and not _MODULE_NAME.fullmatch(record.module):
+            raise ValueError("watchdog.module: expected letters, digits, '_' and '-', not first")
         return record
 
 
