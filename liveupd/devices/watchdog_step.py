@@ -79,10 +79,13 @@ class WatchdogStep(BuiltinStep):
             return
         except OSError as e:
             # A liveupd error says the step undid its own partial work: do so first.
-            await undo_watchdog(ctx, WatchdogUndo(watchdog=record))
+            armed = f"arming the watchdog {record.devnode} ({record.identity}) failed: "
+            try:
+                await undo_watchdog(ctx, WatchdogUndo(watchdog=record))
+            except Failed as undo:
+                raise Failed(f"{armed}{e.strerror or e}; {undo.message}") from e
             raise Failed(
-                f"arming the watchdog {record.devnode} ({record.identity}) failed: "
-                f"{e.strerror or e}; it was stopped again. "
+                f"{armed}{e.strerror or e}; it was stopped again. "
                 + ctx.on_machine("Set [exec] watchdog-sec = 0 to go on without it, or see dmesg")
             ) from e
         ctx.log(
@@ -102,5 +105,17 @@ async def undo_watchdog(ctx: TransitionContext, record: WatchdogUndo) -> None:
         # Busy at arm: another process's watchdog, which must be left alone.
         ctx.log("watchdog.undo-skipped", device=record.watchdog.devnode, why=not_armed)
         return
-    await asyncio.to_thread(ctx.backends.watchdog.disarm, record.watchdog)
-    ctx.log("watchdog.disarmed", device=record.watchdog.devnode)
+    w = record.watchdog
+    try:
+        await asyncio.to_thread(ctx.backends.watchdog.disarm, w)
+    except OSError as e:
+        raise Failed(
+            f"disarming the watchdog {w.devnode} ({w.identity}) failed: {e.strerror or e}; "
+            f"the watchdog still runs: the machine resets within {w.timeout} s. "
+            + ctx.on_machine(
+                f"Stop it now if you can (bind {w.device} to {w.driver} again, then write "
+                f"V to {w.devnode}), or expect the reset: the firmware boots the boot loader's "
+                "default kernel"
+            )
+        ) from e
+    ctx.log("watchdog.disarmed", device=w.devnode)

@@ -310,3 +310,29 @@ def test_the_next_update_from_a_boot_liveupd_made_drops_liveupds_own_words(
     assert added == ("panic=10",)
     assert line.split().count("panic=10") == 1
     assert "modprobe.blacklist=i6300esb" not in line.split()
+
+
+def test_a_failed_disarm_says_the_watchdog_still_runs_and_when_it_resets(
+    config: Config, tmp_path: Path
+) -> None:
+    machine = tmp_path / "machine.json"
+    desc = json.loads(json.dumps(dryrun.DEFAULT_MACHINE))
+    desc["faults"] = [
+        {"op": "jump", "call": 1, "error": "EIO"},
+        *({"op": "watchdog-disarm", "call": n, "error": "EIO"} for n in (1, 2, 3)),
+    ]
+    machine.write_text(json.dumps(desc))
+    manager = Manager(config, dryrun.make(config.state_dir, machine))
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        manager.execute(ExecMode.DIRECT)
+        assert t.task is not None
+        await t.task
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.ROLLBACK_FAILED
+    [entry] = manager.history()
+    text = json.dumps(entry)
+    assert "watchdog:watchdog: disarming the watchdog /dev/watchdog0" in text
+    assert "the watchdog still runs: the machine resets within 120 s" in text
