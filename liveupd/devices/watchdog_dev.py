@@ -46,6 +46,7 @@ SOFTWARE = frozenset({"Software Watchdog"})  # softdog: it dies with the kernel
 MAGIC = b"V"
 APPEAR_TIMEOUT = 10.0  # seconds for the device to register after modprobe
 MODPROBE_TIMEOUT = 60  # seconds
+TIMELEFT_SLACK = 1  # seconds: timeleft, read just after a ping, may be rounded down
 POLL = 0.05
 BUSCTL = (
     "busctl",
@@ -185,6 +186,7 @@ class RealWatchdog:
         fd = self._open(record.devnode)
         try:
             actual = self._set_timeout(fd, record.timeout)
+            self._check_timeleft(record)
             self.sysfs.write(f"{CLASS}/{record.name}/nowayout", "1")
         except OSError:
             self._magic_close(fd)  # stops it unless nowayout got set (disarm sees to that)
@@ -196,6 +198,24 @@ class RealWatchdog:
         )
         LOG.warning("%s armed for %d s and unbound from %s", record.devnode, actual, record.driver)
         return actual
+
+    def _check_timeleft(self, record: WatchdogRecord) -> None:
+        """The hardware must count the whole timeout by itself: once unbound nothing pings
+        it.  A driver with max_hw_heartbeat_ms (sbsa_gwdt, dw_wdt, ...) accepts a longer
+        timeout and has the core ping the hardware in between, which ends at the unbind;
+        its ``timeleft`` (where the driver reports it), just after a ping, shows that."""
+        try:
+            left = int(self.sysfs.read(f"{CLASS}/{record.name}", "timeleft") or "")
+        except ValueError:
+            return  # not reported by this driver
+        if left < record.timeout - TIMELEFT_SLACK:
+            raise OSError(
+                errno.EINVAL,
+                f"its hardware timer runs for only {left} s (sysfs timeleft right after a "
+                f"ping), not the {record.timeout} s asked for: the driver tops it up from the "
+                "kernel, which stops across the jump, so the machine would reset after "
+                f"{left} s. Set [exec] watchdog-sec to at most {left}",
+            )
 
     def disarm(self, record: WatchdogRecord) -> None:
         fd = self._armed.pop(record.devnode, None)

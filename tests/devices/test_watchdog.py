@@ -377,3 +377,27 @@ def test_a_host_test_never_arms_or_takes_over_this_machines_watchdog(config: Con
         real.arm(record)
     with pytest.raises(Failed, match="refusing to take over /dev/watchdog0: LIVEUPD_HOST"):
         real.take_over(record, 60)
+
+
+@pytest.mark.parametrize(("timeleft", "armed"), [("120", True), ("119", True), ("30", False)])
+def test_a_hardware_timer_shorter_than_watchdog_sec_is_not_armed(
+    machine: tuple[RealWatchdog, Kernel], tmp_path: Path, config: Config, timeleft: str, armed: bool
+) -> None:
+    """max_hw_heartbeat_ms drivers: the core pings the hardware in between, which ends
+    at the unbind; timeleft shows the hardware's own period."""
+    real, _ = machine
+    register(tmp_path)
+    entry = tmp_path / "sys/class/watchdog/watchdog0"
+    (entry / "timeleft").write_text(timeleft + "\n")
+    record = watchdog.plan(real.watchdogs(), config).record
+    assert record is not None and record.timeout == 120
+    drv = tmp_path / "sys/bus/pci/drivers/i6300ESB timer"
+    if armed:
+        real.arm(record)
+        assert (drv / "unbind").read_text() == "0000:00:08.0"
+        return
+    with pytest.raises(OSError, match=r"runs for only 30 s .* watchdog-sec to at most 30"):
+        real.arm(record)
+    assert (entry / "nowayout").read_text() == "0\n"  # never set: the magic close stops it
+    assert (drv / "unbind").read_text() == ""
+    assert (tmp_path / "dev/watchdog0").read_bytes() == b"V"
