@@ -7,7 +7,11 @@ load    kernel-load   (first)   kexec_file_load            undo: unload
 unbind  devices       (50)      record, link down, unbind  undo: bind again
 checkpoint checkpoint (last)    write the transition record  undo: drop it
 flush   storage       (last)    sync, syncfs, freeze        undo: thaw
+exec    watchdog      (first-1) arm the watchdog (direct)   undo: stop it
 exec    exec          (first)   the jump
+
+kernel-check builds the command line with liveupd's own words (cmdline.py);
+the checkpoint step plans the watchdog, which the new kernel takes over.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from liveupd.assembly.checkpoint_step import CheckpointStep
+from liveupd.assembly.cmdline import additions
 from liveupd.devices.steps import DevicesCheckStep, UnbindStep
+from liveupd.devices.watchdog_step import WatchdogStep
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.steps import CheckStep, ExecStep, LoadStep
 from liveupd.storage.steps import FlushStep, StorageCheckStep
@@ -26,12 +32,13 @@ from liveupd.transition.steps import Step
 def builtin_steps(mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
     del mode  # every built-in runs in both modes; each adapts to ctx.mode itself
     return [
-        CheckStep(),
+        CheckStep(additions),
         DevicesCheckStep(tuple(hooks)),
         StorageCheckStep(),
         LoadStep(),
         UnbindStep(tuple(hooks)),
         CheckpointStep(),
         FlushStep(),
+        WatchdogStep(),
         ExecStep(),
     ]

@@ -9,6 +9,7 @@ from liveupd.config import Config
 
 def make(config: Config) -> Backends:
     from liveupd.devices.machine import SysfsDevices
+    from liveupd.devices.watchdog_dev import RealWatchdog
     from liveupd.kernel.loader import RealKexec
     from liveupd.storage.freeze import RealStorage
 
@@ -18,4 +19,5 @@ def make(config: Config) -> Backends:
         storage=RealStorage(),
         system=ProcSystem(),
         dry_run=False,
+        watchdog=RealWatchdog(),
     )

@@ -112,6 +112,26 @@ class VerifySection(_Section):
     settle_timeout: float = Field(default=60, gt=0, le=3600, alias="settle-timeout")
 
 
+_WATCHDOG_NODE = re.compile(r"^/dev/watchdog[0-9]+$")
+
+
+class ExecSection(_Section):
+    """Around the jump: the hardware watchdog that guards it, and panic= on the new kernel."""
+
+    watchdog_sec: int = Field(default=120, ge=0, le=3600, alias="watchdog-sec")
+    watchdog_device: str = Field(default="", alias="watchdog-device")
+    panic_sec: int = Field(default=10, ge=0, le=3600, alias="panic-sec")
+
+    @field_validator("watchdog_device")
+    @classmethod
+    def _watchdog_device(cls, v: str) -> str:
+        if v and not _WATCHDOG_NODE.match(v):
+            raise ValueError(
+                'expected a watchdog device node like /dev/watchdog0, or "" for the first one'
+            )
+        return v
+
+
 class DaemonSection(_Section):
     state_dir: AbsPath = Field(default=str(paths.STATE_DIR), alias="state-dir")
     history_limit: int = Field(default=100, ge=1, le=100000, alias="history-limit")
@@ -128,6 +148,7 @@ class Config(_Section):
     devices: DevicesSection = DevicesSection()
     storage: StorageSection = StorageSection()
     verify: VerifySection = VerifySection()
+    exec: ExecSection = ExecSection()
     daemon: DaemonSection = DaemonSection()
     # The main file it was loaded from (load_config); None: the default location.
     _source: Path | None = PrivateAttr(default=None)

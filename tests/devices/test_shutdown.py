@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from liveupd.backends.base import Binding, NetInterface
+from liveupd.backends.base import Binding, NetInterface, WatchdogRecord
 from liveupd.devices import shutdown
 from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.root import root_devices
@@ -168,3 +168,56 @@ def test_the_installed_program_says_what_it_does_on_stderr(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert "event=shutdown.nothing-pending" in result.stderr
+
+
+class FakeWatchdog:
+    """Only ``arm`` is used by the helper."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self.armed: list[str] = []
+        self.error = error
+
+    def arm(self, record: WatchdogRecord) -> int:
+        if self.error is not None:
+            raise self.error
+        self.armed.append(record.devnode)
+        return record.timeout
+
+
+ESB = WatchdogRecord(
+    name="watchdog0",
+    devnode="/dev/watchdog0",
+    identity="i6300ESB timer",
+    sys_path="/sys/devices/pci0000:00/0000:00:08.0",
+    subsystem="pci",
+    device="0000:00:08.0",
+    driver="i6300ESB timer",
+    module="i6300esb",
+    timeout=120,
+)
+
+
+def test_the_watchdog_is_armed_after_the_last_unbind(
+    tmp_path: Path, kernel: FakeKernel, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd", watchdog=ESB))
+    watchdog = FakeWatchdog()
+    links: list[tuple[str, bool]] = []
+    argv = ["kexec", "--state-dir", str(state), "--timeout", "5"]
+    with caplog.at_level(logging.INFO):
+        assert shutdown.run(argv, devices(kernel, links), watchdog) == 0  # type: ignore[arg-type]
+    assert watchdog.armed == ["/dev/watchdog0"]
+    events = [r.getMessage() for r in caplog.records]
+    unbound = next(i for i, m in enumerate(events) if "shutdown.unbound" in m)
+    armed = next(i for i, m in enumerate(events) if "shutdown.watchdog-armed" in m)
+    assert unbound < armed
+
+
+def test_a_watchdog_that_cannot_be_armed_is_reported(tmp_path: Path, kernel: FakeKernel) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(mode="systemd", watchdog=ESB))
+    watchdog = FakeWatchdog(OSError(16, "Device or resource busy"))
+    argv = ["kexec", "--state-dir", str(state), "--timeout", "5"]
+    assert shutdown.run(argv, devices(kernel, []), watchdog) == 1  # type: ignore[arg-type]
+    assert watchdog.armed == []

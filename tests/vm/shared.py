@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -18,6 +18,7 @@ def module_guest(
     *,
     append_extra: str = "",
     installed: bool = True,
+    extra_qemu_args: Sequence[str] = (),
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
 
@@ -28,7 +29,11 @@ def module_guest(
     """
     failed_before = request.session.testsfailed
     vm = GuestVM(
-        image, kernel=image.kernel_a.release, append_extra=append_extra, installed=installed
+        image,
+        kernel=image.kernel_a.release,
+        append_extra=append_extra,
+        installed=installed,
+        extra_qemu_args=extra_qemu_args,
     )
     try:
         vm.start()
