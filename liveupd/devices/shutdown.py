@@ -13,8 +13,10 @@ stops services and unmounts, and at the very end runs the executables in
 * It reads ``<state-dir>/pending`` and that transition's ``checkpoint.json``
   (the state directory: ``--state-dir``, else ``$LIVEUPD_STATE_DIR``, else
   ``[daemon] state-dir`` from the configuration, else /var/lib/liveupd).
-  Nothing pending, a ``direct``-mode record (the daemon unbound itself) or a
-  dry-run record: nothing to do.
+  Nothing pending, a ``direct``-mode record (the daemon unbound itself), a
+  dry-run record, or a record of another boot (a transition whose
+  verification failed stays pending; a later kexec is not its jump): nothing
+  to do.
 * For each recorded binding, children first: every network interface below
   the device that is up is set down, the device is written to its driver's
   ``unbind`` file, and the kernel's unbind event (udevd is gone by then) is
@@ -44,6 +46,7 @@ from pathlib import Path
 
 from liveupd import logs, paths
 from liveupd.backends.base import Binding, WatchdogBackend, WatchdogRecord
+from liveupd.backends.system import ProcSystem
 from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.uevents import PyudevSource
 
@@ -146,7 +149,9 @@ def run(
     argv: list[str] | None = None,
     devices: SysfsDevices | None = None,
     watchdog: WatchdogBackend | None = None,
+    boot_id: str | None = None,
 ) -> int:
+    """The helper's work; `devices`, `watchdog` and `boot_id` (this boot's) for tests."""
     args = parser().parse_args(argv)
     if args.action != "kexec":
         logs.event(LOG, "shutdown.not-kexec", action=args.action)
@@ -172,6 +177,12 @@ def run(
     if record.mode != "systemd" or record.dry_run:
         logs.event(
             LOG, "shutdown.not-ours", transition=tid, mode=record.mode, dry_run=record.dry_run
+        )
+        return 0
+    this_boot = boot_id or ProcSystem().boot_id()
+    if record.old.boot_id != this_boot:
+        logs.event(
+            LOG, "shutdown.other-boot", transition=tid, recorded=record.old.boot_id, boot=this_boot
         )
         return 0
     if args.dry_run:
