@@ -54,12 +54,14 @@ def live_update(vm: GuestVM, kernel_path: str, *, echo: bool = False) -> LiveUpd
         if echo:
             say(f"  $ {shlex.join(argv)}")
 
+    # Stage checks and loads the kernel (and may start liveupd first): more than
+    # busctl's default 25 s on a slow machine, such as this one under TCG.
     stage = [
-        "busctl", "call", g.NAME, g.PATH, g.MANAGER,
+        "busctl", "--timeout=120", "call", g.NAME, g.PATH, g.MANAGER,
         "Stage", "sssa{sv}", kernel_path, "", "", "0",
     ]  # fmt: skip
     show(stage)
-    reply = busctl_json(vm, "call", *stage[2:])
+    reply = busctl_json(vm, *stage[1:])
     tid, path = reply["data"]
     if echo:
         say(f"    staged transition {tid} ({path})")
