@@ -10,6 +10,7 @@ from liveupd.config import Config
 def make(config: Config) -> Backends:
     from liveupd.devices.machine import SysfsDevices
     from liveupd.kernel.loader import RealKexec
+    from liveupd.sessions.logind import LogindSessions
     from liveupd.storage.freeze import RealStorage
 
     return Backends(
@@ -17,5 +18,6 @@ def make(config: Config) -> Backends:
         devices=SysfsDevices(),
         storage=RealStorage(),
         system=ProcSystem(),
+        sessions=LogindSessions(),
         dry_run=False,
     )

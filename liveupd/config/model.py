@@ -112,6 +112,14 @@ class VerifySection(_Section):
     settle_timeout: float = Field(default=60, gt=0, le=3600, alias="settle-timeout")
 
 
+class ExecSection(_Section):
+    """Execute, on the old kernel."""
+
+    # End remote login sessions (logind) before any hook or step can take the
+    # network down, so their peers see the connection close (liveupd/sessions/).
+    end_remote_sessions: bool = Field(default=True, alias="end-remote-sessions")
+
+
 class DaemonSection(_Section):
     state_dir: AbsPath = Field(default=str(paths.STATE_DIR), alias="state-dir")
     history_limit: int = Field(default=100, ge=1, le=100000, alias="history-limit")
@@ -127,6 +135,7 @@ class Config(_Section):
     hooks: HooksSection = HooksSection()
     devices: DevicesSection = DevicesSection()
     storage: StorageSection = StorageSection()
+    exec: ExecSection = ExecSection()
     verify: VerifySection = VerifySection()
     daemon: DaemonSection = DaemonSection()
     # The main file it was loaded from (load_config); None: the default location.

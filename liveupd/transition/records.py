@@ -79,6 +79,23 @@ class Failure(Record):
     step: str | None = None  # the step's key (``hook:10-db``, ``devices:devices``)
 
 
+# ------------------------------------------------------------- sessions --
+
+
+class EndedSession(Record):
+    """A remote login session the transition ended before the network went down."""
+
+    id: str
+    user: str
+    uid: int
+    service: str  # the PAM service (sshd)
+    remote_host: str = ""
+    leader: int = 0
+    caller: bool = False  # the session the update was started from (ended last)
+    gone: bool = True  # False: still there when liveupd stopped waiting
+    error: str | None = None  # logind refused to end it
+
+
 # --------------------------------------------------------- verification --
 
 
@@ -189,6 +206,7 @@ class TransitionRecord(BaseModel):
     finished: float | None = None
     verification: Verification | None = None
     rollback_of: str | None = None
+    sessions_ended: list[EndedSession] = Field(default_factory=list)
     # Writes of this journal that failed (what, why): the state is what was in memory.
     journal_errors: list[str] = Field(default_factory=list)
 
@@ -239,6 +257,7 @@ class Changed(Record):
     finished: float | None = None
     verification: Verification | None = None
     rollback_of: str | None = None
+    sessions_ended: tuple[EndedSession, ...] | None = None
 
 
 class PhaseTimed(Record):
