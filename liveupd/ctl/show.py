@@ -161,6 +161,7 @@ def _outcome(r: dict[str, Any], state: str) -> list[str]:
     where = " (simulated)" if r.get("dry_run") else ""
     lines += ["", f"Verification on the new kernel{where}: {verdict}"]
     lines += [f"  {p['message']}" for p in problems]
+    lines += [f"  warning: {w}" for w in verification.get("warnings") or []]
     rollback = verification.get("rollback") or {}
     if rollback.get("transition"):
         lines.append(f"  rolled back to the previous kernel: transition {rollback['transition']}")

@@ -153,6 +153,10 @@ class Verification(Record):
     superseded: str | None = None
     finished: float | None = None
     problems: tuple[Problem, ...] = ()
+    # What went wrong after the point of no return, on the old kernel (the
+    # system-shutdown helper's failures, transition/late_failures.py): reported,
+    # not a failed verification.
+    warnings: tuple[str, ...] = ()
     downtime: DowntimeRecord | None = None
     policy: str | None = None
     rollback: RollbackResult | None = None

@@ -54,7 +54,7 @@ PINNED: dict[str, set[str]] = {
     "entry.error": {"kind", "dbus_name", "message", "step"},
     "entry.verification": {
         "started", "running_release", "boot_id", "target_release", "superseded", "finished",
-        "problems", "downtime", "policy", "rollback",
+        "problems", "warnings", "downtime", "policy", "rollback",
     },
     "entry.verification.problems[]": {"check", "message", "sys_path", "step"},
     "entry.verification.downtime": {
