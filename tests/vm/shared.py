@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -18,17 +18,23 @@ def module_guest(
     *,
     append_extra: str = "",
     installed: bool = True,
+    host_forwards: Sequence[tuple[int, int]] = (),
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
 
     `installed`: boot from the disk with the project's .deb already installed
     (project.installed_root); False for the scenarios that install it themselves.
+    `host_forwards`: (host port, guest port) pairs, TCP from the host's 127.0.0.1.
 
     A failure prints the console tail, QEMU's state and the guest journal's tail.
     """
     failed_before = request.session.testsfailed
     vm = GuestVM(
-        image, kernel=image.kernel_a.release, append_extra=append_extra, installed=installed
+        image,
+        kernel=image.kernel_a.release,
+        append_extra=append_extra,
+        installed=installed,
+        host_forwards=host_forwards,
     )
     try:
         vm.start()
