@@ -35,6 +35,7 @@ from liveupd import logs
 from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends
 from liveupd.config import Config
+from liveupd.devices.watchdog import plan_for
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.latest import LatestKernel
@@ -178,6 +179,13 @@ class Manager:
     def unsupported(self) -> str:
         """Why kexec cannot work here ("" when it can)."""
         return "; ".join(self.backends.kexec.preflight())
+
+    def watchdog(self) -> str:
+        """What guards the jump against a hang: the watchdog and its timeout, or why none."""
+        staged = self.staged
+        target = staged.ctx.target if staged is not None else None
+        release = target.release if target is not None else None
+        return plan_for(self.backends.watchdog, self.config, release).note
 
     def history(self, limit: int = 0) -> list[dict[str, Any]]:
         return history.history(self.config.state_dir, limit)

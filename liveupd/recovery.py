@@ -24,6 +24,7 @@ would block forever, so every possibly frozen filesystem is thawed first.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -41,7 +42,7 @@ from liveupd.transition.journal import JOURNAL_NAME, CorruptJournal, Journal, qu
 from liveupd.transition.phases import STAGE_PHASES, Phase, StepStatus, TransitionState
 from liveupd.transition.records import TransitionRecord
 from liveupd.transition.undo import RebindUndo
-from liveupd.verify.postboot import verify_after_boot
+from liveupd.verify.postboot import after_watchdog_failure, verify_after_boot
 
 LOG = logs.get("recovery")
 START_TOLERANCE = 0.05  # seconds: the same process always reads back the same start time
@@ -128,6 +129,10 @@ async def recover(engine: Engine) -> tuple[Transition | None, list[Recovered]]:
     for c in corrupt:
         _quarantine(c)
 
+    for journal in scan.journals:
+        if journal.state.terminal and (fell := await after_watchdog_failure(engine, journal)):
+            report.append(Recovered(journal.id, Action.HANDED_TO_VERIFY, fell))
+
     adopted: Transition | None = None
     journals = sorted(
         (j for j in scan.journals if not j.state.terminal), key=lambda j: j.record.created
@@ -148,6 +153,7 @@ async def recover(engine: Engine) -> tuple[Transition | None, list[Recovered]]:
             t.ctx.log("recovery.adopted")
             report.append(Recovered(journal.id, Action.ADOPTED, journal.state))
             continue
+        await _disarm_watchdog(t.ctx, load_checkpoint(journal.dir))
         killed = kill_leftover_hooks(journal)
         t.ctx.log(
             "recovery.rollback",
@@ -171,6 +177,30 @@ async def recover(engine: Engine) -> tuple[Transition | None, list[Recovered]]:
         logs.event(LOG, "recovery.corrupt", level=logging.ERROR, transition=c.id, note=note)
         report.append(Recovered(c.id, Action.QUARANTINED, None, note))
     return adopted, report
+
+
+async def _disarm_watchdog(ctx: TransitionContext, checkpoint: Checkpoint | None) -> str:
+    """A daemon that died between arming the watchdog and the jump (``direct`` mode) left
+    it running: its undo was journaled after the state directory was frozen, so the
+    journal may not show it.  The checkpoint does: stop it (idempotent) before the rest
+    is undone, or the machine resets.  What was done, for a note ("" if nothing)."""
+    record = checkpoint.watchdog if checkpoint is not None else None
+    if record is None or checkpoint is None or checkpoint.mode != "direct":
+        return ""
+    try:
+        await asyncio.to_thread(ctx.backends.watchdog.disarm, record)
+    except OSError as e:
+        why = e.strerror or str(e)
+        ctx.log(
+            "recovery.watchdog-disarm-failed",
+            level=logging.ERROR,
+            device=record.devnode,
+            error=why,
+            hint=f"if it runs, the machine resets within {record.timeout} s",
+        )
+        return f"disarming the watchdog {record.devnode} failed: {why}"
+    ctx.log("recovery.watchdog-disarmed", device=record.devnode)
+    return f"disarmed the watchdog {record.devnode}"
 
 
 # ------------------------------------------------------------ corrupt ----
@@ -243,6 +273,10 @@ async def _salvage(engine: Engine, salvage: _Salvage, *, unload: bool) -> str:
             done.append("bound again " + ", ".join(b.sys_path for b in checkpoint.bindings))
         except Exception as e:
             problems.append(str(e.args[0] if e.args else e)[:300])
+    if checkpoint is not None:
+        disarmed = await _disarm_watchdog(ctx, checkpoint)
+        if disarmed:
+            (problems if disarmed.startswith("disarming") else done).append(disarmed)
     kexec = engine.backends.kexec
     if unload:
         try:

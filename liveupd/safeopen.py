@@ -63,6 +63,7 @@ class Kind(StrEnum):
     CONFIG = "configuration file"
     MANIFEST = "hook manifest"
     PROGRAM = "hook program"
+    MODULE_INDEX = "kernel module index"
 
 
 # The caps (bytes).  Documented in docs/kernels.md and docs/hooks.md.
@@ -73,6 +74,7 @@ LIMITS: dict[Kind, int | None] = {
     Kind.CONFIG: 64 * KiB,
     Kind.MANIFEST: 64 * KiB,
     Kind.PROGRAM: None,  # never read by liveupd, only executed
+    Kind.MODULE_INDEX: 16 * MiB,  # /usr/lib/modules/R/modules.dep, modules.builtin
 }
 
 

@@ -8,7 +8,11 @@ quiesce end-remote-sessions (first)  end remote logins     nothing to undo
 unbind  devices       (50)      record, link down, unbind  undo: bind again
 checkpoint checkpoint (last)    write the transition record  undo: drop it
 flush   storage       (last)    sync, syncfs, freeze        undo: thaw
+exec    watchdog      (first-1) arm the watchdog (direct)   undo: stop it
 exec    exec          (first)   the jump
+
+kernel-check builds the command line with liveupd's own words (cmdline.py);
+the checkpoint step plans the watchdog, which the new kernel takes over.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from liveupd.assembly.checkpoint_step import CheckpointStep
+from liveupd.assembly.cmdline import additions
 from liveupd.devices.steps import DevicesCheckStep, UnbindStep
+from liveupd.devices.watchdog_step import WatchdogStep
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.steps import CheckStep, ExecStep, LoadStep
 from liveupd.sessions.step import EndSessionsStep
@@ -28,7 +34,7 @@ from liveupd.transition.steps import Step
 def builtin_steps(mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
     del mode  # every built-in runs in both modes; each adapts to ctx.mode itself
     return [
-        CheckStep(),
+        CheckStep(additions),
         DevicesCheckStep(tuple(hooks)),
         StorageCheckStep(),
         LoadStep(),
@@ -36,5 +42,6 @@ def builtin_steps(mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
         UnbindStep(tuple(hooks)),
         CheckpointStep(),
         FlushStep(),
+        WatchdogStep(),
         ExecStep(),
     ]

@@ -1,17 +1,23 @@
 """The checkpoint step: write the record the new kernel verifies against.
 
 It joins what the other built-ins found (the devices step's bindings, the
-storage freeze plan, the running kernel's files), so it sits here, above them;
-the record itself is ``transition/checkpoint.py``.
+storage freeze plan, the running kernel's files, the watchdog to arm for the
+jump), so it sits here, above them; the
+record itself is ``transition/checkpoint.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
 
+from liveupd.backends.base import WatchdogRecord
 from liveupd.devices.steps import BINDINGS
+from liveupd.devices.watchdog import blacklisted, plan_for
+from liveupd.devices.watchdog_step import WATCHDOG
+from liveupd.kernel.cmdline import split_cmdline
 from liveupd.kernel.discovery import list_kernels
 from liveupd.storage.plan import plan_freeze
 from liveupd.storage.steps import FREEZE_PLAN
@@ -46,6 +52,24 @@ def hook_state_dirs(ctx: TransitionContext) -> dict[str, str]:
     return {h: str(hooks_dir / h) for h in names}
 
 
+def watchdog_to_arm(ctx: TransitionContext) -> WatchdogRecord | None:
+    """The watchdog the jump is guarded by (the step before exec, or the shutdown helper)."""
+    assert ctx.target is not None
+    guard = plan_for(ctx.backends.watchdog, ctx.config, ctx.target.release)
+    record = guard.record
+    ctx.log("watchdog.planned", device=record.devnode if record else None, note=guard.note)
+    words = split_cmdline(ctx.target.cmdline)
+    if record is not None and record.module and not blacklisted(words, record.module):
+        ctx.log(
+            "watchdog.driver-not-kept-out",
+            level=logging.WARNING,
+            module=record.module,
+            hint="the staged command line lets the new kernel load the driver early, which "
+            "may stop the timer; stage again to add it",
+        )
+    return record
+
+
 class CheckpointStep(BuiltinStep):
     kind = "checkpoint"
     name = "checkpoint"
@@ -68,6 +92,8 @@ class CheckpointStep(BuiltinStep):
         ctx.facts.set(FREEZE_PLAN, plan)
         release = system.release()
         kernel_path, initrd_path = old_kernel_paths(ctx, release)
+        watchdog = watchdog_to_arm(ctx)
+        ctx.facts.set(WATCHDOG, watchdog)
         record = Checkpoint(
             id=ctx.id,
             written=time.time(),
@@ -85,6 +111,7 @@ class CheckpointStep(BuiltinStep):
             freeze_skipped=plan.skipped,
             hook_state_dirs=hook_state_dirs(ctx),
             dry_run=ctx.backends.dry_run,
+            watchdog=watchdog,
         )
         write_checkpoint(ctx.dir, record)
         write_pending(ctx.config.state_dir, ctx.id)

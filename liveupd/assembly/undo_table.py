@@ -18,6 +18,7 @@ from liveupd.transition.undo import (
     RebindUndo,
     ThawUndo,
     UnloadUndo,
+    WatchdogUndo,
 )
 
 
@@ -39,6 +40,12 @@ async def _undo_load(ctx: TransitionContext, record: UnloadUndo) -> None:
     await undo_load(ctx, record)
 
 
+async def _undo_watchdog(ctx: TransitionContext, record: WatchdogUndo) -> None:
+    from liveupd.devices.watchdog_step import undo_watchdog
+
+    await undo_watchdog(ctx, record)
+
+
 UNDO = UndoTable(
     {
         HookUndo: undo_hook,  # the hook's undo program
@@ -46,5 +53,6 @@ UNDO = UndoTable(
         ThawUndo: _undo_thaw,  # thaw, then write what was held (storage.steps)
         CheckpointUndo: undo_checkpoint,  # nothing pending verification
         UnloadUndo: _undo_load,  # kexec unload (kernel.steps)
+        WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump
     }
 )

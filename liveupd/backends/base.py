@@ -9,6 +9,7 @@ implementations live with their subject (``liveupd.kernel``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,6 +167,122 @@ class StorageBackend(Protocol):
         """FITHAW; no error when the filesystem is not frozen."""
 
 
+# -------------------------------------------------------------- watchdog ----
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """A hardware watchdog as /sys/class/watchdog shows it."""
+
+    name: str  # watchdog0
+    devnode: str  # /dev/watchdog0
+    identity: str  # the driver's name for it ("i6300ESB timer")
+    sys_path: str  # the device it belongs to (/sys/devices/pci0000:00/0000:00:08.0)
+    subsystem: str  # that device's bus (pci, platform): /sys/bus/<subsystem>/drivers/<driver>
+    device: str  # that device's kernel name (0000:00:08.0)
+    driver: str | None  # the driver bound to it (None: unbound)
+    module: str | None  # the driver's module (None: built into the kernel)
+    active: bool  # the timer runs (state "active")
+    nowayout: bool
+    bootstatus: int  # WDIOF_* flags the driver read at probe (32: it reset the machine)
+    timeout: int | None = None  # seconds, as programmed now
+
+
+_WATCHDOG_NAME = re.compile(r"watchdog[0-9]+")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class WatchdogRecord:
+    """The watchdog a transition arms: journaled (undo), checkpointed (the new kernel)."""
+
+    name: str
+    devnode: str
+    identity: str
+    sys_path: str
+    subsystem: str
+    device: str
+    driver: str
+    module: str | None
+    timeout: int  # seconds asked for ([exec] watchdog-sec)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WatchdogRecord:
+        """Checked field by field: TypeError/ValueError naming the field that is wrong."""
+        if not isinstance(data, Mapping):
+            raise TypeError("watchdog: expected an object")
+        record = cls(**data)
+        for name in ("name", "devnode", "identity", "sys_path", "subsystem", "device", "driver"):
+            if not isinstance(getattr(record, name), str):
+                raise TypeError(f"watchdog.{name}: expected a string")
+        if record.module is not None and not isinstance(record.module, str):
+            raise TypeError("watchdog.module: expected a string or null")
+        if isinstance(record.timeout, bool) or not isinstance(record.timeout, int):
+            raise TypeError("watchdog.timeout: expected an integer")
+        if not 1 <= record.timeout <= 3600:
+            raise ValueError("watchdog.timeout: expected 1 to 3600 seconds")
+        # These name sysfs and /dev paths that are written to as root.
+        if not _WATCHDOG_NAME.fullmatch(record.name):
+            raise ValueError("watchdog.name: expected watchdogN (N a number)")
+        if record.devnode != f"/dev/{record.name}":
+            raise ValueError("watchdog.devnode: expected /dev/ and the watchdog's name")
+        for name in ("subsystem", "driver", "device"):
+            value = getattr(record, name)
+            if not value or "/" in value or ".." in value or "\0" in value:
+                raise ValueError(f"watchdog.{name}: expected a name without '/' or '..'")
+        if record.module is not None and not _MODULE_NAME.fullmatch(record.module):
+            raise ValueError("watchdog.module: expected letters, digits, '_' and '-', not first")
+        return record
+
+
+class WatchdogBusy(OSError):
+    """Another process holds the watchdog open (systemd's RuntimeWatchdogSec=, usually)."""
+
+
+class WatchdogBackend(Protocol):
+    """The hardware watchdog: armed before the jump, taken over and released after it.
+
+    On the old kernel ``arm`` leaves the timer running where nothing can stop it
+    (open, timeout, nowayout, the device unbound from its driver); ``disarm``
+    stops it again when the jump did not happen.  On the new kernel ``take_over``
+    loads the driver (which the new kernel's command line kept from loading),
+    opens the device and programs it; ``feed`` pings it; ``release`` closes it,
+    with the magic character (stopped) or without (left running for PID 1).
+    """
+
+    def watchdogs(self) -> list[Watchdog]:
+        """Every watchdog the kernel has registered (no driver, no entry)."""
+
+    def arm(self, record: WatchdogRecord) -> int:
+        """Arm it for the jump; the timeout it runs with.  WatchdogBusy if held."""
+
+    def disarm(self, record: WatchdogRecord) -> None:
+        """Stop it, whatever ``arm`` got to (idempotent)."""
+
+    def load(self, record: WatchdogRecord) -> Watchdog:
+        """The registered watchdog of ``record``'s device, its driver loaded first if it is
+        not (the new kernel's command line kept udev from loading it).  OSError if none."""
+
+    def take_over(self, record: WatchdogRecord, timeout: int) -> int:
+        """``load``, then open and program it; the timeout set.  WatchdogBusy if held."""
+
+    def feed(self) -> None: ...
+
+    def release(self, *, keep_running: bool, timeout: int = 0) -> None:
+        """Close what ``take_over`` opened: with the magic character (it stops), or
+        (``keep_running``) without, after setting ``timeout`` seconds if given."""
+
+    def manager_watchdog(self) -> tuple[float, str]:
+        """PID 1's RuntimeWatchdogSec= in seconds (0: off) and its WatchdogDevice= ("")."""
+
+    def module_index(self, release: str) -> tuple[str, str]:
+        """Kernel ``release``'s modules.dep and modules.builtin (``""``: the file is missing);
+        OSError (or safeopen.UnsafeFile) when neither can be read."""
+
+
 # ---------------------------------------------------------------- system ----
 
 
@@ -257,6 +374,7 @@ class Backends:
     system: SystemBackend
     sessions: SessionBackend
     dry_run: bool
+    watchdog: WatchdogBackend
     files: FileBackend = field(default_factory=DurableFiles)
     faults: FaultPoints = field(default_factory=NoFaults)
     # The dry-run machine only: boot the loaded kernel after the simulated jump,

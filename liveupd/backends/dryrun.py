@@ -25,9 +25,21 @@ the machine's state, keyed by the description's own boot id: a description
 that names another boot (a test simulating a real reboot) is taken as it is.
 The description's ``"after_jump"`` says what the jump leads to: ``"boot"``
 (the default: that new boot, which the dry-run daemon then verifies, as a
-rehearsal) or ``"halt"`` (nothing: the daemon stays in ``exec`` as if it had
+rehearsal), ``"halt"`` (nothing: the daemon stays in ``exec`` as if it had
 gone down with the old kernel, for tests that start the next boot's daemon
-themselves with a description of the new boot).
+themselves with a description of the new boot) or ``"fall-back"`` (the new
+kernel hangs: the armed watchdog resets the machine, or, without one,
+someone power-cycles it, and the firmware boots the old kernel again, with a
+new boot id and the old command line).
+
+``"watchdogs"`` lists the machine's hardware watchdogs (``name``,
+``identity``, ``sys_path``, ``subsystem``, ``device``, ``driver``,
+``module``; ``"busy": true``: another process holds it open; ``"bootstatus"``:
+its WDIOF_* boot status, 32 after a watchdog reset); the default
+machine has one, an i6300esb.  ``"manager_watchdog_sec"`` is PID 1's
+RuntimeWatchdogSec= (default 0: off).  ``"kernel_modules"`` maps a kernel
+release to the modules its modules.dep lists (a release not in it has no
+module index); without it every kernel has every described watchdog's module.
 """
 
 from __future__ import annotations
@@ -50,6 +62,9 @@ from liveupd.backends.base import (
     NetInterface,
     OpenedKernel,
     Session,
+    Watchdog,
+    WatchdogBusy,
+    WatchdogRecord,
 )
 from liveupd.backends.faults import Fault, FaultPlan, InvalidFaultPlan, fail, injected_error
 from liveupd.devices.select import restrict
@@ -57,7 +72,8 @@ from liveupd.fsio import atomic_write_json
 from liveupd.transition.phases import ExecMode
 
 MACHINE_ENV = "LIVEUPD_DRY_RUN_MACHINE"
-AFTER_JUMP = ("boot", "halt")
+AFTER_JUMP = ("boot", "halt", "fall-back")
+WDIOF_CARDRESET = 0x0020
 
 _PCI = "/sys/devices/pci0000:00"
 DEFAULT_MACHINE: dict[str, Any] = {
@@ -132,6 +148,11 @@ DEFAULT_MACHINE: dict[str, Any] = {
         {"mountpoint": "/proc", "fstype": "proc", "source": "proc", "writable": True,
          "block_backed": False, "device": "0:22"},
     ],
+    "watchdogs": [
+        {"name": "watchdog0", "identity": "i6300ESB timer", "sys_path": f"{_PCI}/0000:00:08.0",
+         "subsystem": "pci", "device": "0000:00:08.0", "driver": "i6300ESB timer",
+         "module": "i6300esb"},
+    ],
 }  # fmt: skip
 
 
@@ -172,6 +193,8 @@ class SimMachine:
         data.setdefault("unbound", {})
         data.setdefault("frozen", [])
         data.setdefault("links_down", [])
+        data.setdefault("watchdog_armed", None)
+        data.setdefault("watchdog_held", None)
         return data
 
     def system(self) -> dict[str, Any]:
@@ -184,26 +207,54 @@ class SimMachine:
 
     def boot_loaded(self) -> None:
         """Boot the loaded kernel (the simulated jump's effect): a new boot id, nothing
-        loaded, unbound, set down or frozen."""
+        loaded, unbound, set down or frozen.
+
+        ``after_jump = "fall-back"``: the new kernel hangs, and the machine comes back
+        on the old one (its release and command line), reset by the watchdog armed
+        for the jump if there was one.
+        """
         with self._lock:
-            loaded = self.state()["loaded"]
+            state = self.state()
+        loaded = state["loaded"]
         if loaded is None:
             raise OSError(errno.EINVAL, "no kernel loaded: nothing to boot")
-        system = {
-            "release": loaded["release"],
-            "boot_id": str(uuid.uuid4()),
-            "cmdline": loaded["cmdline"],
-        }
-        boot = {"over": self.description["system"]["boot_id"], "system": system}
+        described = self.description["system"]
+        armed = state.get("watchdog_armed")
+        if self.after_jump == "fall-back":
+            system = {
+                "release": described["release"],
+                "boot_id": str(uuid.uuid4()),
+                "cmdline": described["cmdline"],
+            }
+            # The firmware reset clears the timer; the driver reads why at probe.
+            watchdog = {"bootstatus": WDIOF_CARDRESET if armed else 0}
+        else:
+            system = {
+                "release": loaded["release"],
+                "boot_id": str(uuid.uuid4()),
+                "cmdline": loaded["cmdline"],
+            }
+            # A kexec is not a reset: the armed timer runs on into the new kernel.
+            watchdog = {"running": armed} if armed else {}
+        boot = {"over": described["boot_id"], "system": system}
         change: dict[str, Any] = {
-            "boot": {**boot, "started": time.time()},
+            "boot": {**boot, "started": time.time(), "watchdog": watchdog},
             "loaded": None,
             "unbound": {},
             "links_down": [],
             "frozen": [],
             "sessions_ended": [],
+            "watchdog_armed": None,
+            "watchdog_held": None,
         }
         self.update("boot", change, **system)
+
+    def boot_watchdog(self) -> dict[str, Any]:
+        """What the current simulated boot inherited from the last jump ({} for none)."""
+        boot = self.state().get("boot")
+        if isinstance(boot, dict) and boot.get("over") == self.description["system"]["boot_id"]:
+            return dict(boot.get("watchdog") or {})
+        return {}
 
     def update(self, op: str, change: dict[str, Any], **record: Any) -> None:
         with self._lock:
@@ -486,6 +537,121 @@ class SimSystem:
         return float(system["uptime"])
 
 
+class DryRunWatchdog:
+    """Simulated watchdogs: what is armed, taken over and released is recorded."""
+
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+        self.fed = 0  # pings since take_over (in memory: not worth a line each)
+
+    def _described(self) -> list[dict[str, Any]]:
+        return list(self.m.description.get("watchdogs", []))
+
+    def watchdogs(self) -> list[Watchdog]:
+        state = self.m.state()
+        inherited = self.m.boot_watchdog()
+        out = []
+        for w in self._described():
+            armed = state.get("watchdog_armed") or {}
+            held = state.get("watchdog_held") or {}
+            unbound = armed.get("name") == w["name"] and armed.get("unbound")
+            if unbound or (inherited.get("running") and not held):
+                continue  # no driver bound: not registered (the new kernel: not loaded yet)
+            out.append(
+                Watchdog(
+                    name=w["name"],
+                    devnode=f"/dev/{w['name']}",
+                    identity=w.get("identity", ""),
+                    sys_path=w["sys_path"],
+                    subsystem=w.get("subsystem", "pci"),
+                    device=w.get("device", w["sys_path"].rsplit("/", 1)[-1]),
+                    driver=w.get("driver"),
+                    module=w.get("module"),
+                    active=bool(held.get("name") == w["name"]),
+                    nowayout=False,
+                    bootstatus=int(inherited.get("bootstatus", w.get("bootstatus", 0))),
+                    timeout=held.get("timeout") if held.get("name") == w["name"] else None,
+                )
+            )
+        return out
+
+    def _busy(self, name: str) -> None:
+        for w in self._described():
+            if w["name"] == name and w.get("busy"):
+                raise WatchdogBusy(
+                    errno.EBUSY,
+                    f"/dev/{name} is held open by another process (the simulated machine's "
+                    'description says "busy": true)',
+                )
+
+    def arm(self, record: WatchdogRecord) -> int:
+        self.m.faults.check("watchdog-arm")
+        _injected(self.m, "watchdog_arm", record.name)
+        self._busy(record.name)
+        armed = {"name": record.name, "timeout": record.timeout, "unbound": True}
+        self.m.update("watchdog_arm", {"watchdog_armed": armed}, **record.to_json())
+        return record.timeout
+
+    def disarm(self, record: WatchdogRecord) -> None:
+        self.m.faults.check("watchdog-disarm")
+        self.m.update("watchdog_disarm", {"watchdog_armed": None}, name=record.name)
+
+    def load(self, record: WatchdogRecord) -> Watchdog:
+        found = next((w for w in self.watchdogs() if w.sys_path == record.sys_path), None)
+        if found is None:
+            raise OSError(errno.ENODEV, f"no watchdog at {record.sys_path} (simulated)")
+        return found
+
+    def take_over(self, record: WatchdogRecord, timeout: int) -> int:
+        self.m.faults.check("watchdog-take-over")
+        _injected(self.m, "watchdog_take_over", record.name)
+        if not any(w["sys_path"] == record.sys_path for w in self._described()):
+            raise OSError(errno.ENODEV, f"no watchdog at {record.sys_path} (simulated)")
+        self._busy(record.name)
+        held = {"name": record.name, "timeout": timeout}
+        self.fed = 0
+        self.m.update("watchdog_take_over", {"watchdog_held": held}, name=record.name,
+                      timeout=timeout)  # fmt: skip
+        return timeout
+
+    def feed(self) -> None:
+        if not self.m.state().get("watchdog_held"):
+            raise OSError(errno.EBADF, "no watchdog is held")
+        self.fed += 1
+
+    def release(self, *, keep_running: bool, timeout: int = 0) -> None:
+        held = self.m.state().get("watchdog_held")
+        if not held:
+            return
+        self.m.update(
+            "watchdog_release",
+            {"watchdog_held": None},
+            name=held["name"],
+            keep_running=keep_running,
+            timeout=timeout,
+            fed=self.fed,
+        )
+
+    def manager_watchdog(self) -> tuple[float, str]:
+        return float(self.m.description.get("manager_watchdog_sec", 0)), ""
+
+    def module_index(self, release: str) -> tuple[str, str]:
+        known = self.m.description.get("kernel_modules")
+        if known is None:
+            modules = [str(w["module"]) for w in self._described() if w.get("module")]
+        elif not isinstance(known, dict) or not isinstance(known.get(release, []), list):
+            raise OSError(errno.EINVAL, 'the simulated machine\'s "kernel_modules" is malformed')
+        elif release not in known:
+            raise OSError(
+                errno.ENOENT,
+                f"/usr/lib/modules/{release}/modules.dep: missing (simulated: not in the "
+                'description\'s "kernel_modules")',
+            )
+        else:
+            modules = [str(m) for m in known[release]]
+        return "".join(f"kernel/drivers/watchdog/{m}.ko.xz:\n" for m in modules), ""
+
+
 class DryRunFiles:
     """The journal's writes, through the real files, with the fault plan's failures.
 
@@ -535,7 +701,8 @@ def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
         system=SimSystem(m),
         sessions=DryRunSessions(m),
         dry_run=True,
+        watchdog=DryRunWatchdog(m),
         files=DryRunFiles(m),
         faults=m.faults,
-        simulated_boot=m.boot_loaded if m.after_jump == "boot" else None,
+        simulated_boot=m.boot_loaded if m.after_jump != "halt" else None,
     )

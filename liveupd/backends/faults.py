@@ -9,7 +9,8 @@ as it would on a crash).
 
 Operations: ``enumerate``, ``unbind``, ``bind``, ``set-link``, ``sync``,
 ``syncfs``, ``freeze``, ``thaw``, ``kexec-load``, ``kexec-unload``, ``jump``,
-``hook-spawn``, ``journal-write`` (``ENOSPC``: half the record reaches the file
+``watchdog-arm``, ``watchdog-disarm``, ``watchdog-take-over``, ``hook-spawn``,
+``journal-write`` (``ENOSPC``: half the record reaches the file
 before the error; any other errno: all of it, then the error, as from a
 failed fsync) and ``journal-sync``.  Journal operations are counted from the
 first journal this process creates, so the writes of crash recovery never
@@ -38,6 +39,9 @@ OPS = (
     "kexec-load",
     "kexec-unload",
     "jump",
+    "watchdog-arm",
+    "watchdog-disarm",
+    "watchdog-take-over",
     "hook-spawn",
     "journal-write",
     "journal-sync",

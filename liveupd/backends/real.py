@@ -9,6 +9,7 @@ from liveupd.config import Config
 
 def make(config: Config) -> Backends:
     from liveupd.devices.machine import SysfsDevices
+    from liveupd.devices.watchdog_dev import RealWatchdog
     from liveupd.kernel.loader import RealKexec
     from liveupd.sessions.logind import LogindSessions
     from liveupd.storage.freeze import RealStorage
@@ -20,4 +21,5 @@ def make(config: Config) -> Backends:
         system=ProcSystem(),
         sessions=LogindSessions(),
         dry_run=False,
+        watchdog=RealWatchdog(),
     )

@@ -112,12 +112,28 @@ class VerifySection(_Section):
     settle_timeout: float = Field(default=60, gt=0, le=3600, alias="settle-timeout")
 
 
+_WATCHDOG_NODE = re.compile(r"^/dev/watchdog[0-9]+$")
+
+
 class ExecSection(_Section):
-    """Execute, on the old kernel."""
+    """Execute, on the old kernel, and around the jump: remote sessions ended first,
+    the hardware watchdog that guards the jump, and panic= on the new kernel."""
 
     # End remote login sessions (logind) before any hook or step can take the
     # network down, so their peers see the connection close (liveupd/sessions/).
     end_remote_sessions: bool = Field(default=True, alias="end-remote-sessions")
+    watchdog_sec: int = Field(default=120, ge=0, le=3600, alias="watchdog-sec")
+    watchdog_device: str = Field(default="", alias="watchdog-device")
+    panic_sec: int = Field(default=10, ge=0, le=3600, alias="panic-sec")
+
+    @field_validator("watchdog_device")
+    @classmethod
+    def _watchdog_device(cls, v: str) -> str:
+        if v and not _WATCHDOG_NODE.match(v):
+            raise ValueError(
+                'expected a watchdog device node like /dev/watchdog0, or "" for the first one'
+            )
+        return v
 
 
 class DaemonSection(_Section):

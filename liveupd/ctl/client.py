@@ -39,6 +39,11 @@ NOT_AUTHORIZED = frozenset(
     {names.ACCESS_DENIED, "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"}
 )
 
+# dbus-daemon gives up on a bus activation after 25 s (service_start_timeout) and
+# answers TimedOut without delivering the call; systemd keeps starting the service.
+# On a slow or loaded machine liveupd can need longer to own its name, so such a
+# call is sent again (it never reached liveupd: nothing is done twice).
+ACTIVATION_ATTEMPTS = 3
 CALL_TIMEOUT = 120.0  # Stage checks and loads a kernel; Cancel rolls back
 INTERACTIVE_TIMEOUT = 330.0  # a human types a password into a polkit agent
 
@@ -134,6 +139,16 @@ def unwrap(value: Any) -> Any:
     return value
 
 
+def _activation_timed_out(reply: Message) -> bool:
+    """The bus gave up waiting for liveupd to start (the call was not delivered)."""
+    return (
+        reply.message_type is MessageType.ERROR
+        and reply.error_name == "org.freedesktop.DBus.Error.TimedOut"
+        and bool(reply.body)
+        and str(reply.body[0]).startswith(("Failed to activate service", "Activation of"))
+    )
+
+
 class Client:
     def __init__(self, bus: MessageBus, choice: BusChoice | None = None) -> None:
         self.bus = bus
@@ -175,16 +190,37 @@ class Client:
         interactive: bool = False,
         timeout: float | None = None,
     ) -> list[Any]:
-        msg = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=list(body),
-            flags=MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE,
-        )
+        def message() -> Message:
+            return Message(
+                destination=destination,
+                path=path,
+                interface=interface,
+                member=member,
+                signature=signature,
+                body=list(body),
+                flags=(
+                    MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
+                ),
+            )
+
         limit = timeout or (INTERACTIVE_TIMEOUT if interactive else CALL_TIMEOUT)
+        reply = await self._send(message(), member, limit)
+        for _ in range(ACTIVATION_ATTEMPTS - 1):
+            if not _activation_timed_out(reply):
+                break
+            reply = await self._send(message(), member, limit)
+        if reply.message_type is MessageType.ERROR:
+            text = str(reply.body[0]) if reply.body else (reply.error_name or "")
+            name = reply.error_name or ""
+            if name in UNREACHABLE and destination == names.BUS_NAME:
+                text = (
+                    f"cannot reach liveupd ({names.BUS_NAME}) on the {self.choice.describe()}: "
+                    f"{text}. Is it installed and running (systemctl status liveupd)?"
+                )
+            raise RemoteError(name, text)
+        return list(reply.body)
+
+    async def _send(self, msg: Message, member: str, limit: float) -> Message:
         try:
             reply = await asyncio.wait_for(self.bus.call(msg), limit)
         except TimeoutError:
@@ -198,16 +234,7 @@ class Client:
                 "org.freedesktop.DBus.Error.Disconnected",
                 f"{member}: the connection to the bus was lost ({e})",
             ) from e
-        if reply.message_type is MessageType.ERROR:
-            text = str(reply.body[0]) if reply.body else (reply.error_name or "")
-            name = reply.error_name or ""
-            if name in UNREACHABLE and destination == names.BUS_NAME:
-                text = (
-                    f"cannot reach liveupd ({names.BUS_NAME}) on the {self.choice.describe()}: "
-                    f"{text}. Is it installed and running (systemctl status liveupd)?"
-                )
-            raise RemoteError(name, text)
-        return list(reply.body)
+        return reply
 
     async def properties(
         self, path: str = names.OBJECT_PATH, interface: str = names.MANAGER_INTERFACE

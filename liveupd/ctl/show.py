@@ -156,12 +156,16 @@ def _outcome(r: dict[str, Any], state: str) -> list[str]:
         return lines
     if verification.get("superseded"):
         return [*lines, "", f"Superseded: {verification['superseded']}"]
+    if verification.get("fell_back"):
+        return [*lines, "", f"Fell back to the old kernel: {verification['fell_back']}"]
     problems = verification.get("problems") or []
     verdict = "passed" if not problems else "FAILED"
     where = " (simulated)" if r.get("dry_run") else ""
     lines += ["", f"Verification on the new kernel{where}: {verdict}"]
     lines += [f"  {p['message']}" for p in problems]
-    lines += [f"  warning: {w}" for w in verification.get("warnings") or []]
+    if verification.get("watchdog"):
+        lines.append(f"  watchdog: {verification['watchdog']}")
+    lines += [f"  warning: {w}" for w in verification.get("warnings") or ()]
     rollback = verification.get("rollback") or {}
     if rollback.get("transition"):
         lines.append(f"  rolled back to the previous kernel: transition {rollback['transition']}")

@@ -3,8 +3,9 @@
 Everything comes from the daemon: its Manager properties, its history (the
 newest entry is the running or last transition; a transition still under way
 is asked for its live phase and progress), ``CanLiveUpdate`` and
-``ListBlockers``; plus ``/run/reboot-required`` for update managers.  The
-JSON keys are an interface (docs/json.md): add new ones, never rename.
+``ListBlockers``, and the watchdog that guards the jump (``Watchdog``); plus
+``/run/reboot-required`` for update managers.  The JSON keys are an interface
+(docs/json.md): add new ones, never rename.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ async def gather(client: Client) -> dict[str, Any]:
     data["dry_run"] = bool(manager.get("DryRun", False))
     data["transition"] = transition_json(last, live) if last is not None else None
     data["blockers"] = await blockers(client)
+    data["watchdog"] = manager.get("Watchdog")  # None from a daemon that cannot tell (older)
     return data
 
 
@@ -172,6 +174,8 @@ def text(data: dict[str, Any]) -> str:
     lines.append(f"Latest kernel:  {latest}")
     lines.append(f"Reboot needed:  {render.reboot_needed_text(data)}")
     lines += live_update_lines(data)
+    if data.get("watchdog"):
+        lines.append(f"Watchdog:       {data['watchdog']}")
     corrupt = data.get("corrupt_journals") or 0
     if corrupt:
         lines.append(

@@ -1,8 +1,9 @@
 """``liveupd --verify``: verify a pending transition once (the early-boot unit).
 
 Exit status 0 when nothing failed (nothing pending, completed, superseded),
-1 when a transition's verification or rollback failed, or a journal was
-found corrupt (it was set aside; someone needs to look).
+1 when a transition's verification or rollback failed, a transition fell
+back to the old kernel, or a journal was found corrupt (it was set aside;
+someone needs to look).
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from liveupd.transition.events import discard
 from liveupd.transition.phases import TransitionState
 
 LOG = logs.get("verify")
-FAILED_STATES = {TransitionState.RECOVERY_FAILED, TransitionState.ROLLBACK_FAILED}
+FAILED_STATES = {
+    TransitionState.RECOVERY_FAILED,
+    TransitionState.ROLLBACK_FAILED,
+    TransitionState.FELL_BACK,
+}
 
 
 async def verify_once(config: Config, backends: Backends) -> int:

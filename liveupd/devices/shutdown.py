@@ -13,21 +13,29 @@ stops services and unmounts, and at the very end runs the executables in
 * It reads ``<state-dir>/pending`` and that transition's ``checkpoint.json``
   (the state directory: ``--state-dir``, else ``$LIVEUPD_STATE_DIR``, else
   ``[daemon] state-dir`` from the configuration, else /var/lib/liveupd).
-  Nothing pending, a ``direct``-mode record (the daemon unbound itself) or a
-  dry-run record: nothing to do.
+  Nothing pending, a ``direct``-mode record (the daemon unbound itself), a
+  dry-run record, or a record of another boot (a transition whose
+  verification failed stays pending; a later kexec is not its jump): nothing
+  to do.
 * For each recorded binding, children first: every network interface below
   the device that is up is set down, the device is written to its driver's
   ``unbind`` file, and the kernel's unbind event (udevd is gone by then) is
   awaited for at most ``--timeout`` seconds (default ``[devices] timeout``).
   A device already unbound is skipped.  A failure is reported and the others
   are still unbound.
+* Then, when the checkpoint names a hardware watchdog to guard the jump
+  (``[exec] watchdog-sec``), it is armed the way the daemon arms it in
+  ``direct`` mode (``devices/watchdog_dev.py``: timeout, nowayout, unbound
+  from its driver), as the very last thing before systemd-shutdown's kexec.
+  systemd-shutdown closed its own descriptor of it before the helpers run.
+  A failure to arm is reported; the jump goes on unguarded.
 * It writes nothing to any filesystem (they are read-only by then), except
   when something failed: then one line for the new kernel's verification
   (``transition/late_failures.py``: a warning in the report), for which the
   state directory's filesystem is made writable for a moment.  It logs one
   logfmt line per event to stderr.
-* Exit status: 0 all done (or nothing to do), 1 some device failed,
-  2 usage error or unreadable checkpoint.
+* Exit status: 0 all done (or nothing to do), 1 some device failed or the
+  watchdog could not be armed, 2 usage error or unreadable checkpoint.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from liveupd import logs, paths
-from liveupd.backends.base import Binding
+from liveupd.backends.base import Binding, WatchdogBackend, WatchdogRecord
+from liveupd.backends.system import ProcSystem
 from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.uevents import PyudevSource
 
@@ -110,13 +119,42 @@ def unbind_recorded(
     return failures
 
 
+def arm_watchdog(watchdog: WatchdogBackend, record: WatchdogRecord) -> str | None:
+    """Arm the watchdog for the jump; a message when it could not be."""
+    try:
+        timeout = watchdog.arm(record)
+    except OSError as e:
+        logs.event(
+            LOG,
+            "shutdown.watchdog-failed",
+            level=logging.ERROR,
+            device=record.devnode,
+            error=e.strerror or str(e),
+        )
+        return f"{record.devnode} ({record.identity}): not armed: {e.strerror or e}"
+    logs.event(
+        LOG,
+        "shutdown.watchdog-armed",
+        device=record.devnode,
+        timeout=timeout,
+        unbound=f"{record.subsystem}/{record.device}",
+    )
+    return None
+
+
 def main() -> int:
     """The program (/usr/libexec/liveupd/shutdown-unbind): its events go to stderr."""
     logs.setup()
     return run()
 
 
-def run(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> int:
+def run(
+    argv: list[str] | None = None,
+    devices: SysfsDevices | None = None,
+    watchdog: WatchdogBackend | None = None,
+    boot_id: str | None = None,
+) -> int:
+    """The helper's work; `devices`, `watchdog` and `boot_id` (this boot's) for tests."""
     args = parser().parse_args(argv)
     if args.action != "kexec":
         logs.event(LOG, "shutdown.not-kexec", action=args.action)
@@ -147,13 +185,29 @@ def run(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> i
             LOG, "shutdown.not-ours", transition=tid, mode=record.mode, dry_run=record.dry_run
         )
         return 0
+    this_boot = boot_id or ProcSystem().boot_id()
+    if record.old.boot_id != this_boot:
+        logs.event(
+            LOG, "shutdown.other-boot", transition=tid, recorded=record.old.boot_id, boot=this_boot
+        )
+        return 0
     if args.dry_run:
         for b in record.bindings:
             logs.event(LOG, "shutdown.would-unbind", sys_path=b.sys_path, driver=b.driver)
+        if record.watchdog is not None:
+            logs.event(LOG, "shutdown.would-arm", device=record.watchdog.devnode)
         return 0
     logs.event(LOG, "shutdown.started", transition=tid, devices=len(record.bindings))
     devices = devices or SysfsDevices(uevents=PyudevSource("kernel"))
     failures = unbind_recorded(devices, record.bindings, timeout)
+    if record.watchdog is not None:
+        if watchdog is None:
+            from liveupd.devices.watchdog_dev import RealWatchdog
+
+            watchdog = RealWatchdog()
+        problem = arm_watchdog(watchdog, record.watchdog)
+        if problem is not None:
+            failures.append(problem)
     logs.event(
         LOG,
         "shutdown.finished",
@@ -165,8 +219,8 @@ def run(argv: list[str] | None = None, devices: SysfsDevices | None = None) -> i
         _record(
             state_dir,
             tid,
-            "the system-shutdown helper could not unbind every recorded device before the "
-            "jump: " + "; ".join(failures),
+            "the system-shutdown helper's last steps before the jump failed: "
+            + "; ".join(failures),
         )
     return 1 if failures else 0
 

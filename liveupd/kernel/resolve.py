@@ -21,7 +21,7 @@ from liveupd.config import Config
 from liveupd.errors import InvalidArgument, InvalidKernel, LiveUpdError
 from liveupd.kernel import bls, discovery, imagecheck, uki_extract
 from liveupd.kernel.arch import ArchInfo, arch_info
-from liveupd.kernel.cmdline import build_cmdline
+from liveupd.kernel.cmdline import Additions, build
 from liveupd.kernel.image import ImageError, KernelImage, cmdline_limit, parse_image
 from liveupd.kernel.memfd import FdRange
 from liveupd.kernel.signature import SignaturePolicy
@@ -419,8 +419,13 @@ def resolve(
     transition_id: str,
     *,
     arch: ArchInfo | None = None,
+    additions: Additions | Callable[[str], Additions] | None = None,
+    carried: Sequence[str] = (),
 ) -> Resolved:
-    """Choose and check the request's kernel, and build its command line."""
+    """Choose and check the request's kernel, and build its command line
+    (with liveupd's own ``additions``, or what they are for the chosen release).
+    ``carried``: the words liveupd added to the running command line (dropped when
+    it is the base)."""
     arch = arch or arch_info()
     choice = choose(request, config, system.release(), arch)
     uki_initrd = request.initrd.strip() != NO_INITRD
@@ -439,6 +444,7 @@ def resolve(
         uki, warnings, parts = c.uki, c.warnings, c.initrd_parts
     if choice.missing_initrd and uki is None:
         raise InvalidKernel(choice.missing_initrd)
+    drop: Sequence[str] = ()
     if request.cmdline.strip():
         base, origin = request.cmdline, "the given command line"
     elif uki is not None and uki.cmdline is not None:
@@ -449,22 +455,26 @@ def resolve(
         base, origin = choice.cmdline, choice.origin
     else:
         base, origin = system.cmdline(), "the running command line (/proc/cmdline)"
-    line = build_cmdline(
+        drop = carried
+    built = build(
         base,
         request.append,
         transition_id,
         cmdline_limit(image, arch.command_line_size),
         source=origin,
+        additions=additions(release) if callable(additions) else (additions or Additions()),
+        carried=drop,
     )
     profile = f"@{uki.profile.index}" if uki is not None and uki.profile is not None else ""
     target = Target(
         release=release,
         kernel_path=choice.kernel_path,
         initrd_path=choice.initrd_path,
-        cmdline=line,
+        cmdline=built.line,
         sha256=digest,
         profile=profile,
         uki_initrd=uki_initrd,
+        added=built.added,
     )
     return Resolved(target, image, initrd_digest, extracted, uki, warnings, parts)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from liveupd.errors import Failed
-from liveupd.kernel.resolve import open_target, resolve
-from liveupd.transition.checkpoint import EXEC_STAMP_NS, write_exec_stamp
+from liveupd.errors import Failed, InvalidArgument
+from liveupd.kernel.cmdline import Additions, transition_param
+from liveupd.kernel.resolve import Resolved, open_target, resolve
+from liveupd.transition.checkpoint import EXEC_STAMP_NS, load_checkpoint, write_exec_stamp
 from liveupd.transition.context import Fact, TransitionContext
+from liveupd.transition.journal import transitions_dir
 from liveupd.transition.phases import Phase
 from liveupd.transition.steps import FIRST, BuiltinStep
 from liveupd.transition.undo import AnyUndo, UnloadUndo
@@ -17,16 +20,48 @@ from liveupd.transition.undo import AnyUndo, UnloadUndo
 INITRD_SHA256: Fact[str] = Fact("kernel.initrd-sha256")
 
 
+def carried_words(ctx: TransitionContext) -> tuple[str, ...]:
+    """The words liveupd added to the running kernel's command line, when this boot came
+    from one of its transitions (``liveupd.transition=ID``, its checkpoint still there)."""
+    try:
+        tid = transition_param(ctx.backends.system.cmdline())
+    except InvalidArgument:  # an unbalanced quote: resolve reports it if the line is used
+        return ()
+    if tid is None or "/" in tid or tid in ("", ".", ".."):
+        return ()
+    checkpoint = load_checkpoint(transitions_dir(ctx.config.state_dir) / tid)
+    return checkpoint.new.added if checkpoint is not None else ()
+
+
 class CheckStep(BuiltinStep):
     kind = "kernel-check"
     name = "kernel-check"
     phase = Phase.CHECK
     order = FIRST
 
-    async def apply(self, ctx: TransitionContext) -> None:
-        resolved = await asyncio.to_thread(
-            resolve, ctx.request, ctx.config, ctx.backends.system, ctx.id
+    def __init__(
+        self, additions: Callable[[TransitionContext, str], Additions] | None = None
+    ) -> None:
+        # The words other parts of liveupd add to the command line (given by assembly).
+        self.additions = additions
+
+    def _resolve(self, ctx: TransitionContext) -> Resolved:
+        ours = self.additions
+
+        def additions(release: str) -> Additions:  # for the release resolve chose
+            return ours(ctx, release) if ours is not None else Additions()
+
+        return resolve(
+            ctx.request,
+            ctx.config,
+            ctx.backends.system,
+            ctx.id,
+            additions=additions,
+            carried=carried_words(ctx),
         )
+
+    async def apply(self, ctx: TransitionContext) -> None:
+        resolved = await asyncio.to_thread(self._resolve, ctx)
         target = resolved.target
         ctx.target = target
         ctx.facts.set(INITRD_SHA256, resolved.initrd_sha256)

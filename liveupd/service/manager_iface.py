@@ -143,6 +143,7 @@ class ManagerInterface(ServiceInterface):
             values["LatestKernel"] = latest
         if full:  # this reads the disk: not on every engine event
             values["Unsupported"] = self._unsupported()
+            values["Watchdog"] = self._watchdog()
         return values
 
     def _latest_changed(self, before: str | None, now: str) -> None:
@@ -182,6 +183,15 @@ class ManagerInterface(ServiceInterface):
                 LOG, "property.failed", level=logging.WARNING, name="Unsupported", error=repr(e)
             )
             return f"cannot tell whether kexec works here ({e}); see 'journalctl -u liveupd'"
+
+    def _watchdog(self) -> str:
+        try:
+            return self.manager.watchdog()
+        except Exception as e:
+            logs.event(
+                LOG, "property.failed", level=logging.WARNING, name="Watchdog", error=repr(e)
+            )
+            return f"cannot tell which watchdog guards the jump ({e})"
 
     def status_text(self) -> str:
         state = self.manager.state
@@ -396,6 +406,10 @@ class ManagerInterface(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def Unsupported(self) -> Str:
         return self._unsupported()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Watchdog(self) -> Str:
+        return self._watchdog()
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> Str:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from liveupd.backends.base import Binding
+from liveupd.backends.base import Binding, WatchdogRecord
 from liveupd.fsio import atomic_write, atomic_write_json, read_json, remove_durably
 from liveupd.transition.context import Fact, Target, TransitionContext
 from liveupd.transition.undo import CheckpointUndo
@@ -59,6 +59,8 @@ class Checkpoint:
     freeze_skipped: tuple[tuple[str, str], ...] = ()
     hook_state_dirs: Mapping[str, str] = field(default_factory=dict)
     dry_run: bool = False
+    # The watchdog armed for the jump (the new kernel takes it over), if any.
+    watchdog: WatchdogRecord | None = None
     version: int = VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +76,7 @@ class Checkpoint:
             "freeze_skipped": [list(s) for s in self.freeze_skipped],
             "hook_state_dirs": dict(self.hook_state_dirs),
             "dry_run": self.dry_run,
+            "watchdog": self.watchdog.to_json() if self.watchdog else None,
         }
 
     @classmethod
@@ -87,6 +90,7 @@ class Checkpoint:
             old = OldKernel(**data["old"])
             new = Target.from_json(data["new"])
             bindings = tuple(Binding.from_json(b) for b in data["bindings"])
+            watchdog = data.get("watchdog")
             record = cls(
                 id=str(data["id"]),
                 written=float(data["written"]),
@@ -98,6 +102,7 @@ class Checkpoint:
                 freeze_skipped=tuple((str(a), str(b)) for a, b in data["freeze_skipped"]),
                 hook_state_dirs={str(k): str(v) for k, v in data["hook_state_dirs"].items()},
                 dry_run=bool(data.get("dry_run", False)),
+                watchdog=WatchdogRecord.from_json(watchdog) if watchdog is not None else None,
             )
         except KeyError as e:
             raise InvalidCheckpoint(f"{e.args[0]}: required field is missing") from None

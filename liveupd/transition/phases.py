@@ -53,6 +53,7 @@ class TransitionState(StrEnum):
     COMPLETED = "completed"  # verified on the new kernel
     RECOVERY_FAILED = "recovery-failed"  # the new kernel came up, verification failed
     SUPERSEDED = "superseded"  # the machine booted some other way
+    FELL_BACK = "fell-back"  # the jump was made, and the machine came back on the old kernel
     ABORTED = "aborted"  # the daemon died mid-transition; its journal was rolled back
 
     @property

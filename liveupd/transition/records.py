@@ -54,13 +54,19 @@ class Target:
     # whether its own .ucode + .initrd are used (False: staged with initrd "none").
     profile: str = ""
     uki_initrd: bool = True
+    # The words liveupd added to ``cmdline`` itself (panic=, the watchdog's): the next
+    # update, built from this boot's /proc/cmdline, drops exactly these.
+    added: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "added": list(self.added)}  # as JSON reads it back
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Target:
-        return cls(**data)
+        added = data.get("added", ())
+        if not isinstance(added, (list, tuple)) or not all(isinstance(w, str) for w in added):
+            raise TypeError("target.added: expected a list of strings")
+        return cls(**{**data, "added": tuple(added)})
 
 
 class Record(BaseModel):
@@ -108,6 +114,7 @@ class Check(StrEnum):
     INTERFACE = "interface"  # each recorded network interface is back
     MAC = "mac"  # ... with the same MAC address
     HOOK = "hook"  # the verify and restore hooks succeeded
+    WATCHDOG = "watchdog"  # the watchdog armed for the jump was taken over
 
 
 DEVICE_CHECKS = (Check.DEVICE, Check.INTERFACE, Check.MAC)
@@ -151,12 +158,14 @@ class Verification(Record):
     boot_id: str
     target_release: str | None = None
     superseded: str | None = None
+    fell_back: str | None = None  # why the machine came back on the old kernel
     finished: float | None = None
     problems: tuple[Problem, ...] = ()
-    # What went wrong after the point of no return, on the old kernel (the
-    # system-shutdown helper's failures, transition/late_failures.py): reported,
-    # not a failed verification.
+    # What did not fail verification but needs a look: what went wrong after the
+    # point of no return on the old kernel (the system-shutdown helper's failures,
+    # transition/late_failures.py), a watchdog that could not be released.
     warnings: tuple[str, ...] = ()
+    watchdog: str | None = None  # what became of the watchdog armed for the jump
     downtime: DowntimeRecord | None = None
     policy: str | None = None
     rollback: RollbackResult | None = None

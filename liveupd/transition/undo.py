@@ -17,7 +17,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from liveupd.backends.base import Binding
+from liveupd.backends.base import Binding, WatchdogRecord
 from liveupd.transition.phases import Phase
 
 
@@ -61,6 +61,13 @@ class CheckpointUndo(UndoBase):
     kind: Literal["checkpoint"] = "checkpoint"
 
 
-AnyUndo = HookUndo | RebindUndo | ThawUndo | UnloadUndo | CheckpointUndo
+class WatchdogUndo(UndoBase):
+    """Stop the watchdog armed for the jump (bind its device again, magic close)."""
+
+    kind: Literal["watchdog"] = "watchdog"
+    watchdog: WatchdogRecord
+
+
+AnyUndo = HookUndo | RebindUndo | ThawUndo | UnloadUndo | CheckpointUndo | WatchdogUndo
 UndoRecord = Annotated[AnyUndo, Field(discriminator="kind")]
 UNDO_TYPES: tuple[type[UndoBase], ...] = get_args(AnyUndo)

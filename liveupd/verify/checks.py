@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from liveupd.backends.base import Binding, Device
+from liveupd.transition.checkpoint import Checkpoint
+from liveupd.transition.phases import TransitionState
 from liveupd.transition.records import Check, Problem
 
 __all__ = ["CMDLINE_KEY", "Check", "Problem", "device_problems", "kernel_problems"]
@@ -39,6 +41,38 @@ def superseded_reason(
     return (
         f"the kernel command line has no {CMDLINE_KEY}={transition_id}: this boot did not "
         "come from the transition's kexec (the machine was rebooted some other way)"
+    )
+
+
+def fell_back(
+    transition_id: str,
+    *,
+    state: TransitionState,
+    exec_stamped: bool,
+    checkpoint: Checkpoint | None,
+    pending: str | None,
+    running_release: str,
+    boot_id: str,
+    cmdline: str,
+) -> bool:
+    """Did the jump happen and the machine come back on the old kernel?
+
+    The transition reached the jump (its checkpoint written, the pending record
+    pointing at it, and its state ``exec`` or, in ``direct`` mode, where the
+    state directory is frozen before the jump and the state never reaches the
+    disk, its exec stamp written, just before the last freeze), and this boot
+    is a new one, of the old kernel, without the transition's id on its
+    command line: the firmware booted the old kernel again (a watchdog reset,
+    a panic reboot, a power cycle) instead of the new kernel reaching
+    verification.
+    """
+    return (
+        (state is TransitionState.EXEC or (state is TransitionState.RUNNING and exec_stamped))
+        and checkpoint is not None
+        and pending == transition_id
+        and boot_id != checkpoint.old.boot_id
+        and running_release == checkpoint.old.release
+        and transition_on_cmdline(cmdline) != transition_id
     )
 
 

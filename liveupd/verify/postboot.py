@@ -5,9 +5,13 @@ when the daemon starts; a lock in the state directory and a re-read of the
 journal make the second run a no-op.
 
 1. Did this boot come from the transition's kexec?  The command line must
-   carry ``liveupd.transition=ID`` (only that kexec passes it).  If not, the
+   carry ``liveupd.transition=ID`` (only that kexec passes it).  If not, and
+   the jump was made but this is the old kernel again, the transition
+   ``fell-back`` (``fallback.py``); otherwise the
    machine was rebooted some other way: ``superseded``, never a success.
 2. The running kernel must be the target and the boot_id must have changed.
+   The watchdog armed for the jump is taken over and fed from here on
+   (``watchdog.py``).
 3. Wait for udev to settle (``verify.settle-timeout``), then every recorded
    device must be bound to its driver again and every recorded network
    interface present with the same MAC.
@@ -15,10 +19,16 @@ journal make the second run a no-op.
    What failed on the old kernel after the point of no return (the
    system-shutdown helper, ``transition/late_failures.py``) becomes a warning
    in the report: the transition can still complete.
-5. Record the result and the downtime figures; the transition ends
+5. The watchdog is handed to systemd or stopped (``watchdog.py``).
+6. Record the result and the downtime figures; the transition ends
    ``completed`` or ``recovery-failed``.  With ``verify.on-failure =
    "rollback"`` a failure (on a new boot) transitions back to the previous
    kernel, at most once.
+
+A watchdog armed for the jump that could not be taken over is a problem
+(``watchdog``) of its own: its timer still runs, so nothing rolls back and the
+pending record stays; the boot after the reset, on the old kernel, turns the
+``recovery-failed`` into ``fell-back`` (:func:`after_watchdog_failure`).
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from liveupd.errors import Failed
 from liveupd.fsio import remove_durably
 from liveupd.transition import late_failures
 from liveupd.transition.checkpoint import (
+    Checkpoint,
     load_checkpoint,
     pending_path,
     read_exec_stamp,
@@ -51,12 +62,15 @@ from liveupd.verify.checks import (
     Check,
     Problem,
     device_problems,
+    fell_back,
     kernel_problems,
     superseded_reason,
 )
 from liveupd.verify.downtime import measure
+from liveupd.verify.fallback import fall_back
 from liveupd.verify.hooks import run_phase
 from liveupd.verify.rollback import refusal, roll_back
+from liveupd.verify.watchdog import Outcome, guarded
 
 LOCK_NAME = "verify.lock"
 DEVICE_POLL = 0.25  # seconds between device checks while waiting for them to come back
@@ -109,13 +123,19 @@ def _remove_pending(engine: Engine, transition_id: str) -> None:
         remove_durably(pending_path(engine.config.state_dir))
 
 
+def _watchdog_runs(verification: Verification) -> bool:
+    """The watchdog armed for the jump was not taken over: its timer resets the machine."""
+    return any(p.check is Check.WATCHDOG for p in verification.problems)
+
+
 def _finish(
     engine: Engine, t: Transition, state: TransitionState, verification: Verification
 ) -> None:
     ctx = t.ctx
     t.progress = 100
     engine.finish(t, state, verification=verification)
-    _remove_pending(engine, t.id)
+    if not _watchdog_runs(verification):  # else kept: the boot after the reset falls back
+        _remove_pending(engine, t.id)
     level = logging.INFO if state is TransitionState.COMPLETED else logging.WARNING
     ctx.log("verify.finished", level=level, state=str(state), **_log_fields(verification))
     if state is TransitionState.RECOVERY_FAILED:
@@ -126,7 +146,9 @@ def _finish(
 def _log_fields(verification: Verification) -> dict[str, object]:
     downtime = verification.downtime
     return {
-        "reason": verification.superseded,
+        "reason": verification.superseded or verification.fell_back,
+        "warnings": "; ".join(verification.warnings) or None,
+        "watchdog": verification.watchdog,
         "problems": "; ".join(p.message for p in verification.problems) or None,
         "downtime_s": downtime.downtime_s if downtime else None,
         "exec_to_kernel_s": downtime.exec_to_kernel_s if downtime else None,
@@ -145,6 +167,60 @@ async def verify_after_boot(engine: Engine, t: Transition) -> TransitionState:
             t.ctx.journal.adopt(fresh)  # another verifier finished it meanwhile
             return fresh.state
         return await _verify(engine, t)
+
+
+async def _not_this_kexec(
+    engine: Engine,
+    t: Transition,
+    checkpoint: Checkpoint | None,
+    verification: Verification,
+    reason: str,
+) -> TransitionState:
+    """This boot did not come from the transition's kexec: fell back, or superseded."""
+    system = engine.backends.system
+    if checkpoint is not None and fell_back(
+        t.id,
+        state=t.ctx.journal.state,
+        exec_stamped=read_exec_stamp(t.ctx.journal.dir) is not None,
+        checkpoint=checkpoint,
+        pending=read_pending(engine.config.state_dir),
+        running_release=verification.running_release,
+        boot_id=verification.boot_id,
+        cmdline=system.cmdline(),
+    ):
+        verification = await fall_back(engine, t, checkpoint, verification)
+        _finish(engine, t, TransitionState.FELL_BACK, verification)
+        return TransitionState.FELL_BACK
+    verification = verification.model_copy(update={"superseded": reason})
+    _finish(engine, t, TransitionState.SUPERSEDED, verification)
+    return TransitionState.SUPERSEDED
+
+
+async def _new_boot_checks(
+    engine: Engine,
+    t: Transition,
+    checkpoint: Checkpoint | None,
+    problems: list[Problem],
+    *,
+    may_roll_back: bool,
+    watchdog: Outcome,
+) -> bool:
+    """Devices, then the verify and restore hooks, with the watchdog armed for the jump
+    fed meanwhile; what they find is added to ``problems``.  Whether a rollback follows."""
+    ctx = t.ctx
+    config = engine.config
+    async with guarded(engine, ctx, checkpoint.watchdog if checkpoint else None, watchdog):
+        if watchdog.failed is not None:
+            problems.append(Problem(check=Check.WATCHDOG, message=watchdog.failed))
+        bindings = checkpoint.bindings if checkpoint else ()
+        problems += await check_devices(engine, bindings, config.verify.settle_timeout)
+        problems += await run_phase(engine, ctx, Phase.VERIFY)
+        # A watchdog still running takes the machine back to the old kernel itself.
+        rolling_back = bool(problems) and may_roll_back and watchdog.failed is None
+        if not rolling_back:
+            # Restore service on this kernel (a rollback restores it on the previous one).
+            problems += await run_phase(engine, ctx, Phase.RESTORE)
+    return rolling_back
 
 
 async def _verify(engine: Engine, t: Transition) -> TransitionState:
@@ -166,9 +242,7 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     else:
         reason = superseded_reason(t.id, target_release, cmdline, release)
     if reason is not None:
-        verification = verification.model_copy(update={"superseded": reason})
-        _finish(engine, t, TransitionState.SUPERSEDED, verification)
-        return TransitionState.SUPERSEDED
+        return await _not_this_kexec(engine, t, checkpoint, verification, reason)
 
     ctx.log("verify.started", release=release, boot_id=boot_id)
     problems: list[Problem] = []
@@ -183,18 +257,13 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     old_boot_id = checkpoint.old.boot_id if checkpoint else journal.record.boot_id
     problems += kernel_problems(target_release, old_boot_id, release, boot_id)
     new_boot = boot_id != old_boot_id
-    if new_boot:
-        bindings = checkpoint.bindings if checkpoint else ()
-        problems += await check_devices(engine, bindings, config.verify.settle_timeout)
-        problems += await run_phase(engine, ctx, Phase.VERIFY)
-
     no_rollback = refusal(
         config.verify.on_failure, journal, Journal.all(config.state_dir), checkpoint
     )
-    rolling_back = bool(problems) and new_boot and no_rollback is None
-    if new_boot and not rolling_back:
-        # Restore service on this kernel (a rollback restores it on the previous one).
-        problems += await run_phase(engine, ctx, Phase.RESTORE)
+    watchdog = Outcome()
+    rolling_back = new_boot and await _new_boot_checks(
+        engine, t, checkpoint, problems, may_roll_back=no_rollback is None, watchdog=watchdog
+    )
 
     now = time.time()
     figures = measure(
@@ -217,7 +286,8 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
         update={
             "finished": now,
             "problems": tuple(problems),
-            "warnings": tuple(warnings),
+            "warnings": (*warnings, *watchdog.warnings),
+            "watchdog": watchdog.note,
             "downtime": figures.to_record(),
             "policy": config.verify.on_failure,
             "rollback": rollback,
@@ -234,3 +304,45 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
         result = await roll_back(engine, t, checkpoint)
         engine.finish(t, state, verification=verification.model_copy(update={"rollback": result}))
     return state
+
+
+async def after_watchdog_failure(engine: Engine, journal: Journal) -> TransitionState | None:
+    """The pending transition ended ``recovery-failed`` because the watchdog armed for its
+    jump could not be taken over, on another boot than this one: its timer reset the
+    machine.  Back on the old kernel: ``fell-back``; otherwise only the pending record
+    goes.  None when there is nothing to do (not that case, or still the same boot)."""
+    if read_pending(engine.config.state_dir) != journal.id:
+        return None
+    async with verify_lock(engine.config.state_dir):
+        try:
+            fresh = Journal.load(journal.path, engine.backends.files)  # done meanwhile?
+        except (OSError, JournalCorrupt):
+            return None
+        return await _after_watchdog_failure(engine, fresh)
+
+
+async def _after_watchdog_failure(engine: Engine, journal: Journal) -> TransitionState | None:
+    state_dir = engine.config.state_dir
+    verification = journal.record.verification
+    if (
+        read_pending(state_dir) != journal.id
+        or journal.state is not TransitionState.RECOVERY_FAILED
+        or verification is None
+        or not _watchdog_runs(verification)
+    ):
+        return None
+    system = engine.backends.system
+    boot_id, release = system.boot_id(), system.release()
+    if boot_id == verification.boot_id:
+        return None  # the reset is still to come
+    t = Transition(engine.context(journal))
+    checkpoint = load_checkpoint(journal.dir)
+    if checkpoint is None or release != checkpoint.old.release:
+        _remove_pending(engine, t.id)
+        t.ctx.log("verify.pending-dropped", release=release, boot_id=boot_id)
+        return None
+    update = {"running_release": release, "boot_id": boot_id}
+    fell = await fall_back(engine, t, checkpoint, verification.model_copy(update=update))
+    _finish(engine, t, TransitionState.FELL_BACK, fell)
+    _remove_pending(engine, t.id)
+    return TransitionState.FELL_BACK

@@ -28,7 +28,7 @@ PINNED: dict[str, set[str]] = {
         "state", "dry_run", "staged_transition", "staged", "transition", "blockers",
         "running_kernel", "latest_kernel", "newer_kernel", "unsupported", "can_live_update",
         "reboot_required", "reboot_required_file", "reboot_required_packages",
-        "corrupt_journals", "version",
+        "corrupt_journals", "version", "watchdog",
     },
     "status.staged": {
         "id", "state", "phase", "progress", "target_release", "kernel", "initrd", "cmdline",
@@ -53,8 +53,8 @@ PINNED: dict[str, set[str]] = {
     "entry.devices[]": {"sys_path", "driver", "interfaces", "bound_again"},
     "entry.error": {"kind", "dbus_name", "message", "step"},
     "entry.verification": {
-        "started", "running_release", "boot_id", "target_release", "superseded", "finished",
-        "problems", "warnings", "downtime", "policy", "rollback",
+        "started", "running_release", "boot_id", "target_release", "superseded", "fell_back",
+        "finished", "problems", "warnings", "watchdog", "downtime", "policy", "rollback",
     },
     "entry.verification.problems[]": {"check", "message", "sys_path", "step"},
     "entry.verification.downtime": {

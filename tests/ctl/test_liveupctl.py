@@ -29,6 +29,7 @@ from tests.dbus.buses import (
     wait_until,
 )
 from tests.dbus.fixtures import DaemonFactory, Polkit
+from tests.devices.fakes import OURS
 from tests.kernels import make_uki, uki_sections
 
 TARGET = "6.1.0-56-cloud-amd64"
@@ -70,7 +71,14 @@ def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus, tmp_pat
         "dry_run": True,
         "transition": None,
         "blockers": [],
+        "watchdog": bus.get("Watchdog"),
     }
+    # The dry-run machine has an i6300esb: the jump is guarded, and the text says so.
+    assert status["watchdog"] == (
+        "watchdog0 (i6300ESB timer, module i6300esb): armed for 120 s before the jump"
+    )
+    text = ok(liveupctl(bus, "status", env=no_flag))
+    assert f"Watchdog:       {status['watchdog']}" in text.splitlines()
     tid, path = bus.call("Stage", "sssa{sv}", "", "", "", "0")
     status = json.loads(ok(liveupctl(bus, "status", "--json")))  # --bus before the command
     assert status["state"] == "staged"
@@ -140,7 +148,7 @@ def test_stage_then_exec_follows_progress_until_the_jump(
     make_hook("20-flush", "flush", "true")
     staged = ok(liveupctl(bus, "stage", TARGET, "--append", "quiet"))
     assert f"Staged {TARGET} as transition" in staged
-    assert "quiet liveupd.transition=" in staged
+    assert f"quiet {OURS} liveupd.transition=" in staged
     out = ok(liveupctl(bus, "exec"))  # not a terminal: plain lines
     lines = out.splitlines()
     assert lines[0].startswith("Transition ")
@@ -176,7 +184,10 @@ def test_stage_a_uki_profile_over_the_bus(daemon: Daemon, bus: PrivateBus, boot_
     assert f"> {release}  uki" in text and "profiles: @0 (regular), @1 (rescue)" in text
     staged = ok(liveupctl(bus, "stage", "--profile", "rescue"))
     assert f"Staged {release} as transition" in staged and str(uki) in staged
-    assert "command line: root=/dev/vda ro systemd.unit=rescue.target liveupd.transition=" in staged
+    assert (
+        f"command line: root=/dev/vda ro systemd.unit=rescue.target {OURS} liveupd.transition="
+        in staged
+    )
     ok(liveupctl(bus, "cancel"))
     plain = liveupctl(bus, "stage", TARGET, "--profile", "@1")
     assert plain.returncode == ExitCode.USAGE  # InvalidArgument

@@ -21,6 +21,7 @@ from tests.dbus.buses import (
     wait_until,
 )
 from tests.dbus.fixtures import DaemonFactory
+from tests.devices.fakes import OURS
 
 TARGET = "6.1.0-56-cloud-amd64"
 RUNNING = "6.1.0-55-cloud-amd64"
@@ -44,7 +45,7 @@ def booted(tmp_path: Path, tid: str) -> dict[str, str]:
         **DEFAULT_MACHINE["system"],
         "release": TARGET,
         "boot_id": "00000000-0000-4000-8000-000000000002",
-        "cmdline": f"{DEFAULT_MACHINE['system']['cmdline']} liveupd.transition={tid}",
+        "cmdline": f"{DEFAULT_MACHINE['system']['cmdline']} {OURS} liveupd.transition={tid}",
     }
     machine.write_text(json.dumps({**DEFAULT_MACHINE, "system": system}))
     return {"LIVEUPD_DRY_RUN_MACHINE": str(machine)}

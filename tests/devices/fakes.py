@@ -10,7 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from liveupd.backends import dryrun
-from liveupd.backends.base import Backends, Binding, Device, Mount, NetInterface
+from liveupd.backends.base import (
+    Backends,
+    Binding,
+    Device,
+    Mount,
+    NetInterface,
+    WatchdogRecord,
+)
 from liveupd.config import Config
 from liveupd.devices.select import restrict
 from liveupd.fsio import atomic_write_json
@@ -219,6 +226,7 @@ def backends(
         system=sim.system,
         sessions=sim.sessions,
         dry_run=dry_run,
+        watchdog=sim.watchdog,
     )
 
 
@@ -260,6 +268,11 @@ def run_step(step: Step, ctx: TransitionContext) -> AnyUndo | None:
     return record
 
 
+# liveupd's own words on a new command line on the default dry-run machine (it has an
+# i6300esb watchdog): panic= (the default [exec] panic-sec), the driver kept out.
+OURS = "panic=10 modprobe.blacklist=i6300esb"
+
+
 def checkpoint_record(
     transition_id: str = "T1",
     *,
@@ -269,6 +282,7 @@ def checkpoint_record(
     old_kernel: str | None = "/boot/vmlinuz-6.1.0-55-cloud-amd64",
     dry_run: bool = False,
     target: Target = TARGET,
+    watchdog: WatchdogRecord | None = None,
 ) -> Checkpoint:
     return Checkpoint(
         id=transition_id,
@@ -287,6 +301,7 @@ def checkpoint_record(
         freeze_skipped=(("/run", "tmpfs cannot be frozen"),),
         hook_state_dirs={},
         dry_run=dry_run,
+        watchdog=watchdog,
     )
 
 

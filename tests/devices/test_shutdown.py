@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from liveupd.backends.base import Binding, NetInterface
+from liveupd.backends.base import Binding, NetInterface, WatchdogRecord
 from liveupd.devices import shutdown
 from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.root import root_devices
@@ -45,9 +45,30 @@ def snapshot(directory: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def run(state: Path, kernel: FakeKernel, links: list[tuple[str, bool]], *args: str) -> int:
+THIS_BOOT = "00000000-0000-4000-8000-000000000001"  # checkpoint_record's old boot
+
+
+def run(
+    state: Path,
+    kernel: FakeKernel,
+    links: list[tuple[str, bool]],
+    *args: str,
+    boot: str = THIS_BOOT,
+) -> int:
     argv = [*args, "--state-dir", str(state), "--timeout", "5"]
-    return shutdown.run(argv, devices=devices(kernel, links))
+    return shutdown.run(argv, devices=devices(kernel, links), boot_id=boot)
+
+
+def test_a_transition_left_pending_by_another_boot_is_not_acted_on(
+    tmp_path: Path, kernel: FakeKernel
+) -> None:
+    """A failed verification keeps its record pending; a later kexec is not its jump."""
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET, PCI_NIC), mode="systemd"))
+    links: list[tuple[str, bool]] = []
+    other = "00000000-0000-4000-8000-000000000002"
+    assert run(state, kernel, links, "kexec", boot=other) == 0
+    assert kernel.writes == [] and links == []
 
 
 def test_unbinds_in_recorded_order_link_down_first_and_writes_nothing(
@@ -129,8 +150,7 @@ def test_a_failure_is_reported_and_the_others_are_still_unbound(
     [tid] = [p.name for p in (state / "transitions").iterdir()]
     [message] = late_failures.read(state, tid)
     assert message.startswith(
-        "the system-shutdown helper could not unbind every recorded device before the jump: "
-        f"{NIC} (virtio-pci): "
+        f"the system-shutdown helper's last steps before the jump failed: {NIC} (virtio-pci): "
     )
     assert late_failures.read(state, "another") == []
 
@@ -153,7 +173,7 @@ def test_the_state_directory_can_come_from_the_environment(
     write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd"))
     monkeypatch.setenv("LIVEUPD_STATE_DIR", str(state))
     links: list[tuple[str, bool]] = []
-    assert shutdown.run(["--timeout", "5"], devices=devices(kernel, links)) == 0
+    assert shutdown.run(["--timeout", "5"], devices=devices(kernel, links), boot_id=THIS_BOOT) == 0
     assert kernel.driver(VIRTIO0) is None and links == [("eth0", False)]
 
 
@@ -179,3 +199,56 @@ def test_the_installed_program_says_what_it_does_on_stderr(tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert "event=shutdown.nothing-pending" in result.stderr
+
+
+class FakeWatchdog:
+    """Only ``arm`` is used by the helper."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self.armed: list[str] = []
+        self.error = error
+
+    def arm(self, record: WatchdogRecord) -> int:
+        if self.error is not None:
+            raise self.error
+        self.armed.append(record.devnode)
+        return record.timeout
+
+
+ESB = WatchdogRecord(
+    name="watchdog0",
+    devnode="/dev/watchdog0",
+    identity="i6300ESB timer",
+    sys_path="/sys/devices/pci0000:00/0000:00:08.0",
+    subsystem="pci",
+    device="0000:00:08.0",
+    driver="i6300ESB timer",
+    module="i6300esb",
+    timeout=120,
+)
+
+
+def test_the_watchdog_is_armed_after_the_last_unbind(
+    tmp_path: Path, kernel: FakeKernel, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(bindings=(NET,), mode="systemd", watchdog=ESB))
+    watchdog = FakeWatchdog()
+    links: list[tuple[str, bool]] = []
+    argv = ["kexec", "--state-dir", str(state), "--timeout", "5"]
+    with caplog.at_level(logging.INFO):
+        assert shutdown.run(argv, devices(kernel, links), watchdog, THIS_BOOT) == 0  # type: ignore[arg-type]
+    assert watchdog.armed == ["/dev/watchdog0"]
+    events = [r.getMessage() for r in caplog.records]
+    unbound = next(i for i, m in enumerate(events) if "shutdown.unbound" in m)
+    armed = next(i for i, m in enumerate(events) if "shutdown.watchdog-armed" in m)
+    assert unbound < armed
+
+
+def test_a_watchdog_that_cannot_be_armed_is_reported(tmp_path: Path, kernel: FakeKernel) -> None:
+    state = tmp_path / "state"
+    write_pending(state, checkpoint_record(mode="systemd", watchdog=ESB))
+    watchdog = FakeWatchdog(OSError(16, "Device or resource busy"))
+    argv = ["kexec", "--state-dir", str(state), "--timeout", "5"]
+    assert shutdown.run(argv, devices(kernel, []), watchdog, THIS_BOOT) == 1  # type: ignore[arg-type]
+    assert watchdog.armed == []

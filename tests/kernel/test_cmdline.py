@@ -89,3 +89,42 @@ def test_bad_transition_id() -> None:
 
 def test_split_keeps_quotes_like_the_kernel() -> None:
     assert split_cmdline('a="b c" d "e f"') == ['a="b c"', "d", '"e f"']
+
+
+def test_liveupds_own_words_are_not_carried_over_to_the_next_update() -> None:
+    """A -> B adds panic=10 and the watchdog's blacklist; B -> C starts from B's
+    /proc/cmdline: exactly those words go, the admin's stay, C's own are added."""
+    from liveupd.kernel.cmdline import Additions
+    from liveupd.kernel.cmdline import build as build_line
+
+    b = build_line(
+        "root=/dev/vda ro quiet",
+        "",
+        "B",
+        LIMIT,
+        source="x",
+        additions=Additions(defaults=("panic=10",), extra=("modprobe.blacklist=i6300esb",)),
+    )
+    assert (
+        b.line == "root=/dev/vda ro quiet panic=10 modprobe.blacklist=i6300esb liveupd.transition=B"
+    )
+    assert b.added == ("panic=10", "modprobe.blacklist=i6300esb")
+    # C: panic-sec = 30, and no watchdog to arm (its kernel lacks the driver).
+    c = build_line(
+        b.line,
+        "",
+        "C",
+        LIMIT,
+        source="x",
+        additions=Additions(defaults=("panic=30",)),
+        carried=b.added,
+    )
+    assert c.line == "root=/dev/vda ro quiet panic=30 liveupd.transition=C"
+    assert c.added == ("panic=30",)
+    # The admin's own panic= (not added by liveupd) is kept, and wins over panic-sec.
+    own = build_line("root=/dev/vda panic=5", "", "B", LIMIT, source="x",
+                     additions=Additions(defaults=("panic=10",)))  # fmt: skip
+    assert own.added == ()
+    again = build_line(own.line, "", "C", LIMIT, source="x",
+                       additions=Additions(defaults=("panic=10",)), carried=own.added)  # fmt: skip
+    assert again.line == "root=/dev/vda panic=5 liveupd.transition=C"

@@ -16,6 +16,7 @@ from liveupd.kernel.loader import RealKexec
 from liveupd.transition.context import StageRequest
 from liveupd.transition.engine import Engine, Transition
 from liveupd.transition.phases import ExecMode, TransitionState
+from tests.devices.fakes import OURS
 from tests.kernel.conftest import FakeKernel, Machine
 
 TARGET = "6.1.0-56-cloud-amd64"
@@ -42,7 +43,9 @@ def test_stage_loads_and_cancel_unloads(
     assert t.state is TransitionState.CANCELLED
     assert machine.read("sys/kernel/kexec_loaded") == "0\n"
     [load] = fake_kernel.loads
-    assert load.cmdline == f"root=/dev/vda rw console=ttyS0 liveupd.transition={t.id}".encode()
+    assert (
+        load.cmdline == f"root=/dev/vda rw console=ttyS0 {OURS} liveupd.transition={t.id}".encode()
+    )
     unloads = [c for c in fake_kernel.calls if int(c.args[4]) & 1]
     assert len(unloads) == 1
 

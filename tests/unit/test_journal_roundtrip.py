@@ -26,7 +26,7 @@ UKI = Target(
 
 @pytest.mark.parametrize("initrd", [None, "/boot/initrd.img-7.3.4+deb13-cloud-amd64"])
 def test_a_target_reads_back_as_written(tmp_path: Path, initrd: str | None) -> None:
-    target = Target(**{**UKI.to_json(), "initrd_path": initrd})
+    target = Target.from_json({**UKI.to_json(), "initrd_path": initrd})
     journal = Journal.create(tmp_path, "T1", boot_id="b1", old_release="r")
     journal.update(target=target)
     loaded = Journal.load(journal.path)

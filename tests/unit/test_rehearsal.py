@@ -205,3 +205,134 @@ def test_after_jump_halt_keeps_the_old_one_shot(config: Config, tmp_path: Path) 
     machine.write_text(json.dumps({**dryrun.DEFAULT_MACHINE, "after_jump": "explode"}))
     with pytest.raises(ValueError, match="after_jump: expected one of boot, halt"):
         dryrun.make(config.state_dir, machine)
+
+
+def test_the_rehearsed_jump_arms_the_watchdog_and_the_new_boot_takes_it_over(
+    config: Config,
+) -> None:
+    manager = rehearsing_manager(config, [])
+    machine = dryrun.SimMachine(config.state_dir)
+    assert asyncio.run(rehearse(manager)) is TransitionState.COMPLETED
+    calls = machine.calls()
+    ops = [c["op"] for c in calls]
+    # Armed after the last freeze, just before the jump; taken over and released after.
+    assert ops.index("freeze") < ops.index("watchdog_arm") < ops.index("boot")
+    assert ops.index("boot") < ops.index("watchdog_take_over") < ops.index("watchdog_release")
+    arm = next(c for c in calls if c["op"] == "watchdog_arm")
+    assert (arm["devnode"], arm["timeout"]) == ("/dev/watchdog0", 120)
+    [entry, *_] = manager.history()
+    assert "modprobe.blacklist=i6300esb" in entry["cmdline"].split()
+    assert entry["verification"]["watchdog"].endswith("closed with the magic character)")
+
+
+def test_a_rehearsed_hang_falls_back_to_the_old_kernel(config: Config, tmp_path: Path) -> None:
+    """after_jump "fall-back": the new kernel hangs, the watchdog resets the machine."""
+    machine = tmp_path / "machine.json"
+    machine.write_text(json.dumps({**dryrun.DEFAULT_MACHINE, "after_jump": "fall-back"}))
+    events: list[Event] = []
+    manager = Manager(config, dryrun.make(config.state_dir, machine), rehearse=True)
+    manager.subscribe(events.append)
+    assert asyncio.run(rehearse(manager)) is TransitionState.FELL_BACK
+    assert manager.running_release() == RUNNING  # back on the old kernel
+    assert manager.state is ManagerState.IDLE
+    [entry] = manager.history()
+    assert entry["state"] == "fell-back"
+    assert "hardware watchdog (watchdog0) reset the machine" in entry["verification"]["fell_back"]
+    assert [e.ok for e in events if isinstance(e, Verified)] == [False]
+
+
+def test_a_target_that_cannot_load_the_watchdogs_driver_is_not_armed_for(
+    config: Config, tmp_path: Path
+) -> None:
+    """The target's modules.dep lacks the driver: arming would reset a fine new kernel."""
+    machine = tmp_path / "machine.json"
+    desc = {**dryrun.DEFAULT_MACHINE, "kernel_modules": {TARGET: ["virtio_net"]}}
+    machine.write_text(json.dumps(desc))
+    manager = Manager(config, dryrun.make(config.state_dir, machine), rehearse=True)
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        note = manager.watchdog()
+        assert note.startswith("watchdog0 (i6300ESB timer, module i6300esb): not armed: kernel")
+        assert f"/usr/lib/modules/{TARGET}/modules.dep or modules.builtin does not list" in note
+        manager.execute(ExecMode.DIRECT)
+        assert manager.rehearsal is not None
+        await manager.rehearsal
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.COMPLETED
+    ops = [c["op"] for c in dryrun.SimMachine(config.state_dir).calls()]
+    assert "watchdog_arm" not in ops and "watchdog_take_over" not in ops
+    [entry] = manager.history()
+    assert "modprobe.blacklist=i6300esb" not in entry["cmdline"].split()
+
+
+def test_a_busy_watchdogs_undo_leaves_it_alone_when_the_jump_fails(
+    config: Config, tmp_path: Path
+) -> None:
+    """Held by another process at arm: not armed, so nothing to stop when the jump fails
+    (the undo would fail with EBUSY, or with nowayout unbind systemd's device)."""
+    machine = tmp_path / "machine.json"
+    desc = json.loads(json.dumps(dryrun.DEFAULT_MACHINE))
+    desc["watchdogs"][0]["busy"] = True
+    desc["faults"] = [{"op": "jump", "call": 1, "error": "EIO"}]
+    machine.write_text(json.dumps(desc))
+    manager = Manager(config, dryrun.make(config.state_dir, machine))
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        manager.execute(ExecMode.DIRECT)
+        assert t.task is not None
+        await t.task
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.FAILED
+    ops = [c["op"] for c in dryrun.SimMachine(config.state_dir).calls()]
+    assert "watchdog_disarm" not in ops
+
+
+def test_the_next_update_from_a_boot_liveupd_made_drops_liveupds_own_words(
+    config: Config,
+) -> None:
+    manager = rehearsing_manager(config, [])
+    assert asyncio.run(rehearse(manager)) is TransitionState.COMPLETED
+    [first] = manager.history()
+    assert first["cmdline"].split()[-3:-1] == ["panic=10", "modprobe.blacklist=i6300esb"]
+
+    async def stage_again() -> tuple[str, tuple[str, ...]]:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        assert t.ctx.target is not None
+        return t.ctx.target.cmdline, t.ctx.target.added
+
+    line, added = asyncio.run(stage_again())
+    # Dropped from the running line; panic= is added again as liveupd's own, the blacklist
+    # is not (the simulated new boot shows no watchdog until its driver is loaded again).
+    assert added == ("panic=10",)
+    assert line.split().count("panic=10") == 1
+    assert "modprobe.blacklist=i6300esb" not in line.split()
+
+
+def test_a_failed_disarm_says_the_watchdog_still_runs_and_when_it_resets(
+    config: Config, tmp_path: Path
+) -> None:
+    machine = tmp_path / "machine.json"
+    desc = json.loads(json.dumps(dryrun.DEFAULT_MACHINE))
+    desc["faults"] = [
+        {"op": "jump", "call": 1, "error": "EIO"},
+        *({"op": "watchdog-disarm", "call": n, "error": "EIO"} for n in (1, 2, 3)),
+    ]
+    machine.write_text(json.dumps(desc))
+    manager = Manager(config, dryrun.make(config.state_dir, machine))
+
+    async def go() -> TransitionState:
+        t = await manager.stage(StageRequest(kernel=TARGET))
+        manager.execute(ExecMode.DIRECT)
+        assert t.task is not None
+        await t.task
+        return t.state
+
+    assert asyncio.run(go()) is TransitionState.ROLLBACK_FAILED
+    [entry] = manager.history()
+    text = json.dumps(entry)
+    assert "watchdog:watchdog: disarming the watchdog /dev/watchdog0" in text
+    assert "the watchdog still runs: the machine resets within 120 s" in text

@@ -12,7 +12,7 @@ from typing import Any
 
 from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
-from liveupd.backends.base import Binding, NetInterface
+from liveupd.backends.base import Binding, NetInterface, WatchdogRecord
 from liveupd.config import Config
 from liveupd.recovery import context_from_journal
 from liveupd.transition.checkpoint import STAMP_NAME
@@ -41,6 +41,7 @@ def pending(
     state: TransitionState = TransitionState.RUNNING,
     old_kernel: bool = True,
     checkpoint: bool = True,
+    watchdog: WatchdogRecord | None = None,
 ) -> Journal:
     """What the old kernel left: a running journal, the checkpoint, pending, the exec stamp."""
     target = replace(TARGET, cmdline=f"root=/dev/vda rw liveupd.transition={tid}")
@@ -58,7 +59,9 @@ def pending(
         kernel = str(boot_dir / f"vmlinuz-{OLD_RELEASE}") if old_kernel else None
         write_pending(
             config.state_dir,
-            checkpoint_record(tid, bindings=(NET,), old_kernel=kernel, target=target),
+            checkpoint_record(
+                tid, bindings=(NET,), old_kernel=kernel, target=target, watchdog=watchdog
+            ),
         )
         stamp = int((time.time() - EXEC_AGO) * 1e9)
         (journal.dir / STAMP_NAME).write_text(f"{stamp}\n")

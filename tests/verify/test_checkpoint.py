@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from liveupd.assembly.checkpoint_step import CheckpointStep
-from liveupd.backends.base import Binding, NetInterface
+from liveupd.backends.base import Binding, NetInterface, WatchdogRecord
 from liveupd.config import Config
 from liveupd.devices.steps import BINDINGS
 from liveupd.transition.checkpoint import (
     CHECKPOINT_NAME,
     STAMP_NAME,
     Checkpoint,
+    InvalidCheckpoint,
     load_checkpoint,
     pending_path,
     read_pending,
@@ -158,3 +159,46 @@ def test_torn_json_is_not_used(tmp_path: Path) -> None:
 def test_round_trip() -> None:
     record = replace(checkpoint_record("T1"), bindings=(BINDING,))
     assert Checkpoint.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+WATCHDOG = WatchdogRecord(
+    name="watchdog0",
+    devnode="/dev/watchdog0",
+    identity="i6300ESB timer",
+    sys_path="/sys/devices/pci0000:00/0000:00:08.0",
+    subsystem="pci",
+    device="0000:00:08.0",
+    driver="i6300ESB timer",
+    module="i6300esb",
+    timeout=120,
+)
+
+
+def test_the_watchdog_armed_for_the_jump_round_trips() -> None:
+    record = checkpoint_record("T1", watchdog=WATCHDOG)
+    assert Checkpoint.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"timeout": "120"}, "watchdog.timeout: expected an integer"),
+        ({"timeout": 0}, "watchdog.timeout: expected 1 to 3600 seconds"),
+        ({"devnode": "/etc/shadow"}, "watchdog.devnode: expected /dev/"),
+        ({"module": 3}, "watchdog.module: expected a string or null"),
+        ({"name": "../watchdog0"}, "watchdog.name: expected watchdogN"),
+        ({"name": "watchdog"}, "watchdog.name: expected watchdogN"),
+        ({"subsystem": "../../kernel"}, "watchdog.subsystem: expected a name without"),
+        ({"driver": "x/../../unbind"}, "watchdog.driver: expected a name without"),
+        ({"device": ".."}, "watchdog.device: expected a name without"),
+        ({"device": ""}, "watchdog.device: expected a name without"),
+        ({"module": "-r"}, "watchdog.module: expected letters"),
+        ({"module": "i6300esb; reboot"}, "watchdog.module: expected letters"),
+        ({"extra": 1}, "unexpected keyword argument"),
+    ],
+)
+def test_a_bad_watchdog_in_the_record_is_reported(change: dict[str, object], message: str) -> None:
+    data = checkpoint_record("T1", watchdog=WATCHDOG).to_json()
+    data["watchdog"].update(change)
+    with pytest.raises(InvalidCheckpoint, match=message):
+        Checkpoint.from_json(data)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from liveupd.backends import dryrun
+from liveupd.backends.base import WatchdogRecord
 from liveupd.config import Config
 from liveupd.daemon.verify import verify_once
 from liveupd.recovery import recover
-from liveupd.transition.checkpoint import read_pending
+from liveupd.transition.checkpoint import STAMP_NAME, read_pending
 from liveupd.transition.events import Event, StateChanged, TransitionFailed
 from liveupd.transition.history import history
 from liveupd.transition.phases import TransitionState
@@ -23,6 +26,7 @@ from tests.verify.scenario import (
     MAC,
     NEW_RELEASE,
     OLD_BOOT,
+    OLD_RELEASE,
     UPTIME,
     VIRTIO0,
     device,
@@ -220,7 +224,8 @@ def test_a_missing_checkpoint_fails(config: Config, boot_dir: Path, tmp_path: Pa
     ("boot", "reason"),
     [
         ({"cmdline_id": None}, "no liveupd.transition=T1"),
-        ({"cmdline_id": None, "release": "6.1.0-55-cloud-amd64"}, "not the target"),
+        # Another kernel than the old one (the old one after the jump: fell back, below).
+        ({"cmdline_id": None, "release": "6.1.0-54-cloud-amd64"}, "not the target"),
         ({"cmdline_id": "SOMEONE-ELSE"}, "no liveupd.transition=T1"),
     ],
 )
@@ -282,3 +287,173 @@ def test_verify_once_exit_status_reports_failure(
     pending(config, boot_dir)
     eng = engine(config, machine(tmp_path, change=no_driver))
     assert asyncio.run(verify_once(config, eng.backends)) == 1
+
+
+# ------------------------------------------------------------ watchdog, fell back --
+
+ESB = WatchdogRecord(
+    name="watchdog0",
+    devnode="/dev/watchdog0",
+    identity="i6300ESB timer",
+    sys_path="/sys/devices/pci0000:00/0000:00:08.0",
+    subsystem="pci",
+    device="0000:00:08.0",
+    driver="i6300ESB timer",
+    module="i6300esb",
+    timeout=90,
+)
+
+
+def dry_run_ops(config: Config) -> list[dict[str, Any]]:
+    path = config.state_dir / "dry-run" / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_verification_feeds_the_jumps_watchdog_and_stops_it_after(
+    write_config: Callable[[str], Config], boot_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir, watchdog=ESB)
+    eng = engine(config, machine(tmp_path))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.COMPLETED
+    verification = journal_data(config)["verification"]
+    assert verification["watchdog"] == (
+        "/dev/watchdog0 fed during verification (90 s), then /dev/watchdog0 stopped "
+        "(closed with the magic character)"
+    )
+    assert verification["warnings"] == []
+    ops = [op for op in dry_run_ops(config) if op["op"].startswith("watchdog")]
+    assert [op["op"] for op in ops] == ["watchdog_take_over", "watchdog_release"]
+    assert ops[1]["keep_running"] is False
+
+
+def test_with_runtime_watchdog_sec_it_is_left_running_for_systemd(
+    write_config: Callable[[str], Config], boot_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir, watchdog=ESB)
+
+    def pid1_watches(desc: dict[str, Any]) -> None:
+        desc["manager_watchdog_sec"] = 120
+
+    asyncio.run(recover(engine(config, machine(tmp_path, change=pid1_watches))))
+    verification = journal_data(config)["verification"]
+    assert "handed over to systemd (RuntimeWatchdogSec=120s)" in verification["watchdog"]
+    release = [op for op in dry_run_ops(config) if op["op"] == "watchdog_release"]
+    assert release[0]["keep_running"] is True and release[0]["timeout"] == 121
+
+
+def test_a_watchdog_that_cannot_be_taken_over_fails_and_the_reset_boot_falls_back(
+    write_config: Callable[[str], Config], boot_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir, watchdog=ESB)
+
+    def no_watchdog(desc: dict[str, Any]) -> None:
+        desc["watchdogs"] = []
+
+    new_kernel = engine(config, machine(tmp_path, change=no_watchdog))
+    _, report = asyncio.run(recover(new_kernel))
+    assert report[0].state is TransitionState.RECOVERY_FAILED
+    verification = journal_data(config)["verification"]
+    assert "could not be taken over" in verification["watchdog"]
+    [problem] = verification["problems"]
+    assert problem["check"] == "watchdog"
+    assert "Its timer still runs: the machine resets within 90 s" in problem["message"]
+    # The timer resets the machine: the pending record stays for the next boot.
+    assert read_pending(config.state_dir) == "T1"
+    assert asyncio.run(recover(new_kernel))[1] == []  # the same boot: the reset is to come
+    assert read_pending(config.state_dir) == "T1"
+
+    reset_boot = "00000000-0000-4000-8000-0000000000c3"
+    old_kernel = machine(
+        tmp_path, release=OLD_RELEASE, boot_id=reset_boot, cmdline_id=None, name="reset.json"
+    )
+    _, report = asyncio.run(recover(engine(config, old_kernel)))
+    assert [(r.id, r.state) for r in report] == [("T1", TransitionState.FELL_BACK)]
+    data = journal_data(config)
+    assert data["state"] == "fell-back"
+    assert data["verification"]["boot_id"] == reset_boot
+    assert data["verification"]["fell_back"]
+    assert read_pending(config.state_dir) is None
+    assert history(config.state_dir)[0]["state"] == "fell-back"
+
+
+def test_a_daemon_that_died_between_arming_and_the_jump_is_disarmed_on_restart(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    """direct mode: the watchdog's undo was journaled after the freeze, so only the
+    checkpoint shows it; recovery on the same boot stops it before undoing the rest."""
+    pending(config, boot_dir, state=TransitionState.RUNNING, watchdog=ESB)
+    same_boot = machine(tmp_path, release=OLD_RELEASE, boot_id=OLD_BOOT, cmdline_id=None)
+    eng = engine(config, same_boot)
+    eng.backends.watchdog.arm(ESB)
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.ABORTED
+    ops = [op["op"] for op in dry_run_ops(config)]
+    assert ops.index("watchdog_arm") < ops.index("watchdog_disarm")
+    assert dryrun.SimMachine(config.state_dir).state()["watchdog_armed"] is None
+
+
+def test_a_corrupt_journal_of_this_boot_with_an_armed_watchdog_is_disarmed(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    journal = pending(config, boot_dir, state=TransitionState.RUNNING, watchdog=ESB)
+    journal.path.write_text("{not json")
+    same_boot = machine(tmp_path, release=OLD_RELEASE, boot_id=OLD_BOOT, cmdline_id=None)
+    eng = engine(config, same_boot)
+    eng.backends.watchdog.arm(ESB)
+    _, [found] = asyncio.run(recover(eng))
+    assert "disarmed the watchdog /dev/watchdog0" in found.note
+    assert dryrun.SimMachine(config.state_dir).state()["watchdog_armed"] is None
+
+
+@pytest.mark.parametrize(
+    ("state", "bootstatus", "reason"),
+    [
+        # direct mode: the state directory was frozen before the jump, so the journal
+        # on disk says running; the exec stamp, written before the freeze, is there.
+        ("running", 32, "the hardware watchdog (watchdog0) reset the machine"),
+        ("exec", 0, "came back on the old kernel (no watchdog reset recorded"),
+    ],
+)
+def test_coming_back_on_the_old_kernel_after_the_jump_is_fell_back(
+    write_config: Callable[[str], Config],
+    boot_dir: Path,
+    tmp_path: Path,
+    make_hook: HookFactory,
+    state: str,
+    bootstatus: int,
+    reason: str,
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir, state=TransitionState(state), watchdog=ESB)
+    log = tmp_path / "hooks.log"
+    hooks_logging_to(make_hook, log)
+
+    def reset(desc: dict[str, Any]) -> None:
+        desc["watchdogs"][0]["bootstatus"] = bootstatus
+
+    old_kernel = machine(tmp_path, release=OLD_RELEASE, cmdline_id=None, change=reset)
+    eng = engine(config, old_kernel)
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.FELL_BACK
+    data = journal_data(config)
+    assert data["state"] == "fell-back"
+    assert data["verification"]["fell_back"].startswith(reason)
+    assert not log.exists()  # nothing verified or restored on the old kernel
+    assert read_pending(config.state_dir) is None
+    assert asyncio.run(verify_once(config, eng.backends)) == 0  # already recorded
+    assert history(config.state_dir)[0]["state"] == "fell-back"
+
+
+def test_the_old_kernel_booted_before_the_jump_is_still_superseded(
+    config: Config, boot_dir: Path, tmp_path: Path
+) -> None:
+    """A transition that never reached the jump (rebooted while it ran: no exec stamp)."""
+    journal = pending(config, boot_dir, state=TransitionState.RUNNING, watchdog=ESB)
+    (journal.dir / STAMP_NAME).unlink()
+    eng = engine(config, machine(tmp_path, release=OLD_RELEASE, cmdline_id=None))
+    _, report = asyncio.run(recover(eng))
+    assert report[0].state is TransitionState.SUPERSEDED

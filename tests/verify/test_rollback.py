@@ -13,6 +13,7 @@ from liveupd.recovery import recover
 from liveupd.transition.history import history
 from liveupd.transition.journal import Journal
 from liveupd.transition.phases import TransitionState
+from tests.devices.fakes import OURS
 from tests.verify.scenario import (
     NEW_RELEASE,
     OLD_RELEASE,
@@ -57,7 +58,9 @@ def test_failed_verification_goes_back_once_and_never_loops(
     assert target["release"] == OLD_RELEASE
     assert target["kernel_path"] == str(boot_dir / f"vmlinuz-{OLD_RELEASE}")
     # The old command line, without the boot loader's words, naming the rollback.
-    assert target["cmdline"] == f"root=/dev/vda rw console=ttyS0 liveupd.transition={back.id}"
+    assert (
+        target["cmdline"] == f"root=/dev/vda rw console=ttyS0 {OURS} liveupd.transition={back.id}"
+    )
     original = journal_data(config)
     assert original["verification"]["rollback"] == {
         "transition": back.id,

@@ -19,6 +19,7 @@ def module_guest(
     append_extra: str = "",
     installed: bool = True,
     host_forwards: Sequence[tuple[int, int]] = (),
+    extra_qemu_args: Sequence[str] = (),
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
 
@@ -35,6 +36,7 @@ def module_guest(
         append_extra=append_extra,
         installed=installed,
         host_forwards=host_forwards,
+        extra_qemu_args=extra_qemu_args,
     )
     try:
         vm.start()
