@@ -275,14 +275,17 @@ class Manager:
             raise NotStaged("nothing is staged; stage a kernel first (liveupctl stage)")
         return t
 
-    def execute(self, mode: ExecMode, hooks: Sequence[Hook] | None = None) -> Transition:
+    def execute(
+        self, mode: ExecMode, hooks: Sequence[Hook] | None = None, *, caller_pid: int | None = None
+    ) -> Transition:
         """Start the staged transition; returns at once (progress comes as events).
 
         Synchronous: the check and the change to running cannot be interleaved.
-        ``hooks``: as Engine.discover_hooks() found them (off the event loop).
+        ``hooks``: as Engine.discover_hooks() found them (off the event loop);
+        ``caller_pid``: the process that asked, if known (its session is ended last).
         """
         t = self.executable()
-        task = self.engine.start_execute(t, mode, hooks)
+        task = self.engine.start_execute(t, mode, hooks, caller_pid=caller_pid)
         if self.rehearse:
             self.rehearsal = asyncio.create_task(self._rehearse(t, task))
         return t

@@ -4,6 +4,7 @@ check   kernel-check  (first)   resolve and validate the kernel
 check   devices-check (50)      plan the unbind; refuse the root device
 check   storage-check (50)      plan the freeze; refuse unmounted filesystems
 load    kernel-load   (first)   kexec_file_load            undo: unload
+quiesce end-remote-sessions (first)  end remote logins     nothing to undo
 unbind  devices       (50)      record, link down, unbind  undo: bind again
 checkpoint checkpoint (last)    write the transition record  undo: drop it
 flush   storage       (last)    sync, syncfs, freeze        undo: thaw
@@ -24,6 +25,7 @@ from liveupd.devices.steps import DevicesCheckStep, UnbindStep
 from liveupd.devices.watchdog_step import WatchdogStep
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.steps import CheckStep, ExecStep, LoadStep
+from liveupd.sessions.step import EndSessionsStep
 from liveupd.storage.steps import FlushStep, StorageCheckStep
 from liveupd.transition.phases import ExecMode
 from liveupd.transition.steps import Step
@@ -36,6 +38,7 @@ def builtin_steps(mode: ExecMode, hooks: Sequence[Hook]) -> list[Step]:
         DevicesCheckStep(tuple(hooks)),
         StorageCheckStep(),
         LoadStep(),
+        EndSessionsStep(),
         UnbindStep(tuple(hooks)),
         CheckpointStep(),
         FlushStep(),

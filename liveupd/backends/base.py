@@ -298,6 +298,40 @@ class SystemBackend(Protocol):
     def uptime(self) -> float: ...
 
 
+# -------------------------------------------------------------- sessions ----
+
+
+@dataclass(frozen=True)
+class Session:
+    """One login session as logind knows it (org.freedesktop.login1.Session)."""
+
+    id: str
+    uid: int
+    user: str
+    remote: bool  # logind's Remote: PAM_RHOST was set and is not this machine
+    service: str  # the PAM service (``sshd`` for SSH logins)
+    leader: int  # the session leader's PID (0: unknown)
+    state: str  # online, active or closing
+    remote_host: str = ""
+    scope: str = ""  # the session's scope unit (session-N.scope)
+
+
+class SessionBackend(Protocol):
+    """Login sessions (logind).  Async: the real one talks D-Bus."""
+
+    async def sessions(self) -> list[Session]:
+        """Every session logind knows, in its order; OSError when logind cannot tell."""
+
+    async def session_of(self, pid: int) -> str | None:
+        """The id of the session process ``pid`` belongs to; None when it is in none."""
+
+    async def terminate(self, session_id: str) -> None:
+        """Ask logind to end the session (stop its scope); OSError on failure."""
+
+    async def gone(self, session_id: str) -> bool:
+        """Whether the session no longer exists (its scope stopped and was collected)."""
+
+
 # ----------------------------------------------------------------- files ----
 
 
@@ -338,6 +372,7 @@ class Backends:
     devices: DeviceBackend
     storage: StorageBackend
     system: SystemBackend
+    sessions: SessionBackend
     dry_run: bool
     watchdog: WatchdogBackend
     files: FileBackend = field(default_factory=DurableFiles)

@@ -8,6 +8,11 @@ frozen) is kept in ``<state-dir>/dry-run/`` so that a restarted daemon (crash
 recovery) sees what the previous one did, and every operation is appended to
 ``calls.jsonl`` there for tests to read.
 
+The description's ``"sessions"`` lists the simulated machine's login sessions
+(``Session``'s fields, as logind would report them) and ``"caller_session"``
+names the session any caller is in (the simulation cannot map a real PID):
+ending one is recorded (``terminate_session``) and lasts until the next boot.
+
 The description's ``"faults"`` (see ``backends/faults.py``) makes the Nth call
 of an operation fail once: every machine operation, starting a hook program,
 and writing the journal.
@@ -56,6 +61,7 @@ from liveupd.backends.base import (
     Mount,
     NetInterface,
     OpenedKernel,
+    Session,
     Watchdog,
     WatchdogBusy,
     WatchdogRecord,
@@ -237,6 +243,7 @@ class SimMachine:
             "unbound": {},
             "links_down": [],
             "frozen": [],
+            "sessions_ended": [],
             "watchdog_armed": None,
             "watchdog_held": None,
         }
@@ -471,6 +478,42 @@ class DryRunStorage:
         self.m.update("thaw", change, mountpoint=mountpoint)
 
 
+class DryRunSessions:
+    """Simulated login sessions: those of the description, less the ones ended this boot."""
+
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+
+    def _ended(self) -> list[str]:
+        state = self.m.state()
+        if state.get("sessions_boot", _boot_id(self.m)) != _boot_id(self.m):
+            return []
+        return [str(i) for i in state.get("sessions_ended", [])]
+
+    async def sessions(self) -> list[Session]:
+        ended = self._ended()
+        described: list[dict[str, Any]] = self.m.description.get("sessions", [])
+        return [Session(**d) for d in described if str(d["id"]) not in ended]
+
+    async def session_of(self, pid: int) -> str | None:
+        del pid  # the simulation cannot tell a real process's session: the description does
+        caller = self.m.description.get("caller_session")
+        return str(caller) if caller else None
+
+    async def terminate(self, session_id: str) -> None:
+        _injected(self.m, "terminate_session", session_id)
+        if session_id not in {s.id for s in await self.sessions()}:
+            raise OSError(errno.ENOENT, f"no session {session_id}")
+        change = {
+            "sessions_ended": [*self._ended(), session_id],
+            "sessions_boot": _boot_id(self.m),
+        }
+        self.m.update("terminate_session", change, session=session_id)
+
+    async def gone(self, session_id: str) -> bool:
+        return session_id in self._ended()
+
+
 class SimSystem:
     def __init__(self, machine: SimMachine) -> None:
         self.m = machine
@@ -656,6 +699,7 @@ def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
         devices=DryRunDevices(m),
         storage=DryRunStorage(m),
         system=SimSystem(m),
+        sessions=DryRunSessions(m),
         dry_run=True,
         watchdog=DryRunWatchdog(m),
         files=DryRunFiles(m),

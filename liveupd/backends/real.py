@@ -11,6 +11,7 @@ def make(config: Config) -> Backends:
     from liveupd.devices.machine import SysfsDevices
     from liveupd.devices.watchdog_dev import RealWatchdog
     from liveupd.kernel.loader import RealKexec
+    from liveupd.sessions.logind import LogindSessions
     from liveupd.storage.freeze import RealStorage
 
     return Backends(
@@ -18,6 +19,7 @@ def make(config: Config) -> Backends:
         devices=SysfsDevices(),
         storage=RealStorage(),
         system=ProcSystem(),
+        sessions=LogindSessions(),
         dry_run=False,
         watchdog=RealWatchdog(),
     )

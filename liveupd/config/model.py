@@ -116,8 +116,12 @@ _WATCHDOG_NODE = re.compile(r"^/dev/watchdog[0-9]+$")
 
 
 class ExecSection(_Section):
-    """Around the jump: the hardware watchdog that guards it, and panic= on the new kernel."""
+    """Execute, on the old kernel, and around the jump: remote sessions ended first,
+    the hardware watchdog that guards the jump, and panic= on the new kernel."""
 
+    # End remote login sessions (logind) before any hook or step can take the
+    # network down, so their peers see the connection close (liveupd/sessions/).
+    end_remote_sessions: bool = Field(default=True, alias="end-remote-sessions")
     watchdog_sec: int = Field(default=120, ge=0, le=3600, alias="watchdog-sec")
     watchdog_device: str = Field(default="", alias="watchdog-device")
     panic_sec: int = Field(default=10, ge=0, le=3600, alias="panic-sec")
@@ -147,8 +151,8 @@ class Config(_Section):
     hooks: HooksSection = HooksSection()
     devices: DevicesSection = DevicesSection()
     storage: StorageSection = StorageSection()
-    verify: VerifySection = VerifySection()
     exec: ExecSection = ExecSection()
+    verify: VerifySection = VerifySection()
     daemon: DaemonSection = DaemonSection()
     # The main file it was loaded from (load_config); None: the default location.
     _source: Path | None = PrivateAttr(default=None)

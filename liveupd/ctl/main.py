@@ -185,7 +185,9 @@ def parser() -> argparse.ArgumentParser:
         epilog=MODES_HELP + " Exit codes: 0 the switch was requested (or, with --fallback, "
         "the normal reboot); 1 failed, the machine runs on unchanged; 2 usage; 3 no reboot "
         "needed (--if-needed); 4 not authorized; 5 kexec is unsupported here (without "
-        "--fallback).",
+        "--fallback). When standard output is not a terminal it returns (0) as soon as the "
+        "switch can no longer fail back: direct mode, the exec phase began; systemd mode, "
+        "kexec.target was started.",
     )
     rb.add_argument("kernel", nargs="?", default="", help="path or release (default: newest)")
     _exec_options(rb, default_mode="systemd")
@@ -319,13 +321,16 @@ async def execute(
     interactive: bool,
     wait: bool,
     quiet: bool = False,
+    until_no_return: bool = False,
 ) -> int:
+    """Execute and follow; ``until_no_return``: return once it can no longer fail back."""
     manager = await client.properties()
     dry_run = bool(manager.get("DryRun", False))
     follower = Follower(
         str(manager.get("StagedTransition", "")),
         renderer_for(sys.stdout, quiet=quiet),
         dry_run=dry_run,
+        no_return=mode if until_no_return else None,
     )
     if wait:  # subscribe before the call: no signal is missed
         await client.watch(follower.on_signal)
@@ -423,7 +428,18 @@ async def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
         interactive=False,
         wait=True,
         quiet=Conventions.of(args).quiet,
+        # Like a reboot command for whoever waits for it to end (a fleet tool, a
+        # script): return once the switch cannot fail back; a person at a terminal
+        # follows it on.
+        until_no_return=not _is_tty(sys.stdout),
     )
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (ValueError, OSError):
+        return False
 
 
 def reboot_needed(manager: dict[str, Any], *, explicit: bool) -> bool:

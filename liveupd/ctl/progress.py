@@ -11,6 +11,13 @@ The follower reads liveupd's signals for one transition object.  It ends:
   dry run's verification failed);
 * FAILED when the daemon vanishes before the ``exec`` phase.
 
+With ``no_return`` (``liveupctl reboot`` whose output is not a terminal: a
+fleet tool or a script waiting for a reboot command to end) it ends OK as
+soon as the transition cannot fail back any more: in ``direct`` mode when the
+``exec`` phase begins (no Cancel is taken from then on; the jump follows), in
+``systemd`` mode when the State becomes ``exec`` (handed over to
+kexec.target); in a dry run too, while the daemon goes on with the rehearsal.
+
 On a terminal that understands escape codes (``output.escapes_ok``: not
 ``TERM=dumb``) the progress is a bar redrawn in place; otherwise one plain line
 per change, for logs and package-manager output; with ``--quiet``, nothing.
@@ -148,10 +155,19 @@ def renderer_for(out: TextIO = sys.stdout, *, quiet: bool = False) -> Renderer:
 class Follower:
     """Turns liveupd's signals for ``path`` into renderer calls and an Outcome."""
 
-    def __init__(self, path: str, renderer: Renderer, *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        path: str,
+        renderer: Renderer,
+        *,
+        dry_run: bool = False,
+        no_return: str | None = None,
+    ) -> None:
         self.path = path
         self.renderer = renderer
         self.dry_run = dry_run
+        # The exec mode, when the follow ends at the point of no return (see above).
+        self.no_return = no_return
         self.phase = ""
         self.target = ""
         self.jumped = False  # the State became exec
@@ -186,6 +202,9 @@ class Follower:
         target = self.target or "the new kernel"
         if state == "exec":
             self.jumped = True
+            if self.no_return is not None:
+                self._past_no_return()
+                return
             if not self.dry_run:
                 self._finish(Outcome(ExitCode.OK, f"the jump into {target} was requested"))
                 return
@@ -202,6 +221,23 @@ class Follower:
                     f"transition {tid} completed ('liveupctl show {tid}' for the report)",
                 )
             )
+
+    def _past_no_return(self) -> None:
+        target = self.target or "the new kernel"
+        tid = self.path.rsplit("/", 1)[-1]
+        how = (
+            "handed over to kexec.target"
+            if self.no_return == "systemd"
+            else "the exec phase began: it can no longer be cancelled"
+        )
+        dry = "; dry run: the simulated machine boots it next" if self.dry_run else ""
+        self._finish(
+            Outcome(
+                ExitCode.OK,
+                f"the jump into {target} was requested ({how}{dry}); 'liveupctl show {tid}' "
+                "reports it once the new kernel verified it",
+            )
+        )
 
     def on_signal(self, msg: Message) -> None:
         if self._held is not None:
@@ -225,6 +261,8 @@ class Follower:
             if self.phase == "rollback":
                 self.rolling_back.set()
             self.renderer.update(phase=self.phase)
+            if self.phase == "exec" and self.no_return == "direct":
+                self._past_no_return()
         elif msg.member == "HookFinished":
             self.renderer.hook(str(body[1]), str(body[2]), str(body[3]), int(body[4]))
         elif msg.member == "TransitionFailed":

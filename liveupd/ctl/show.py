@@ -114,8 +114,26 @@ def text(r: dict[str, Any], live: dict[str, Any] | None = None) -> str:
     if not r.get("devices"):
         lines.append("  (none)")
     lines += ["", "Filesystems frozen (in order): " + (", ".join(r.get("frozen") or []) or "-")]
+    lines += _sessions(r.get("sessions_ended") or [])
     lines += _outcome(r, state)
     return "\n".join(lines)
+
+
+def _sessions(ended: list[dict[str, Any]]) -> list[str]:
+    """The remote login sessions the transition ended before the network went down."""
+    if not ended:
+        return []
+    lines = ["", "Remote sessions ended before the network went down:"]
+    for s in ended:
+        who = f"{s.get('user')} ({s.get('service') or '?'}"
+        who += f" from {s['remote_host']})" if s.get("remote_host") else ")"
+        notes = ["the update's own, ended last"] if s.get("caller") else []
+        if s.get("error"):
+            notes.append(f"NOT ended: {s['error']}")
+        elif not s.get("gone", True):
+            notes.append("still there when liveupd stopped waiting")
+        lines.append(f"  session {s.get('id')}: {who}" + (f", {'; '.join(notes)}" if notes else ""))
+    return lines
 
 
 def _outcome(r: dict[str, Any], state: str) -> list[str]:

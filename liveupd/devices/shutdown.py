@@ -29,8 +29,11 @@ stops services and unmounts, and at the very end runs the executables in
   from its driver), as the very last thing before systemd-shutdown's kexec.
   systemd-shutdown closed its own descriptor of it before the helpers run.
   A failure to arm is reported; the jump goes on unguarded.
-* It writes nothing to any filesystem (they are read-only by then); it logs
-  one logfmt line per event to stderr.
+* It writes nothing to any filesystem (they are read-only by then), except
+  when something failed: then one line for the new kernel's verification
+  (``transition/late_failures.py``: a warning in the report), for which the
+  state directory's filesystem is made writable for a moment.  It logs one
+  logfmt line per event to stderr.
 * Exit status: 0 all done (or nothing to do), 1 some device failed or the
   watchdog could not be armed, 2 usage error or unreadable checkpoint.
 """
@@ -166,12 +169,15 @@ def run(
         return 0
     record = load_checkpoint(transitions_dir(state_dir) / tid)
     if record is None:
+        path = transitions_dir(state_dir) / tid / "checkpoint.json"
         logs.event(
-            LOG,
-            "shutdown.checkpoint-unreadable",
-            level=logging.ERROR,
-            transition=tid,
-            path=transitions_dir(state_dir) / tid / "checkpoint.json",
+            LOG, "shutdown.checkpoint-unreadable", level=logging.ERROR, transition=tid, path=path
+        )
+        _record(
+            state_dir,
+            tid,
+            f"the system-shutdown helper could not read {path}: the devices it records were "
+            "not unbound before the jump",
         )
         return 2
     if record.mode != "systemd" or record.dry_run:
@@ -209,7 +215,26 @@ def run(
         transition=tid,
         failures="; ".join(failures) or None,
     )
+    if failures:
+        _record(
+            state_dir,
+            tid,
+            "the system-shutdown helper's last steps before the jump failed: "
+            + "; ".join(failures),
+        )
     return 1 if failures else 0
+
+
+def _record(state_dir: Path, tid: str, message: str) -> None:
+    """Leave the failure for the new kernel's verification (a warning in its report)."""
+    from liveupd.transition import late_failures
+
+    try:
+        late_failures.record(state_dir, tid, message)
+    except Exception as e:  # the console line is all that is left
+        logs.event(LOG, "shutdown.record-failed", level=logging.ERROR, error=str(e)[:200])
+    else:
+        logs.event(LOG, "shutdown.recorded", path=late_failures.record_path(state_dir))
 
 
 if __name__ == "__main__":

@@ -100,3 +100,25 @@ async def unix_user(bus: MessageBus, sender: str) -> int:
     if call is not None and call.sender == sender:
         _uid.set(uid)
     return uid
+
+
+async def unix_pid(bus: MessageBus, sender: str) -> int | None:
+    """The PID of the connection ``sender`` (None when the bus cannot tell).
+
+    Only to find the caller's login session (ended last before the network goes
+    down): never used to decide who may do what.
+    """
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetConnectionUnixProcessID",
+            signature="s",
+            body=[sender],
+        )
+    )
+    if reply.message_type is MessageType.ERROR or reply.signature != "u" or not reply.body:
+        return None
+    pid = reply.body[0]
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None

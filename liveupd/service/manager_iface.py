@@ -302,11 +302,13 @@ class ManagerInterface(ServiceInterface):
         await self._check_inhibitors(call, uid, bool(opts.get("ignore-inhibitors")), interactive)
         # The hooks are found (and checked) off the event loop, within a time bound.
         hooks = await self.manager.engine.discover_hooks()
+        # The caller's login session is ended last (liveupd/sessions/step.py).
+        caller_pid = await caller.unix_pid(self.parts.bus, call.sender)
         if self.parts.guard is not None:
             # The jump waits until this call's reply is in the socket.
             self.parts.gate.hold(self.parts.guard.reply_written(call.sender, call.serial))
         try:
-            t = self.manager.execute(mode, hooks)
+            t = self.manager.execute(mode, hooks, caller_pid=caller_pid)
         finally:
             # Not full: Execute changes neither the installed kernels (LatestKernel) nor
             # whether kexec works (Unsupported), and the old side is under way.

@@ -89,6 +89,8 @@ class TransitionContext:
         self.request = request or StageRequest()
         self.target = target
         self.mode = mode
+        # The process that called Execute (its login session is ended last), if known.
+        self.caller_pid: int | None = None
         self.cancel = asyncio.Event()
         self.facts = Facts()  # results steps hand to later steps
         self._held_log: list[str] = []

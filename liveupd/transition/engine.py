@@ -197,13 +197,19 @@ class Engine:
     # ----------------------------------------------------------- execute --
 
     def start_execute(
-        self, t: Transition, mode: ExecMode, hooks: Sequence[Hook] | None = None
+        self,
+        t: Transition,
+        mode: ExecMode,
+        hooks: Sequence[Hook] | None = None,
+        *,
+        caller_pid: int | None = None,
     ) -> asyncio.Task[None]:
         """Begin Execute in the background; failures end in the transition's state.
 
         Synchronous up to the decision: the transition is ``running`` (in memory)
         when this returns, and a Cancel already under way refuses it.  ``hooks``:
-        as :meth:`discover_hooks` found them (found here when None).
+        as :meth:`discover_hooks` found them (found here when None).  ``caller_pid``:
+        the process that asked (its login session is ended last), if known.
         """
         if t.cancelling is not None:
             raise NotStaged(
@@ -213,6 +219,7 @@ class Engine:
             raise Failed(f"transition {t.id} is {t.state}, not staged")
         hooks = hooks if hooks is not None else self.hooks()
         t.ctx.mode = mode
+        t.ctx.caller_pid = caller_pid
         groups = plan(self.steps(mode, hooks), EXECUTE_PHASES)
         start_error: LiveUpdError | None = None
         try:

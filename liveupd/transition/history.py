@@ -97,6 +97,8 @@ def summary(journal: Journal) -> dict[str, Any]:
             r.verification.model_dump(mode="json", exclude_none=True) if r.verification else None
         ),
         "rollback_of": r.rollback_of,
+        # Remote login sessions ended before the network went down (liveupd/sessions/).
+        "sessions_ended": [s.model_dump(mode="json") for s in r.sessions_ended],
     }
 
 
@@ -120,6 +122,7 @@ def corrupt_summary(corrupt: CorruptJournal) -> dict[str, Any]:
         "frozen": [],
         "undone": [],
         "undo_failures": [],
+        "sessions_ended": [],
     }
 
 

@@ -85,6 +85,23 @@ class Failure(Record):
     step: str | None = None  # the step's key (``hook:10-db``, ``devices:devices``)
 
 
+# ------------------------------------------------------------- sessions --
+
+
+class EndedSession(Record):
+    """A remote login session the transition ended before the network went down."""
+
+    id: str
+    user: str
+    uid: int
+    service: str  # the PAM service (sshd)
+    remote_host: str = ""
+    leader: int = 0
+    caller: bool = False  # the session the update was started from (ended last)
+    gone: bool = True  # False: still there when liveupd stopped waiting
+    error: str | None = None  # logind refused to end it
+
+
 # --------------------------------------------------------- verification --
 
 
@@ -144,7 +161,10 @@ class Verification(Record):
     fell_back: str | None = None  # why the machine came back on the old kernel
     finished: float | None = None
     problems: tuple[Problem, ...] = ()
-    warnings: tuple[str, ...] = ()  # what did not fail verification but needs a look
+    # What did not fail verification but needs a look: what went wrong after the
+    # point of no return on the old kernel (the system-shutdown helper's failures,
+    # transition/late_failures.py), a watchdog that could not be released.
+    warnings: tuple[str, ...] = ()
     watchdog: str | None = None  # what became of the watchdog armed for the jump
     downtime: DowntimeRecord | None = None
     policy: str | None = None
@@ -199,6 +219,7 @@ class TransitionRecord(BaseModel):
     finished: float | None = None
     verification: Verification | None = None
     rollback_of: str | None = None
+    sessions_ended: list[EndedSession] = Field(default_factory=list)
     # Writes of this journal that failed (what, why): the state is what was in memory.
     journal_errors: list[str] = Field(default_factory=list)
 
@@ -249,6 +270,7 @@ class Changed(Record):
     finished: float | None = None
     verification: Verification | None = None
     rollback_of: str | None = None
+    sessions_ended: tuple[EndedSession, ...] | None = None
 
 
 class PhaseTimed(Record):

@@ -16,6 +16,9 @@ journal make the second run a no-op.
    device must be bound to its driver again and every recorded network
    interface present with the same MAC.
 4. Run the ``verify`` hooks, then the ``restore`` hooks.
+   What failed on the old kernel after the point of no return (the
+   system-shutdown helper, ``transition/late_failures.py``) becomes a warning
+   in the report: the transition can still complete.
 5. The watchdog is handed to systemd or stopped (``watchdog.py``).
 6. Record the result and the downtime figures; the transition ends
    ``completed`` or ``recovery-failed``.  With ``verify.on-failure =
@@ -42,6 +45,7 @@ from pathlib import Path
 from liveupd.backends.base import Binding
 from liveupd.errors import Failed
 from liveupd.fsio import remove_durably
+from liveupd.transition import late_failures
 from liveupd.transition.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -275,11 +279,14 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
             if rolling_back
             else RollbackResult(skipped=no_rollback or "still on the old boot")
         )
+    warnings = late_failures.read(config.state_dir, t.id)
+    for warning in warnings:
+        ctx.log("verify.late-failure", level=logging.WARNING, message=warning)
     verification = verification.model_copy(
         update={
             "finished": now,
             "problems": tuple(problems),
-            "warnings": tuple(watchdog.warnings),
+            "warnings": (*warnings, *watchdog.warnings),
             "watchdog": watchdog.note,
             "downtime": figures.to_record(),
             "policy": config.verify.on_failure,
@@ -289,6 +296,8 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     state = TransitionState.RECOVERY_FAILED if problems else TransitionState.COMPLETED
     # Terminal, with the rollback requested, before anything is staged: never twice.
     _finish(engine, t, state, verification)
+    # In the journal now: read once (lines of another transition are stale).
+    remove_durably(late_failures.record_path(config.state_dir))
 
     if rolling_back:
         assert checkpoint is not None

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from liveupd.backends.dryrun import DEFAULT_MACHINE
 from tests.conftest import HookFactory
 from tests.dbus.buses import LIVEUPCTL, REPO, PrivateBus, liveupctl
 from tests.dbus.fixtures import DaemonFactory
@@ -43,6 +44,10 @@ PINNED: dict[str, set[str]] = {
         "id", "state", "dry_run", "created", "execute_requested", "finished", "mode",
         "old_release", "new_release", "kernel", "initrd", "cmdline", "phases_usec", "hooks",
         "devices", "frozen", "error", "undone", "undo_failures", "verification", "rollback_of",
+        "sessions_ended",
+    },
+    "entry.sessions_ended[]": {
+        "id", "user", "uid", "service", "remote_host", "leader", "caller", "gone", "error",
     },
     "entry.hooks[]": {"hook", "phase", "status", "usec"},
     "entry.devices[]": {"sys_path", "driver", "interfaces", "bound_again"},
@@ -58,7 +63,7 @@ PINNED: dict[str, set[str]] = {
     },
     "entry.corrupt": {
         "id", "state", "created", "finished", "corrupt", "journal", "error", "hooks", "devices",
-        "frozen", "undone", "undo_failures",
+        "frozen", "undone", "undo_failures", "sessions_ended",
     },
     "kernels[]": {
         "release", "kernel", "initrd", "running", "source", "title", "profiles", "image",
@@ -129,7 +134,12 @@ def test_every_json_output_has_the_documented_keys(
     corrupt.mkdir(parents=True)
     (corrupt / "journal.json").write_text('{"id": "20200101T000000_000000"}\n')
     make_hook("10-quiesce", "quiesce", "true")
-    daemon = start_daemon()
+    # One remote login session (ended before the network goes down: sessions_ended).
+    session = {"id": "3", "uid": 0, "user": "root", "remote": True, "service": "sshd",
+               "leader": 1003, "state": "active", "remote_host": "10.0.2.2"}  # fmt: skip
+    machine = tmp_path / "machine.json"
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "sessions": [session]}))
+    daemon = start_daemon(env={"LIVEUPD_DRY_RUN_MACHINE": str(machine)})
     bus.call("Stage", "sssa{sv}", TARGET, "", "", "0")
     staged = run_json(bus, "status")
     check("status", staged, seen)
@@ -158,6 +168,7 @@ def test_every_json_output_has_the_documented_keys(
     check("entry.error", failed["error"], seen)
     check("entry.hooks[]", completed["hooks"][0], seen)
     check("entry.devices[]", completed["devices"][0], seen)
+    check("entry.sessions_ended[]", completed["sessions_ended"][0], seen)
     check("entry.verification", completed["verification"], seen)
     check("entry.verification.downtime", completed["verification"]["downtime"], seen)
     check("entry.corrupt", bad, seen)

@@ -285,18 +285,30 @@ def test_cannot_reach_the_daemon(bus: PrivateBus) -> None:
 # ---------------------------------------------------------------- reboot --
 
 
+def settled_history(bus: PrivateBus) -> list[dict[str, Any]]:
+    """``reboot`` (output not a terminal) returns at the point of no return; the dry-run
+    daemon goes on with the rehearsal of the new boot."""
+
+    def settled() -> list[dict[str, Any]] | None:
+        entries: list[dict[str, Any]] = json.loads(bus.call("GetHistory", "u", "0")[0])
+        return None if any(e["state"] in ("running", "exec") for e in entries) else entries
+
+    result: list[dict[str, Any]] = wait_until(settled, "the rehearsal to end")
+    return result
+
+
 def test_reboot_stages_the_latest_and_jumps(daemon: Daemon, bus: PrivateBus) -> None:
     out = ok(liveupctl(bus, "reboot", "--mode", "direct"))
     assert f"Staged {TARGET} as transition" in out
     assert f"the jump into {TARGET} was requested" in out
-    history = json.loads(bus.call("GetHistory", "u", "0")[0])
+    history = settled_history(bus)
     assert [(h["state"], h["new_release"]) for h in history] == [("completed", TARGET)]
 
 
 def test_reboot_executes_what_is_staged(daemon: Daemon, bus: PrivateBus) -> None:
     tid, _ = bus.call("Stage", "sssa{sv}", "", "", "", "0")
     ok(liveupctl(bus, "reboot"))
-    history = json.loads(bus.call("GetHistory", "u", "0")[0])
+    history = settled_history(bus)
     assert [(h["id"], h["state"], h["mode"]) for h in history] == [(tid, "completed", "systemd")]
 
 

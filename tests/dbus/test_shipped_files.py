@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import re
 import shutil
 import subprocess
@@ -440,6 +441,23 @@ def test_shutdown_helper_only_for_a_pending_kexec(tmp_path: Path) -> None:
     for verb in ("reboot", "poweroff", "halt"):
         assert shutdown_helper(tmp_path, verb, pending=True) == (0, [])
     assert shutdown_helper(tmp_path, "kexec", pending=False) == (0, [])
+
+
+def test_shutdown_helper_records_a_failure_it_could_not_record_itself(tmp_path: Path) -> None:
+    """The program failed before saying why (it could not start): the wrapper leaves the
+    line the new kernel's verification reports as a warning."""
+    shutdown_helper(tmp_path, "kexec", pending=True)
+    record = tmp_path / "state" / "late-failures.jsonl"
+    [line] = record.read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["transition"] == "t"
+    assert entry["message"].startswith(
+        "the system-shutdown helper (shutdown-unbind) failed with status 7 before it could say why"
+    )
+    record.unlink()
+    for verb in ("reboot", "poweroff"):
+        shutdown_helper(tmp_path, verb, pending=True)
+    assert not record.exists()
 
 
 def test_no_package_named_dbus_in_the_repo() -> None:

@@ -224,6 +224,7 @@ def backends(
         devices=devices if devices is not None else sim.devices,
         storage=storage if storage is not None else sim.storage,
         system=sim.system,
+        sessions=sim.sessions,
         dry_run=dry_run,
         watchdog=sim.watchdog,
     )

@@ -12,6 +12,7 @@ from liveupd.backends.base import Binding, NetInterface, WatchdogRecord
 from liveupd.devices import shutdown
 from liveupd.devices.machine import SysfsDevices
 from liveupd.devices.root import root_devices
+from liveupd.transition import late_failures
 from tests.devices.fakes import checkpoint_record, write_pending
 from tests.devices.tree import MAC, NIC, VIRTIO0, FakeKernel, build
 
@@ -124,6 +125,9 @@ def test_unreadable_checkpoint_is_an_error(tmp_path: Path, kernel: FakeKernel) -
     (tdir / "checkpoint.json").write_text("{not json")
     assert run(state, kernel, [], "kexec") == 2
     assert kernel.writes == []
+    # ... left for the new kernel's verification (a warning in its report).
+    [message] = late_failures.read(state, tdir.name)
+    assert message.startswith("the system-shutdown helper could not read ")
 
 
 def test_a_failure_is_reported_and_the_others_are_still_unbound(
@@ -143,6 +147,12 @@ def test_a_failure_is_reported_and_the_others_are_still_unbound(
     events = {r.getMessage(): r.__dict__["fields"] for r in caplog.records}
     assert events["shutdown.skipped"]["sys_path"].endswith("0000:00:09.0")  # not bound
     assert events["shutdown.unbind-failed"]["sys_path"] == NIC
+    [tid] = [p.name for p in (state / "transitions").iterdir()]
+    [message] = late_failures.read(state, tid)
+    assert message.startswith(
+        f"the system-shutdown helper's last steps before the jump failed: {NIC} (virtio-pci): "
+    )
+    assert late_failures.read(state, "another") == []
 
 
 def test_dry_run_only_says(

@@ -66,8 +66,14 @@ def reboot(
 
 
 def history(bus: PrivateBus) -> list[tuple[str, str]]:
-    entries = json.loads(bus.call("GetHistory", "u", "0")[0])
-    return [(e["new_release"], e["state"]) for e in entries]
+    """Once no transition is under way: ``reboot`` (output not a terminal) returns at the
+    point of no return, while the dry-run daemon goes on rehearsing the new boot."""
+
+    def settled() -> list[dict[str, Any]] | None:
+        entries: list[dict[str, Any]] = json.loads(bus.call("GetHistory", "u", "0")[0])
+        return None if any(e["state"] in ("running", "exec") for e in entries) else entries
+
+    return [(e["new_release"], e["state"]) for e in wait_until(settled, "the rehearsal")]
 
 
 # ---------------------------------------------------------------- exit 0 --
@@ -107,6 +113,32 @@ def test_0_executes_a_staged_transition_as_it_is(
     assert result.returncode == 0, result.stderr
     assert f"Switching to the staged kernel {RUNNING} ({tid})" in result.stdout
     assert history(bus) == [(RUNNING, "completed")]
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        ("direct", "the exec phase began: it can no longer be cancelled"),
+        ("systemd", "handed over to kexec.target"),
+    ],
+)
+def test_0_returns_at_the_point_of_no_return_when_not_on_a_terminal(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path, fallback: Fallback,
+    mode: str, why: str,
+) -> None:  # fmt: skip
+    """Like a reboot command: whoever waits for it to end (Ansible, kured, a script) is not
+    left waiting for a machine that has gone.  Here the simulated jump leads nowhere
+    (after_jump: halt): the daemon stays in exec for ever, as if the machine went down."""
+    start_daemon(env=machine(tmp_path, after_jump="halt"))
+    result = reboot(bus, fallback, "--mode", mode)  # stdout is a pipe
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith(f"the jump into {LATEST} was requested ({why}; dry run: "), last
+    assert "'liveupctl show " in last
+    assert [
+        (e["new_release"], e["state"]) for e in json.loads(bus.call("GetHistory", "u", "0")[0])
+    ] == [(LATEST, "exec")]
+    assert not fallback.taken
 
 
 # ---------------------------------------------------------------- exit 3 --

@@ -17,6 +17,7 @@ ABOVE_THE_ENGINE = (
     "liveupd.kernel",
     "liveupd.devices",
     "liveupd.storage",
+    "liveupd.sessions",
     "liveupd.assembly",
     "liveupd.verify",
     "liveupd.recovery",

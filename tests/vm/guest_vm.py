@@ -134,6 +134,7 @@ class GuestVM:
         keep_run_dir: bool = False,
         extra_qemu_args: Sequence[str] = (),
         installed: bool = False,
+        host_forwards: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.image = image
         # True: boot an overlay of project.installed_root() (the .deb already installed).
@@ -153,6 +154,7 @@ class GuestVM:
             memory_mb=memory_mb,
             no_reboot=no_reboot,
             extra_args=list(extra_qemu_args),
+            host_forwards=list(host_forwards),
         )
         self.qemu = QemuProcess(self._config, self.run_dir, max_lifetime)
         self.console: SerialConsole | None = None

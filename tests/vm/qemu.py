@@ -8,7 +8,8 @@ harness process dies (PR_SET_PDEATHSIG).
 
 Fixed machine layout (tests may rely on it):
 
-    PCI 0000:00:03.0  virtio-net-pci, MAC 52:54:00:12:34:56, QEMU user net (DHCP)
+    PCI 0000:00:03.0  virtio-net-pci, MAC 52:54:00:12:34:56, QEMU user net (DHCP;
+                      host_forwards: 127.0.0.1:PORT on the host -> a guest port)
     PCI 0000:00:04.0  virtio-blk-pci, root disk (/dev/vda, ext4 label liveupd-root)
     PCI 0000:00:05.0  virtio-blk-pci, data disk (/dev/vdb, ext4 label liveupd-data, /data)
     PCI 0000:00:06.0  virtio-serial-pci, port org.liveupd.test.agent
@@ -58,6 +59,8 @@ class QemuConfig:
     smp: int = 2
     no_reboot: bool = False
     extra_args: list[str] = field(default_factory=list)
+    # (host port, guest port): TCP forwarded from 127.0.0.1 on the host to the guest.
+    host_forwards: list[tuple[int, int]] = field(default_factory=list)
 
     def argv(self, run_dir: Path) -> list[str]:
         argv = [
@@ -98,7 +101,9 @@ class QemuConfig:
             "chardev=qmp0,mode=control",
             # network at a fixed PCI address and MAC
             "-netdev",
-            "user,id=n0",
+            ",".join(
+                ["user,id=n0"] + [f"hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in self.host_forwards]
+            ),
             "-device",
             f"virtio-net-pci,netdev=n0,mac={NIC_MAC},addr=0x3",
             # disks

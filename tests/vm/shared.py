@@ -18,12 +18,14 @@ def module_guest(
     *,
     append_extra: str = "",
     installed: bool = True,
+    host_forwards: Sequence[tuple[int, int]] = (),
     extra_qemu_args: Sequence[str] = (),
 ) -> Iterator[GuestVM]:
     """Boot kernel A; on exit kill QEMU, and keep the run directory if a test failed.
 
     `installed`: boot from the disk with the project's .deb already installed
     (project.installed_root); False for the scenarios that install it themselves.
+    `host_forwards`: (host port, guest port) pairs, TCP from the host's 127.0.0.1.
 
     A failure prints the console tail, QEMU's state and the guest journal's tail.
     """
@@ -33,6 +35,7 @@ def module_guest(
         kernel=image.kernel_a.release,
         append_extra=append_extra,
         installed=installed,
+        host_forwards=host_forwards,
         extra_qemu_args=extra_qemu_args,
     )
     try:

@@ -12,18 +12,29 @@ installed), liveupd installed from its .deb (kernel hooks included), then in ord
     kexec_load_disabled=1, liveupctl reboot --fallback
                               -> systemctl reboot through the firmware (back on A
                                  under QEMU -kernel), new boot id
+    over SSH from the host, as Ansible's reboot module runs it (a ControlMaster
+    connection, ControlPersist), direct mode, the shipped network hooks active:
+      ssh root@guest liveupctl reboot --fallback --mode direct
+                              -> the session is ended before 20-network takes the
+                                 link down: ssh ends (255), kexec A -> B, verified,
+                                 the report lists the session
 
 B comes with Debian's new kernel packaging: linux-image-<B> pulls linux-binary-<B>
 (vmlinuz in /usr/lib/modules/<B>/), linux-modules-<B> and linux-base-<B>, from the
-local repository the image carries (the guest has no network). Two kernel installs
-and two boots in all.
+local repository the image carries (the guest has no network; QEMU forwards a host
+port to its sshd). Two kernel installs and two boots in all.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,8 +49,19 @@ OUT = "/var/tmp/liveupctl-reboot.out"  # on the root disk: survives the reboot
 
 
 @pytest.fixture(scope="module")
-def fleet_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    with module_guest(vm_image, request) as vm:
+def ssh_port() -> int:
+    """A free port on the host's 127.0.0.1, forwarded to the guest's sshd."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def fleet_vm(
+    vm_image: GuestImage, request: pytest.FixtureRequest, ssh_port: int
+) -> Iterator[GuestVM]:
+    with module_guest(vm_image, request, host_forwards=[(ssh_port, 22)]) as vm:
         vm.install_project()
         yield vm
 
@@ -230,3 +252,121 @@ def test_fallback_reboots_through_the_firmware_when_kexec_is_disabled(
     assert rc in (None, 0), text
     assert newest_transition(vm)["id"] == last  # no transition: the firmware did it
     assert "liveupd.transition=" not in vm.read_text("/proc/cmdline")
+
+
+# ----------------------------------------------------------- over SSH (issue 20) --
+
+SSH_DEADLINE = 300.0  # a deadline for a command that must end, not a timing assertion
+
+
+class Ssh:
+    """OpenSSH from the host as Ansible runs it: ControlMaster=auto, ControlPersist=60s."""
+
+    def __init__(self, work: Path, port: int) -> None:
+        self.work = work
+        # A short directory: the master's socket path must fit a sockaddr_un (108 bytes).
+        self.control = Path(tempfile.mkdtemp(prefix="ssh-", dir="/tmp"))
+        key = work / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        self.public_key = (work / "id.pub").read_text()
+        self.argv = [
+            "ssh", "-p", str(port), "-i", str(key), "-o", "IdentitiesOnly=yes",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
+            "-o", "ConnectTimeout=60", "-o", "LogLevel=ERROR",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}/cm-%C",
+            "-o", "ControlPersist=60s", "root@127.0.0.1",
+        ]  # fmt: skip
+
+    def run(self, command: str, name: str) -> tuple[int, str, str]:
+        """Run ``command``; its status and output.  Files, not pipes: the ControlPersist
+        master goes to the background with them (Ansible's ssh.py notes the same)."""
+        out, err = self.work / f"{name}.out", self.work / f"{name}.err"
+        with out.open("w") as o, err.open("w") as e:
+            proc = subprocess.Popen(
+                [*self.argv, command], stdin=subprocess.DEVNULL, stdout=o, stderr=e
+            )
+            try:
+                rc = proc.wait(timeout=SSH_DEADLINE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError(
+                    f"ssh {command!r} did not end within {SSH_DEADLINE:.0f} s: "
+                    f"{err.read_text()[-500:]}"
+                ) from None
+        return rc, out.read_text(), err.read_text()
+
+    def master_alive(self) -> bool:
+        check = subprocess.run(
+            [*self.argv[:-1], "-O", "check", self.argv[-1]], capture_output=True, check=False
+        )
+        return check.returncode == 0
+
+    def close(self) -> None:
+        subprocess.run(
+            [*self.argv[:-1], "-O", "exit", self.argv[-1]], capture_output=True, check=False
+        )
+        shutil.rmtree(self.control, ignore_errors=True)
+
+
+def test_reboot_over_ssh_ends_the_session_before_the_network_goes_down(
+    fleet_vm: GuestVM, vm_image: GuestImage, ssh_port: int, tmp_path: Path
+) -> None:
+    """Issue 20: the SSH client must see its connection end (ssh exits 255, or 0), not hang
+    on a machine that went away; the guest lands on B, verified, and the report lists the
+    session liveupd ended before the shipped 20-network hook took the link down."""
+    vm = fleet_vm
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    old = vm.boot_info()
+    assert old.release == a  # the firmware fallback before brought it back to A
+    ssh = Ssh(tmp_path, ssh_port)
+    vm.run("install -d -m 700 /root/.ssh")
+    vm.write_file("/root/.ssh/authorized_keys", ssh.public_key, 0o600)
+    try:
+        # The first command opens the master connection (a logind session, Remote, from
+        # QEMU's gateway) and shows systemd's own ordering of that session's scope, which
+        # a systemd-mode shutdown relies on: stopped before the network.
+        scope = 'session-"$XDG_SESSION_ID".scope'
+        rc, out, err = ssh.run(
+            'loginctl show-session "$XDG_SESSION_ID" -p Remote -p Service; '
+            f"echo ScopeBefore=$(systemctl show -P Before {scope}); "
+            f"echo ScopeConflicts=$(systemctl show -P Conflicts {scope}); "
+            f"echo ScopeAfter=$(systemctl show -P After {scope}); "
+            "echo UserSessionsAfter=$(systemctl show -P After systemd-user-sessions.service)",
+            "probe",
+        )
+        assert rc == 0, err
+        props = {
+            k: v.split() for k, v in (ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+        }
+        assert (props["Remote"], props["Service"]) == (["yes"], ["sshd"]), out
+        assert "shutdown.target" in props["ScopeBefore"], out
+        assert "shutdown.target" in props["ScopeConflicts"], out
+        assert "systemd-user-sessions.service" in props["ScopeAfter"], out
+        assert "network.target" in props["UserSessionsAfter"], out
+        assert ssh.master_alive()
+        # What Ansible's reboot module runs, over the same master connection.
+        start = time.monotonic()
+        rc, out, err = ssh.run("liveupctl reboot --fallback --mode direct", "reboot")
+        ended = time.monotonic() - start
+        print(f"\n[fleet] ssh liveupctl reboot ended after {ended:.1f} s, status {rc}: {err!r}")
+        assert rc in (0, 255), (rc, out, err)
+        new = vm.wait_for_new_boot(old.boot_id)
+        took = time.monotonic() - start
+        print(f"[fleet] ssh liveupctl reboot A->B to agent answering: {took:.1f} s")
+        assert not ssh.master_alive()  # the master saw its connection close too
+    finally:
+        ssh.close()
+    assert (new.release, vm.run("uname -r").stdout.strip()) == (b, b)
+    assert wait_verified(vm) == "active"
+    entry = newest_transition(vm)
+    assert (entry["state"], entry["mode"], entry["new_release"]) == ("completed", "direct", b)
+    hooks = {h["hook"]: h["status"] for h in entry["hooks"]}
+    assert hooks.get("20-network") == "done", entry["hooks"]  # the shipped hook was active
+    [ended_session] = [s for s in entry["sessions_ended"] if s["caller"]]
+    assert (ended_session["service"], ended_session["gone"]) == ("sshd", True), entry
+    assert ended_session["remote_host"], entry
+    shown = vm.run(["liveupctl", "show", entry["id"]]).stdout
+    assert "Remote sessions ended before the network went down:" in shown, shown
+    assert f"session {ended_session['id']}: root (sshd from " in shown, shown

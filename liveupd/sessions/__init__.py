@@ -1,0 +1,6 @@
+"""Remote login sessions, ended before the network goes down (issue 20).
+
+``plan.py`` (pure) decides which sessions end and in what order, ``step.py``
+is the built-in quiesce step that ends them, ``logind.py`` the real backend
+(org.freedesktop.login1 on the system bus); the dry-run machine simulates it.
+"""
