@@ -74,18 +74,23 @@ def known_uid() -> int | None:
     return _uid.get()
 
 
-async def unix_user(bus: MessageBus, sender: str) -> int:
-    """The uid of the connection ``sender``, as the bus daemon saw it connect."""
-    reply = await bus.call(
+async def _ask_bus(bus: MessageBus, member: str, sender: str) -> Message:
+    """The bus daemon's answer to ``member(sender)`` (GetConnectionUnixUser and the like)."""
+    return await bus.call(
         Message(
             destination="org.freedesktop.DBus",
             path="/org/freedesktop/DBus",
             interface="org.freedesktop.DBus",
-            member="GetConnectionUnixUser",
+            member=member,
             signature="s",
             body=[sender],
         )
     )
+
+
+async def unix_user(bus: MessageBus, sender: str) -> int:
+    """The uid of the connection ``sender``, as the bus daemon saw it connect."""
+    reply = await _ask_bus(bus, "GetConnectionUnixUser", sender)
     if reply.message_type is MessageType.ERROR or not reply.body:
         raise AccessDenied(
             f"cannot tell who is calling: the bus did not give the uid of {sender} "
@@ -108,16 +113,7 @@ async def unix_pid(bus: MessageBus, sender: str) -> int | None:
     Only to find the caller's login session (ended last before the network goes
     down): never used to decide who may do what.
     """
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="GetConnectionUnixProcessID",
-            signature="s",
-            body=[sender],
-        )
-    )
+    reply = await _ask_bus(bus, "GetConnectionUnixProcessID", sender)
     if reply.message_type is MessageType.ERROR or reply.signature != "u" or not reply.body:
         return None
     pid = reply.body[0]
