@@ -39,7 +39,8 @@ HOST_JOBS ?= 2
 # systemd's EFI stub (systemd-boot-efi: linuxx64.efi.stub) and objcopy (binutils)
 # to build unified kernel images from real Debian kernels in the tests; docutils
 # for the man pages, bash and zsh to try the completions, and the Debian
-# packaging tools (debian/control's Build-Depends, lintian) for `make deb`.
+# packaging tools (debian/control's Build-Depends, lintian) for `make deb`;
+# cryptsetup-bin to read real LUKS headers (tests/storage/test_luks_volumes.py).
 APT_PACKAGES := \
 	qemu-system-x86 qemu-utils debootstrap e2fsprogs \
 	dbus-daemon dbus-bin libdbus-1-dev libglib2.0-dev pkg-config \
@@ -48,7 +49,7 @@ APT_PACKAGES := \
 	systemd-boot-efi binutils tmux \
 	python3-docutils bash-completion zsh \
 	dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all \
-	python3-setuptools fakeroot lintian
+	python3-setuptools fakeroot lintian cryptsetup-bin
 
 .PHONY: check-prefix all setup host-deps venv venv-debian13 lint typecheck check check-debian13 test \
 	demo try bench man deb lintian sdist install install-python install-data clean

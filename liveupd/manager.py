@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveupd import logs
 from liveupd.assembly import make_engine
-from liveupd.backends.base import Backends
+from liveupd.backends.base import Backends, Refusal, VolumeScan
 from liveupd.config import Config
 from liveupd.devices.watchdog import plan_for
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
@@ -94,6 +94,10 @@ class Manager:
         self.rehearse = rehearse
         # The dry run's simulated new boot and its verification, while it runs.
         self.rehearsal: asyncio.Task[None] | None = None
+        # Machines that would not come back, as last looked at (refusals()), and the
+        # look at the LUKS volumes under way.
+        self._comeback: list[Refusal] = []
+        self._scanning: asyncio.Task[VolumeScan] | None = None
 
     # ------------------------------------------------------------- events --
 
@@ -176,9 +180,43 @@ class Manager:
         ]
         return rows + [(k, self.stageable.verdict(k, kernels, self.config)) for k in kernels]
 
+    async def refusals(self) -> list[Refusal]:
+        """Every named reason a live update is refused here, looked at now: preflight
+        (kexec cannot work), and machines that would not come back (``kernel/comeback.py``:
+        the LUKS volumes' headers are read by cryptsetup, a subprocess; a scan under way is
+        shared).  Never blocks the event loop."""
+        from liveupd.kernel.comeback import refusals
+
+        kexec = await asyncio.to_thread(self.backends.kexec.refusals)
+        dmi = await asyncio.to_thread(self.backends.system.dmi)
+        scan = await asyncio.shield(self._volume_scan())
+        comeback = refusals(dmi, scan, self.config)
+        self._comeback = comeback
+        return kexec + comeback
+
+    def _volume_scan(self) -> asyncio.Task[VolumeScan]:
+        if self._scanning is None:
+            self._scanning = asyncio.get_running_loop().create_task(self._scan_volumes())
+        return self._scanning
+
+    async def _scan_volumes(self) -> VolumeScan:
+        try:
+            return await self.backends.storage.encrypted_volumes()
+        except Exception as e:  # on the safe side: an unknown volume refuses
+            logs.event(LOG, "volumes.failed", level=logging.ERROR, error=repr(e))
+            return VolumeScan((), (f"looking at them failed ({e!r}; see the daemon's log)",))
+        finally:
+            self._scanning = None
+
+    def known_refusals(self) -> list[Refusal]:
+        """As ``refusals``, with the volumes as last looked at (for property signals):
+        reads only small files in /proc and /sys."""
+        return self.backends.kexec.refusals() + self._comeback
+
     def unsupported(self) -> str:
-        """Why kexec cannot work here ("" when it can)."""
-        return "; ".join(self.backends.kexec.preflight())
+        """Why kexec cannot work here, or the machine would not come back ("" when it can),
+        as last looked at (``known_refusals``)."""
+        return "; ".join(r.message for r in self.known_refusals())
 
     def watchdog(self) -> str:
         """What guards the jump against a hang: the watchdog and its timeout, or why none."""
@@ -243,11 +281,13 @@ class Manager:
 
     async def stage(self, request: StageRequest) -> Transition:
         self._refuse_if_busy()
-        problems = self.unsupported()
-        if problems:
-            raise Unsupported(f"kexec cannot work on this machine: {problems}")
         staging = self._staging = asyncio.get_running_loop().create_future()
         try:
+            refused = await self.refusals()
+            if refused:
+                raise Unsupported(
+                    "this machine cannot be live-updated: " + "; ".join(r.text() for r in refused)
+                )
             # A typo is refused here, before the transition's journal exists.
             from liveupd.kernel.named import refuse_unknown
 

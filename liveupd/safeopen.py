@@ -64,6 +64,7 @@ class Kind(StrEnum):
     MANIFEST = "hook manifest"
     PROGRAM = "hook program"
     MODULE_INDEX = "kernel module index"
+    CRYPTTAB = "crypttab"
 
 
 # The caps (bytes).  Documented in docs/kernels.md and docs/hooks.md.
@@ -75,6 +76,7 @@ LIMITS: dict[Kind, int | None] = {
     Kind.MANIFEST: 64 * KiB,
     Kind.PROGRAM: None,  # never read by liveupd, only executed
     Kind.MODULE_INDEX: 16 * MiB,  # /usr/lib/modules/R/modules.dep, modules.builtin
+    Kind.CRYPTTAB: 64 * KiB,  # /etc/crypttab
 }
 
 

@@ -82,7 +82,9 @@ def test_the_sample_configuration_is_every_key_at_its_default() -> None:
     active = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
     assert all(ln.startswith("[") for ln in active), active  # only section headers
     uncommented = "\n".join(
-        ln[1:] if re.match(r"^#[a-z-]+ = ", ln) else ln for ln in lines if not ln.startswith("# ")
+        ln[1:] if re.match(r"^#[a-z][a-z0-9-]* = ", ln) else ln
+        for ln in lines
+        if not ln.startswith("# ")
     )
     data = tomllib.loads(uncommented)
     for name, field in Config.model_fields.items():

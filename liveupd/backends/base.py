@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,9 +38,24 @@ class OpenedKernel:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """One named reason a live update is refused on this machine.
+
+    ``reason`` is a stable name (``kexec-load-disabled``, ``tpm2-unlock``, ...:
+    the table in docs/dbus-api.md); ``message`` says what is wrong and how to fix it.
+    """
+
+    reason: str
+    message: str
+
+    def text(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
 class KexecBackend(Protocol):
-    def preflight(self) -> list[str]:
-        """Each reason kexec cannot work here, with its fix; empty when it can."""
+    def refusals(self) -> list[Refusal]:
+        """Each reason kexec cannot work here, named, with its fix; empty when it can."""
 
     def load(self, kernel: OpenedKernel, cmdline: str) -> None:
         """Load the kernel for a later jump (kexec_file_load)."""
@@ -165,6 +181,38 @@ class StorageBackend(Protocol):
 
     def thaw(self, mountpoint: str) -> None:
         """FITHAW; no error when the filesystem is not frozen."""
+
+    async def encrypted_volumes(self) -> VolumeScan:
+        """The LUKS volumes the next boot unlocks (the root filesystem's, /etc/crypttab's),
+        each with what its header says; nothing is unlocked or written.  Never blocks the
+        event loop: file reads run in a worker thread, cryptsetup as a subprocess."""
+
+
+class LuksKind(StrEnum):
+    LUKS2 = "luks2"
+    LUKS1 = "luks1"  # no tokens
+    NOT_LUKS = "not-luks"  # plain dm-crypt, TrueCrypt, BitLocker, ...
+    MISSING = "missing"  # the device does not exist now
+    UNREADABLE = "unreadable"  # its header could not be read: ``problem`` says why
+
+
+@dataclass(frozen=True)
+class EncryptedVolume:
+    """A volume the boot unlocks, as its LUKS header describes it."""
+
+    device: str  # the device node inspected (/dev/vda2; a crypttab path as resolved)
+    names: tuple[str, ...]  # its crypttab name(s), or the device-mapper name of the root's
+    root: bool  # the root filesystem is on it
+    crypttab: str  # the device as /etc/crypttab gives it ("" when it is not listed there)
+    kind: LuksKind
+    tokens: tuple[str, ...] = ()  # LUKS2 token types, in token-id order
+    problem: str = ""  # UNREADABLE: why
+
+
+@dataclass(frozen=True)
+class VolumeScan:
+    volumes: tuple[EncryptedVolume, ...]
+    problems: tuple[str, ...] = ()  # what could not be read (/etc/crypttab, mountinfo)
 
 
 # -------------------------------------------------------------- watchdog ----
@@ -296,6 +344,15 @@ class SystemBackend(Protocol):
     def cmdline(self) -> str: ...
 
     def uptime(self) -> float: ...
+
+    def dmi(self) -> Dmi:
+        """/sys/class/dmi/id's sys_vendor and product_name ("" where there are none)."""
+
+
+@dataclass(frozen=True)
+class Dmi:
+    vendor: str
+    product: str
 
 
 # -------------------------------------------------------------- sessions ----

@@ -58,10 +58,15 @@ from liveupd.backends.base import (
     Backends,
     Binding,
     Device,
+    Dmi,
+    EncryptedVolume,
+    LuksKind,
     Mount,
     NetInterface,
     OpenedKernel,
+    Refusal,
     Session,
+    VolumeScan,
     Watchdog,
     WatchdogBusy,
     WatchdogRecord,
@@ -279,8 +284,16 @@ class DryRunKexec:
     def __init__(self, machine: SimMachine) -> None:
         self.m = machine
 
-    def preflight(self) -> list[str]:
-        return [str(p) for p in self.m.description.get("preflight", [])]
+    def refusals(self) -> list[Refusal]:
+        """The description's ``"preflight"``: a reason's message (named ``preflight``), or
+        ``{"reason": name, "message": text}``."""
+        out = []
+        for p in self.m.description.get("preflight", []):
+            if isinstance(p, dict):
+                out.append(Refusal(str(p["reason"]), str(p["message"])))
+            else:
+                out.append(Refusal("preflight", str(p)))
+        return out
 
     def load(self, kernel: OpenedKernel, cmdline: str) -> None:
         self.m.faults.check("kexec-load")
@@ -477,6 +490,25 @@ class DryRunStorage:
         change = {"frozen": frozen, "storage_boot": _boot_id(self.m)}
         self.m.update("thaw", change, mountpoint=mountpoint)
 
+    async def encrypted_volumes(self) -> VolumeScan:
+        """The description's ``"luks_volumes"`` (EncryptedVolume's fields) and
+        ``"luks_problems"``."""
+        volumes = []
+        for v in self.m.description.get("luks_volumes", []):
+            volumes.append(
+                EncryptedVolume(
+                    device=str(v["device"]),
+                    names=tuple(str(n) for n in v.get("names", [])),
+                    root=bool(v.get("root", False)),
+                    crypttab=str(v.get("crypttab", "")),
+                    kind=LuksKind(v.get("kind", "luks2")),
+                    tokens=tuple(str(t) for t in v.get("tokens", [])),
+                    problem=str(v.get("problem", "")),
+                )
+            )
+        problems = tuple(str(p) for p in self.m.description.get("luks_problems", []))
+        return VolumeScan(tuple(volumes), problems)
+
 
 class DryRunSessions:
     """Simulated login sessions: those of the description, less the ones ended this boot."""
@@ -535,6 +567,10 @@ class SimSystem:
         if "started" in system:  # a simulated boot: its uptime runs
             return max(0.0, time.time() - float(system["started"]))
         return float(system["uptime"])
+
+    def dmi(self) -> Dmi:
+        dmi = self.m.system().get("dmi", {})
+        return Dmi(vendor=str(dmi.get("vendor", "")), product=str(dmi.get("product", "")))
 
 
 class DryRunWatchdog:

@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from liveupd import paths
 
@@ -115,9 +123,28 @@ class VerifySection(_Section):
 _WATCHDOG_NODE = re.compile(r"^/dev/watchdog[0-9]+$")
 
 
+class PlatformPattern(_Section):
+    """A platform kexec does not come back on: shell patterns (``*``, ``?``, ``[...]``)
+    matched against DMI's sys_vendor and product_name, case ignored; every key given must
+    match."""
+
+    vendor: str | None = Field(default=None, min_length=1, max_length=256)
+    product: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PlatformPattern:
+        if self.vendor is None and self.product is None:
+            raise ValueError("empty pattern: give vendor, product or both")
+        return self
+
+
+VolumeName = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
 class ExecSection(_Section):
     """Execute, on the old kernel, and around the jump: remote sessions ended first,
-    the hardware watchdog that guards the jump, and panic= on the new kernel."""
+    the hardware watchdog that guards the jump, panic= on the new kernel, and the
+    machines that would not come back (refused)."""
 
     # End remote login sessions (logind) before any hook or step can take the
     # network down, so their peers see the connection close (liveupd/sessions/).
@@ -125,6 +152,12 @@ class ExecSection(_Section):
     watchdog_sec: int = Field(default=120, ge=0, le=3600, alias="watchdog-sec")
     watchdog_device: str = Field(default="", alias="watchdog-device")
     panic_sec: int = Field(default=10, ge=0, le=3600, alias="panic-sec")
+    # A volume unlocked by a systemd-tpm2 token refuses the live update unless allowed:
+    # true (every volume), or the volumes by crypttab name or device.
+    allow_tpm2_unlock: StrictBool | list[VolumeName] = Field(
+        default=False, alias="allow-tpm2-unlock"
+    )
+    deny_platforms: list[PlatformPattern] = Field(default_factory=list, alias="deny-platforms")
 
     @field_validator("watchdog_device")
     @classmethod

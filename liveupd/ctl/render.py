@@ -64,6 +64,11 @@ def status_json(
         "running_kernel": manager.get("RunningKernel"),
         "latest_kernel": manager.get("LatestKernel"),
         "unsupported": manager.get("Unsupported") or None,
+        # Each reason a live update is refused here, named (docs/dbus-api.md, Refusals);
+        # None from a daemon that cannot tell (older).
+        "refusals": None
+        if manager.get("Refusals") is None
+        else [{"reason": str(r), "message": str(m)} for r, m in manager["Refusals"]],
         "can_live_update": can,
         "version": manager.get("Version"),
         # For update managers: a newer kernel than the running one is installed

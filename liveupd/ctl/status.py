@@ -3,7 +3,8 @@
 Everything comes from the daemon: its Manager properties, its history (the
 newest entry is the running or last transition; a transition still under way
 is asked for its live phase and progress), ``CanLiveUpdate`` and
-``ListBlockers``, and the watchdog that guards the jump (``Watchdog``); plus
+``ListBlockers``, each named reason a live update is refused here
+(``Refusals``), and the watchdog that guards the jump (``Watchdog``); plus
 ``/run/reboot-required`` for update managers.  The JSON keys are an interface
 (docs/json.md): add new ones, never rename.
 """
@@ -187,6 +188,14 @@ def text(data: dict[str, Any]) -> str:
 
 def live_update_lines(data: dict[str, Any]) -> list[str]:
     blockers = [b for b in data.get("blockers") or [] if b["kind"] != "unsupported"]
+    refusals = data.get("refusals")
+    if refusals:
+        first = "Live update:    not possible here:"
+        lines = [first] + [f"                {r['reason']}: {r['message']}" for r in refusals]
+        if blockers:
+            lines.append("Blocked by:     " + blockers[0]["message"])
+            lines += [f"                {b['message']}" for b in blockers[1:]]
+        return lines
     if data.get("unsupported"):
         first = f"Live update:    not possible here: {data['unsupported']}"
     else:

@@ -15,19 +15,20 @@ import subprocess
 from pathlib import Path
 
 from liveupd import logs
-from liveupd.backends.base import OpenedKernel
+from liveupd.backends.base import OpenedKernel, Refusal
 from liveupd.config import Config
 from liveupd.errors import Failed, LiveUpdError, OutOfMemory
 from liveupd.kernel import errnos, syscalls
 from liveupd.kernel.arch import ArchInfo, arch_info
 from liveupd.kernel.preflight import (
+    Check,
     Finding,
     HostFacts,
-    blockers,
     findings,
     memory_problem,
     read_facts,
 )
+from liveupd.kernel.preflight import refusals as preflight_refusals
 from liveupd.kernel.signature import SignaturePolicy
 from liveupd.transition.phases import ExecMode
 
@@ -69,13 +70,17 @@ class RealKexec:
 
     # --------------------------------------------------------- protocol --
 
-    def preflight(self) -> list[str]:
+    def refusals(self) -> list[Refusal]:
         problems = []
         try:
             self.arch  # noqa: B018 (refuses an unsupported architecture)
         except LiveUpdError as e:
-            problems.append(e.message)
-        return problems + blockers(self.facts(), self.policy)
+            problems.append(Refusal(str(Check.ARCHITECTURE), e.message))
+        return problems + preflight_refusals(self.facts(), self.policy)
+
+    def preflight(self) -> list[str]:
+        """The refusals' messages."""
+        return [r.message for r in self.refusals()]
 
     def findings(self) -> list[Finding]:
         """Blockers and notes (lockdown, Secure Boot) for a status report."""

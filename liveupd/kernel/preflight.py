@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from liveupd.backends.base import Refusal
 from liveupd.kernel.signature import Enforcement, Lockdown, SignaturePolicy, enforcement
 
 CAP_SYS_BOOT = 22
@@ -45,6 +46,7 @@ class Check(StrEnum):
     SECURE_BOOT = "secure-boot"
     SIGNATURE_POLICY = "signature-policy"
     MEMORY = "memory"
+    ARCHITECTURE = "architecture"
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,15 @@ def findings(facts: HostFacts, policy: SignaturePolicy) -> list[Finding]:
 
 def blockers(facts: HostFacts, policy: SignaturePolicy) -> list[str]:
     return [f.message for f in findings(facts, policy) if f.severity is Severity.BLOCKER]
+
+
+def refusals(facts: HostFacts, policy: SignaturePolicy) -> list[Refusal]:
+    """The blockers as named reasons (``kexec-load-disabled``, ...)."""
+    return [
+        Refusal(str(f.check), f.message)
+        for f in findings(facts, policy)
+        if f.severity is Severity.BLOCKER
+    ]
 
 
 def memory_problem(need: int, available: int | None) -> str:

@@ -9,7 +9,6 @@ depends on the caller and is ``CanLiveUpdate``'s answer.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,7 +20,7 @@ from liveupd.service import inhibit
 
 
 class BlockerKind(StrEnum):
-    UNSUPPORTED = "unsupported"  # kexec cannot work on this machine
+    UNSUPPORTED = "unsupported"  # refused here: kexec cannot work, or would not come back
     BUSY = "busy"  # a transition is being staged, runs, or is past its jump
     STARTING = "starting"  # start-up recovery is not finished, or the daemon is stopping
     INHIBITOR = "inhibitor"  # a logind block inhibitor on shutdown (or logind did not answer)
@@ -66,9 +65,10 @@ async def blockers(
     manager: Manager, bus: MessageBus, *, ready: bool, stopping: bool
 ) -> list[Blocker]:
     found: list[Blocker] = []
-    unsupported = await asyncio.to_thread(manager.unsupported)
-    if unsupported:
-        found.append(Blocker(BlockerKind.UNSUPPORTED, f"kexec cannot work here: {unsupported}"))
+    refusals = await manager.refusals()
+    if refusals:
+        text = "; ".join(r.text() for r in refusals)
+        found.append(Blocker(BlockerKind.UNSUPPORTED, f"refused here: {text}"))
     if stopping:
         found.append(Blocker(BlockerKind.STARTING, "liveupd is stopping"))
     elif not ready:

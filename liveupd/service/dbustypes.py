@@ -39,6 +39,7 @@ __all__ = [
     "Options",
     "PhaseChangedArgs",
     "RecoveredArgs",
+    "RefusalList",
     "Str",
     "TransitionFailedArgs",
     "UInt32",
@@ -74,6 +75,8 @@ KernelList = Annotated[list[tuple[str, str, str, bool]], DBusSignature("a(sssb)"
 KernelDetails = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 # ListBlockers: kind, message
 BlockerList = Annotated[list[tuple[str, str]], DBusSignature("a(ss)")]
+# The Refusals property: reason, message
+RefusalList = Annotated[list[tuple[str, str]], DBusSignature("a(ss)")]
 # Stage and Execute: the transition's id and object path
 IdAndPath = Annotated[tuple[str, str], DBusSignature("so")]
 # Signals

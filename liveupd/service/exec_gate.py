@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from liveupd import logs
-from liveupd.backends.base import KexecBackend, OpenedKernel
+from liveupd.backends.base import KexecBackend, OpenedKernel, Refusal
 from liveupd.transition.phases import ExecMode
 
 LOG = logs.get("exec-gate")
@@ -56,8 +56,8 @@ class GatedKexec:
         self.loop = loop
         self.timeout = timeout
 
-    def preflight(self) -> list[str]:
-        return self.inner.preflight()
+    def refusals(self) -> list[Refusal]:
+        return self.inner.refusals()
 
     def load(self, kernel: OpenedKernel, cmdline: str) -> None:
         self.inner.load(kernel, cmdline)

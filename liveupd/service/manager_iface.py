@@ -49,6 +49,7 @@ from liveupd.service.dbustypes import (
     Options,
     PhaseChangedArgs,
     RecoveredArgs,
+    RefusalList,
     Str,
     TransitionFailedArgs,
     UInt32,
@@ -142,7 +143,9 @@ class ManagerInterface(ServiceInterface):
         if latest is not None:
             values["LatestKernel"] = latest
         if full:  # this reads the disk: not on every engine event
-            values["Unsupported"] = self._unsupported()
+            refusals = self._known_refusals()
+            values["Unsupported"] = self._unsupported(refusals)
+            values["Refusals"] = refusals
             values["Watchdog"] = self._watchdog()
         return values
 
@@ -175,14 +178,36 @@ class ManagerInterface(ServiceInterface):
 
     # Properties read the disk; a failure must not fail GetAll (a status display):
     # it is logged, and the value errs on the safe side (LatestKernel: kernel/latest.py).
-    def _unsupported(self) -> str:
+    # Unsupported and Refusals: as last looked at for signals (the LUKS volumes are not
+    # read again), looked at now (cryptsetup, as a subprocess) when read.
+    def _known_refusals(self) -> list[tuple[str, str]]:
         try:
-            return self.manager.unsupported()
+            return [(r.reason, r.message) for r in self.manager.known_refusals()]
         except Exception as e:
-            logs.event(
-                LOG, "property.failed", level=logging.WARNING, name="Unsupported", error=repr(e)
+            return self._refusals_failed(e)
+
+    async def _refusals(self) -> list[tuple[str, str]]:
+        if not self.named:
+            # dbus-fast reads every property when the object is exported (see LatestKernel).
+            return self._known_refusals()
+        try:
+            return [(r.reason, r.message) for r in await self.manager.refusals()]
+        except Exception as e:
+            return self._refusals_failed(e)
+
+    @staticmethod
+    def _refusals_failed(e: Exception) -> list[tuple[str, str]]:
+        logs.event(LOG, "property.failed", level=logging.WARNING, name="Unsupported", error=repr(e))
+        return [
+            (
+                "unknown",
+                f"cannot tell whether kexec works here ({e}); see 'journalctl -u liveupd'",
             )
-            return f"cannot tell whether kexec works here ({e}); see 'journalctl -u liveupd'"
+        ]
+
+    @staticmethod
+    def _unsupported(refusals: list[tuple[str, str]]) -> str:
+        return "; ".join(message for _, message in refusals)
 
     def _watchdog(self) -> str:
         try:
@@ -220,7 +245,7 @@ class ManagerInterface(ServiceInterface):
     @dbus_errors
     async def CanLiveUpdate(self) -> Str:
         call = caller.current()
-        if await asyncio.to_thread(self.manager.unsupported):
+        if await self.manager.refusals():
             return "na"
         return await self.parts.authorizer.can(call, names.ACTION_EXECUTE)
 
@@ -404,8 +429,12 @@ class ManagerInterface(ServiceInterface):
         return await self.manager.latest.get()  # Stage's checks run in a worker thread
 
     @dbus_property(access=PropertyAccess.READ)
-    def Unsupported(self) -> Str:
-        return self._unsupported()
+    async def Unsupported(self) -> Str:
+        return self._unsupported(await self._refusals())
+
+    @dbus_property(access=PropertyAccess.READ)
+    async def Refusals(self) -> RefusalList:
+        return await self._refusals()
 
     @dbus_property(access=PropertyAccess.READ)
     def Watchdog(self) -> Str:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from liveupd.backends.base import Mount
+from liveupd.backends.base import Mount, VolumeScan
 from liveupd.storage.mounts import MOUNTINFO, read_mounts
 
 FIFREEZE = 0xC0045877  # _IOWR('X', 119, int)
@@ -85,3 +85,8 @@ class RealStorage:
                 raise
         finally:
             os.close(fd)
+
+    async def encrypted_volumes(self) -> VolumeScan:
+        from liveupd.storage.volumes import scan  # cryptsetup is run on demand only
+
+        return await scan()

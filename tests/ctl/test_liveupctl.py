@@ -61,6 +61,7 @@ def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus, tmp_pat
         "running_kernel": bus.get("RunningKernel"),
         "latest_kernel": bus.get("LatestKernel"),
         "unsupported": None,
+        "refusals": [],
         "can_live_update": "yes",
         "version": bus.get("Version"),
         "newer_kernel": TARGET,
@@ -274,6 +275,37 @@ def test_unsupported_exits_5(start_daemon: DaemonFactory, bus: PrivateBus, tmp_p
     status = json.loads(ok(liveupctl(bus, "status", "--json")))
     assert status["can_live_update"] == "na"
     assert status["unsupported"] == "this kernel was built without kexec"
+    assert status["refusals"] == [
+        {"reason": "preflight", "message": "this kernel was built without kexec"}
+    ]
+
+
+def test_status_names_a_volume_a_tpm_unlocks(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
+) -> None:
+    volume = {
+        "device": "/dev/vda3",
+        "names": ["vda3_crypt"],
+        "root": True,
+        "crypttab": "UUID=5f1c",
+        "tokens": ["systemd-tpm2"],
+    }
+    start_daemon(env=machine(tmp_path, luks_volumes=[volume]))
+    status = json.loads(ok(liveupctl(bus, "status", "--json")))
+    [refusal] = status["refusals"]
+    assert refusal["reason"] == "tpm2-unlock"
+    assert refusal["message"].startswith(
+        "/dev/vda3 (the root filesystem's volume; crypttab name 'vda3_crypt'; listed as "
+        "'UUID=5f1c') is LUKS2 with a systemd-tpm2 token"
+    )
+    assert status["unsupported"] == refusal["message"] and status["can_live_update"] == "na"
+    lines = ok(liveupctl(bus, "status")).splitlines()
+    at = lines.index("Live update:    not possible here:")
+    assert lines[at + 1] == f"                tpm2-unlock: {refusal['message']}"
+    stage = liveupctl(bus, "stage")
+    assert stage.returncode == ExitCode.UNSUPPORTED
+    assert "tpm2-unlock: /dev/vda3 (the root filesystem's volume" in stage.stderr
+    assert "[exec] allow-tpm2-unlock = true" in stage.stderr
 
 
 def test_cannot_reach_the_daemon(bus: PrivateBus) -> None:

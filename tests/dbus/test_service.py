@@ -288,6 +288,65 @@ def test_unsupported_machine(start_daemon: DaemonFactory, bus: PrivateBus, tmp_p
     assert reason in result.message
 
 
+TPM_VOLUME = {
+    "device": "/dev/loop0",
+    "names": ["tpmvol"],
+    "crypttab": "/dev/loop0",
+    "kind": "luks2",
+    "tokens": ["systemd-tpm2"],
+}
+
+
+def test_machines_that_would_not_come_back_are_refused_by_name(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
+) -> None:
+    """A volume a TPM unlocks, a denied platform, kexec_load_disabled: each a named reason
+    in Refusals, Unsupported, CanLiveUpdate, ListBlockers and Stage's error."""
+    machine = tmp_path / "machine.json"
+    system = {**DEFAULT_MACHINE["system"], "dmi": {"vendor": "Acme", "product": "Rocket 9"}}
+    disabled = {"reason": "kexec-load-disabled", "message": "kexec is disabled"}
+    machine.write_text(
+        json.dumps(
+            {**DEFAULT_MACHINE, "system": system, "luks_volumes": [TPM_VOLUME],
+             "preflight": [disabled]}
+        )
+    )  # fmt: skip
+    env = {"LIVEUPD_DRY_RUN_MACHINE": str(machine)}
+    deny = '[exec]\ndeny-platforms = [{ vendor = "acme", product = "Rocket*" }]\n'
+    daemon = start_daemon(deny, env=env)
+    refusals = bus.get("Refusals")
+    assert [r for r, _ in refusals] == ["kexec-load-disabled", "platform-denied", "tpm2-unlock"]
+    tpm = refusals[2][1]
+    assert tpm.startswith("/dev/loop0 (crypttab name 'tpmvol') is LUKS2 with a systemd-tpm2")
+    assert '[exec] allow-tpm2-unlock = true, or = ["tpmvol"]' in tpm
+    assert bus.get("Unsupported") == "; ".join(m for _, m in refusals)
+    assert bus.call("CanLiveUpdate") == ["na"]
+    [blockers] = bus.call("ListBlockers")
+    assert blockers[0][0] == "unsupported" and "; tpm2-unlock: /dev/loop0" in blockers[0][1]
+    result = bus.gdbus("org.liveupd.LiveUpdate1.Manager.Stage", "", "", "", "{}")
+    assert result.error == ERR + "Unsupported"
+    assert "this machine cannot be live-updated: kexec-load-disabled: kexec is disabled" in (
+        result.message
+    )
+    assert "tpm2-unlock: /dev/loop0 (crypttab name 'tpmvol')" in result.message
+    assert "allow-tpm2-unlock" in result.message
+    assert bus.get("State") == "idle" and daemon.ops() == []  # nothing was loaded
+    daemon.terminate()
+
+    # The admin's overrides, one at a time: the volume by name, then the platform.
+    machine.write_text(
+        json.dumps({**DEFAULT_MACHINE, "system": system, "luks_volumes": [TPM_VOLUME]})
+    )
+    second = start_daemon(deny + 'allow-tpm2-unlock = ["tpmvol"]\n', env=env)
+    assert [r for r, _ in bus.get("Refusals")] == ["platform-denied"]
+    second.terminate()
+    start_daemon('[exec]\nallow-tpm2-unlock = ["tpmvol"]\n', env=env)
+    assert bus.get("Refusals") == [] and bus.get("Unsupported") == ""
+    assert bus.call("CanLiveUpdate") == ["yes"]
+    bus.call("Stage", "sssa{sv}", "", "", "", "0")
+    assert bus.get("State") == "staged"
+
+
 def test_stop_rolls_back_a_running_transition(
     daemon: Daemon, bus: PrivateBus, recorder: Recorder, make_hook: HookFactory
 ) -> None:

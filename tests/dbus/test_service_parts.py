@@ -16,6 +16,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface
 
 from liveupd import sdnotify
+from liveupd.backends.base import Refusal
 from liveupd.errors import Busy, InvalidArgument
 from liveupd.service import caller, names, options, writer_guard
 from liveupd.service.boundary import dbus_errors
@@ -150,7 +151,7 @@ class FakeKexec:
         self.gate_open_at_jump: bool | None = None
         self.watch: asyncio.Future[None] | None = None
 
-    def preflight(self) -> list[str]:
+    def refusals(self) -> list[Refusal]:
         return []
 
     def load(self, kernel: Any, cmdline: str) -> None:

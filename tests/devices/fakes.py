@@ -16,6 +16,7 @@ from liveupd.backends.base import (
     Device,
     Mount,
     NetInterface,
+    VolumeScan,
     WatchdogRecord,
 )
 from liveupd.config import Config
@@ -194,6 +195,9 @@ class FakeStorage:
         self._maybe_fail("thaw", mountpoint)
         if mountpoint in self.frozen:
             self.frozen.remove(mountpoint)
+
+    async def encrypted_volumes(self) -> VolumeScan:
+        return VolumeScan(())
 
 
 TARGET = Target(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from liveupd.backends.base import Dmi
 from liveupd.config import Config
 from liveupd.errors import InvalidArgument, InvalidKernel, LiveUpdError, SignatureRejected
 from liveupd.kernel.arch import ARCHES, Arch
@@ -36,6 +37,9 @@ class FakeSystem:
 
     def uptime(self) -> float:
         return 1.0
+
+    def dmi(self) -> Dmi:
+        return Dmi("QEMU", "Standard PC (Q35 + ICH9, 2009)")
 
 
 def target(config: Config, **request: str) -> object:
