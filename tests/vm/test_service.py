@@ -5,7 +5,9 @@ units verified by the guest's own systemd; bus activation through the shipped
 activation file and Type=notify readiness; introspection on the real system bus
 equal to the shipped XML; the unprivileged user (tester, uid 1000) denied by the
 real polkitd, with nothing staged; root stages and cancels through liveupctl;
-stopping the service.  Whole transitions through the installed service, in
+a LUKS2 volume with a systemd-tpm2 token in /etc/crypttab refuses Stage, naming the
+volume and the override, until the override is set; stopping the service.  Whole
+transitions through the installed service, in
 both exec modes, are in test_live_update.py.
 """
 
@@ -147,6 +149,81 @@ def test_root_stages_and_cancels(svc_vm: GuestVM, vm_image: GuestImage) -> None:
     assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "0"
     history = json.loads(vm.run(["liveupctl", "history", "--json", "--limit", "1"]).stdout)
     assert history[0]["state"] == "cancelled" and history[0]["new_release"] == b
+
+
+# A systemd-tpm2 token as systemd-cryptenroll --tpm2-device writes it (the blob and policy
+# are placeholders: no TPM is needed to be refused).
+TPM2_TOKEN = {
+    "type": "systemd-tpm2",
+    "keyslots": ["0"],
+    "tpm2-blob": "AAAA",
+    "tpm2-pcrs": [7],
+    "tpm2-pcr-bank": "sha256",
+    "tpm2-primary-alg": "ecc",
+    "tpm2-policy-hash": "00",
+    "tpm2-pin": False,
+}
+TPM_IMAGE = "/var/lib/tpmvol.img"
+TPM_DROPIN = "/etc/liveupd/liveupd.conf.d/50-tpm2.conf"
+
+
+def test_a_volume_a_tpm_unlocks_refuses_the_live_update(
+    svc_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    """A LUKS2 volume with a systemd-tpm2 token in /etc/crypttab: the daemon, in its
+    sandbox, reads the header with cryptsetup; status and Stage name the volume and the
+    override; with the override set, Stage works."""
+    vm = svc_vm
+    b = vm_image.kernel_b.release
+    vm.run(f"truncate -s 24M {TPM_IMAGE}")
+    loop = vm.run(["losetup", "--show", "-f", TPM_IMAGE]).stdout.strip()
+    try:
+        vm.run(
+            "printf pw | cryptsetup luksFormat --batch-mode --type luks2 --pbkdf pbkdf2 "
+            f"--pbkdf-force-iterations 1000 --key-file - {loop}",
+            timeout=120,
+        )
+        vm.write_file("/root/tpm2-token.json", json.dumps(TPM2_TOKEN))
+        vm.run(["cryptsetup", "token", "import", loop, "--json-file", "/root/tpm2-token.json"])
+        uuid = vm.run(["cryptsetup", "luksUUID", loop]).stdout.strip()
+        vm.run(["udevadm", "trigger", "--settle", "--action=change", loop], timeout=120)
+        assert vm.run(["readlink", "-f", f"/dev/disk/by-uuid/{uuid}"]).stdout.strip() == loop
+        vm.run(["cp", "-a", "/etc/crypttab", "/etc/crypttab.orig"], check=False)
+        vm.run(f"echo 'tpmvol UUID={uuid} none luks' >> /etc/crypttab")
+
+        status = json.loads(vm.run(["liveupctl", "status", "--json"], timeout=120).stdout)
+        print(f"\n[guest] refusals: {status['refusals']}")
+        assert [r["reason"] for r in status["refusals"]] == ["tpm2-unlock"]
+        message = status["refusals"][0]["message"]
+        assert message.startswith(f"{loop} (crypttab name 'tpmvol'; listed as 'UUID={uuid}')")
+        assert "systemd-tpm2 token" in message and "[exec] allow-tpm2-unlock" in message
+        assert status["can_live_update"] == "na" and status["unsupported"] == message
+        text = vm.run(["liveupctl", "status"], user="tester").stdout
+        assert f"tpm2-unlock: {loop} (crypttab name 'tpmvol'" in text
+        stage = vm.run(["liveupctl", "stage", b], check=False, timeout=300)
+        assert stage.rc == 5, stage.stderr  # ExitCode.UNSUPPORTED
+        assert f"tpm2-unlock: {loop} (crypttab name 'tpmvol'" in stage.stderr
+        assert '[exec] allow-tpm2-unlock = true, or = ["tpmvol"]' in stage.stderr
+        assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "0"
+
+        # The admin's override for this volume; the daemon reads it when it starts.
+        vm.write_file(TPM_DROPIN, '[exec]\nallow-tpm2-unlock = ["tpmvol"]\n')
+        vm.run(["systemctl", "stop", "liveupd.service"], timeout=300)
+        status = json.loads(vm.run(["liveupctl", "status", "--json"], timeout=120).stdout)
+        assert status["refusals"] == [] and status["unsupported"] is None
+        staged = vm.run(["liveupctl", "stage", b], timeout=300)
+        assert f"Staged {b} as transition" in staged.stdout
+        assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "1"
+        vm.run(["liveupctl", "cancel"], timeout=300)
+        assert vm.read_text("/sys/kernel/kexec_loaded").strip() == "0"
+    finally:
+        vm.run(
+            "if [ -e /etc/crypttab.orig ]; then mv /etc/crypttab.orig /etc/crypttab; "
+            f"else rm -f /etc/crypttab; fi; rm -f {TPM_DROPIN} /root/tpm2-token.json; "
+            f"losetup -d {loop}; rm -f {TPM_IMAGE}",
+            check=False,
+        )
+        vm.run(["systemctl", "stop", "liveupd.service"], timeout=300, check=False)
 
 
 def test_stop(svc_vm: GuestVM) -> None:
