@@ -28,7 +28,7 @@ PINNED: dict[str, set[str]] = {
         "state", "dry_run", "staged_transition", "staged", "transition", "blockers",
         "running_kernel", "latest_kernel", "newer_kernel", "unsupported", "can_live_update",
         "reboot_required", "reboot_required_file", "reboot_required_packages",
-        "corrupt_journals", "version", "watchdog",
+        "corrupt_journals", "version", "watchdog", "refusals",
     },
     "status.staged": {
         "id", "state", "phase", "progress", "target_release", "kernel", "initrd", "cmdline",
@@ -40,6 +40,7 @@ PINNED: dict[str, set[str]] = {
     },
     "status.transition.error": {"kind", "step", "message"},
     "status.blockers[]": {"kind", "message"},
+    "status.refusals[]": {"reason", "message"},
     "entry": {
         "id", "state", "dry_run", "created", "execute_requested", "finished", "mode",
         "old_release", "new_release", "kernel", "initrd", "cmdline", "phases_usec", "hooks",
@@ -186,4 +187,10 @@ def test_every_json_output_has_the_documented_keys(
     liveupctl(bus, "exec")
     [problem] = run_json(bus, "show")["verification"]["problems"]
     check("entry.verification.problems[]", problem, seen)
+    # A machine refused by name.
+    daemon.terminate()
+    refused = {"reason": "kexec-load-disabled", "message": "kexec is disabled"}
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "preflight": [refused]}))
+    start_daemon(env={"LIVEUPD_DRY_RUN_MACHINE": str(machine)})
+    check("status.refusals[]", run_json(bus, "status")["refusals"][0], seen)
     assert seen == set(PINNED), set(PINNED) - seen
