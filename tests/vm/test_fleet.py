@@ -8,40 +8,46 @@ installed), liveupd installed from its .deb (kernel hooks included), then in ord
                     apt-get install linux-image-<B> -> B staged by the hook
     apt-get remove B's packages -> the staged transition is cancelled (postrm hook)
     auto-stage off: apt-get install linux-image-<B> -> nothing staged, the hook says why
-    liveupctl reboot --fallback -> kexec A -> B, verified completed on B
-    kexec_load_disabled=1, liveupctl reboot --fallback
-                              -> systemctl reboot through the firmware (back on A
-                                 under QEMU -kernel), new boot id
-    over SSH from the host, as Ansible's reboot module runs it (a ControlMaster
-    connection, ControlPersist), direct mode, the shipped network hooks active:
-      ssh root@guest liveupctl reboot --fallback --mode direct
-                              -> the session is ended before 20-network takes the
-                                 link down: ssh ends (255), kexec A -> B, verified,
+    Ansible from the host (ansible-core from the test venv, the playbook of
+    docs/examples/ansible/liveupd-reboot.yml, ansible.builtin.reboot with
+    reboot_command: liveupctl reboot --fallback --mode ...; SSH through a QEMU port
+    forward, a ControlPersist master as Ansible opens it):
+      direct mode, the shipped network hooks active
+                              -> the Ansible session is ended before 20-network takes
+                                 the link down; rebooted: true; kexec A -> B, verified,
                                  the report lists the session
+      too little memory to load B (hugepages pinned): Stage refuses (OutOfMemory)
+                              -> the fallback, systemctl reboot through the firmware
+                                 (back on A under QEMU -kernel); rebooted: true
+      systemd mode            -> kexec A -> B through kexec.target; rebooted: true
+    kured's command, from a mount namespace of its own through
+    nsenter -m/proc/1/ns/mnt (no login session)
+                              -> returns 0 (or the machine goes first); kexec B -> B
+                                 (the running kernel is the newest), verified
+    kexec_load_disabled=1     -> Unsupported, exit 5 without --fallback; with it, the
+                                 fallback command (no jump: 'true' stands in)
 
 B comes with Debian's new kernel packaging: linux-image-<B> pulls linux-binary-<B>
 (vmlinuz in /usr/lib/modules/<B>/), linux-modules-<B> and linux-base-<B>, from the
 local repository the image carries (the guest has no network; QEMU forwards a host
-port to its sshd). Two kernel installs and two boots in all.
+port to its sshd). Two kernel installs, one boot and four jumps in all.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.vm.guest_vm import GuestVM, RunResult
+from tests.vm.fleet.ansible import Ansible, PlaybookRun
+from tests.vm.fleet.recipes import KURED_COMMAND, KURED_NSENTER
+from tests.vm.guest_vm import BootInfo, GuestVM, RunResult
 from tests.vm.image import GuestImage
-from tests.vm.liveupd_guest import kexec_loaded, wait_verified
+from tests.vm.liveupd_guest import history, kexec_loaded, wait_verified
 from tests.vm.shared import module_guest
 
 DROPIN = "/etc/liveupd/liveupd.conf.d/50-auto-stage.conf"
@@ -197,176 +203,256 @@ def test_installing_a_kernel_package_stages_nothing_when_auto_stage_is_off(
     vm.run(f"test -s {b.guest_vmlinuz} && test -s /boot/initrd.img-{b.release}")
 
 
-# ------------------------------------------------------------------ reboot --
+# ------------------------------------------------- fleet tools (issue 20) --
+#
+# Ansible's reboot module with the recipe of docs/fleet.md, run from the host over
+# the forwarded port; kured's command from another mount namespace. Four jumps:
+#   A -> B  Ansible, direct mode (the shipped 20-network hook takes the link down)
+#   B -> A  Ansible, Stage refuses the kernel: fallback, a firmware reboot
+#   A -> B  Ansible, systemd mode
+#   B -> B  kured's nsenter, systemd mode (the running kernel is the newest)
+# and kexec_load_disabled, which needs no jump, last.
 
 
-def test_reboot_fallback_lands_on_the_newest_kernel(
-    fleet_vm: GuestVM, vm_image: GuestImage
+@pytest.fixture(scope="module")
+def ansible(fleet_vm: GuestVM, ssh_port: int) -> Iterator[Ansible]:
+    """Ansible on the host with a key the guest's root accepts."""
+    runner = Ansible(ssh_port)
+    fleet_vm.run("install -d -m 700 /root/.ssh")
+    fleet_vm.write_file("/root/.ssh/authorized_keys", runner.public_key, 0o600)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def ansible_reboot(vm: GuestVM, ansible: Ansible, mode: str | None) -> tuple[PlaybookRun, str]:
+    """Run the recipe; the run, and the boot id it must have left behind."""
+    old = vm.boot_info()
+    run = ansible.reboot(mode)
+    print(
+        f"\n[fleet] ansible-playbook ({mode or 'default mode'}) from {old.release}: "
+        f"{run.seconds:.1f} s, reboot task {run.reboot}"
+    )
+    assert run.rc == 0, run.output[-4000:]
+    assert run.reboot.get("rebooted") is True, (run.reboot, run.output[-4000:])
+    assert run.reboot.get("failed") is not True, run.reboot
+    return run, old.boot_id
+
+
+def landed(vm: GuestVM, old_boot_id: str) -> BootInfo:
+    """The boot after ``old_boot_id`` (the playbook already waited for it)."""
+    new = vm.wait_for_new_boot(old_boot_id)
+    assert new.boot_id != old_boot_id
+    assert vm.run("uname -r").stdout.strip() == new.release
+    return new
+
+
+def caller_session(entry: dict[str, Any]) -> dict[str, Any]:
+    """The SSH session the update was started from, which liveupd ended last."""
+    callers = [s for s in entry["sessions_ended"] if s["caller"]]
+    assert len(callers) == 1, entry["sessions_ended"]
+    session: dict[str, Any] = callers[0]
+    assert (session["service"], session["user"], session["gone"]) == ("sshd", "root", True), entry
+    assert session["remote_host"], entry  # QEMU's gateway: a remote session
+    assert entry["sessions_ended"][-1] == session  # ended last
+    return session
+
+
+def late_logins(vm: GuestVM) -> int:
+    """SSH logins the previous boot accepted after liveupd ended the caller's session
+    (Ansible's boot-id poll, connecting before the network went down: the playbook's
+    keepalives end them). Shown, not asserted: it is a race."""
+    journal = vm.run(
+        "journalctl -b -1 -o cat --no-pager -t liveupd -t sshd-session", check=False
+    ).stdout.splitlines()
+    ended = [
+        i for i, ln in enumerate(journal) if "event=sessions.ended" in ln and "caller=True" in ln
+    ]
+    after = journal[ended[-1] :] if ended else []
+    return sum("Accepted publickey" in ln for ln in after)
+
+
+def test_ansible_reboot_in_direct_mode_ends_its_ssh_session_before_the_network_goes_down(
+    fleet_vm: GuestVM, vm_image: GuestImage, ansible: Ansible
 ) -> None:
-    """What a fleet tool runs: kexec works here, so --fallback is not needed and B is reached."""
+    """Issue 20: Ansible's reboot module must see its connection end (not hang on a
+    machine that went away) with the shipped 20-network hook taking the link down;
+    the guest lands on B, verified, and the report lists the Ansible session."""
     vm = fleet_vm
     a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
-    old = vm.boot_info()
-    assert old.release == a
-    start = time.monotonic()
-    vm.spawn(f"liveupctl reboot --fallback >{OUT} 2>&1; echo rc=$? >>{OUT}")
-    new = vm.wait_for_new_boot(old.boot_id)
-    took = time.monotonic() - start
-    print(f"\n[fleet] liveupctl reboot --fallback A->B to agent answering: {took:.1f} s")
-    assert (new.release, vm.run("uname -r").stdout.strip()) == (b, b)
-    assert new.boot_id != old.boot_id
+    assert vm.boot_info().release == a
+    # An Ansible connection is a remote logind session whose scope systemd stops
+    # before the network in a shutdown (what the fallback's systemctl reboot and
+    # systemd mode rely on): Before/Conflicts=shutdown.target, after the network.
+    scope = 'session-"$XDG_SESSION_ID".scope'
+    rc, out = ansible.adhoc(
+        "ansible.builtin.shell",
+        'loginctl show-session "$XDG_SESSION_ID" -p Remote -p Service; '
+        f"echo ScopeBefore=$(systemctl show -P Before {scope}); "
+        f"echo ScopeConflicts=$(systemctl show -P Conflicts {scope}); "
+        f"echo ScopeAfter=$(systemctl show -P After {scope}); "
+        "echo UserSessionsAfter=$(systemctl show -P After systemd-user-sessions.service)",
+    )
+    assert rc == 0, out
+    props = {k: v.split() for k, v in (ln.split("=", 1) for ln in out.splitlines() if "=" in ln)}
+    assert (props["Remote"], props["Service"]) == (["yes"], ["sshd"]), out
+    assert "shutdown.target" in props["ScopeBefore"], out
+    assert "shutdown.target" in props["ScopeConflicts"], out
+    assert "systemd-user-sessions.service" in props["ScopeAfter"], out
+    assert "network.target" in props["UserSessionsAfter"], out
+    ansible.close_masters()
+
+    _, old_boot = ansible_reboot(vm, ansible, "direct")
+    new = landed(vm, old_boot)
+    assert new.release == b
     assert wait_verified(vm) == "active"
     entry = newest_transition(vm)
-    assert (entry["state"], entry["old_release"], entry["new_release"]) == ("completed", a, b)
-    assert entry["mode"] == "systemd"  # liveupctl reboot's default: services stop cleanly
+    assert (entry["state"], entry["mode"], entry["old_release"], entry["new_release"]) == (
+        "completed",
+        "direct",
+        a,
+        b,
+    )
+    hooks = {h["hook"]: h["status"] for h in entry["hooks"]}
+    assert hooks.get("20-network") == "done", entry["hooks"]  # the shipped hook was active
+    session = caller_session(entry)
+    late = late_logins(vm)
+    print(f"[fleet] SSH logins the old system accepted after its sessions were ended: {late}")
+    shown = vm.run(["liveupctl", "show", entry["id"]]).stdout
+    assert "Remote sessions ended before the network went down:" in shown, shown
+    assert f"session {session['id']}: root (sshd from " in shown, shown
+
+
+def test_ansible_reboot_falls_back_to_a_normal_reboot_when_stage_refuses_the_kernel(
+    fleet_vm: GuestVM, vm_image: GuestImage, ansible: Ansible
+) -> None:
+    """The newest kernel cannot be staged: there is not memory enough to load it (Stage
+    refuses with OutOfMemory: the kernel, twice its initrd and a 64 MiB margin must fit
+    in MemAvailable; hugepages pin the memory here). A broken kernel file would not do:
+    'liveupctl reboot' stages the newest kernel that passes Stage's checks. The
+    playbook's reboot_command falls back to systemctl reboot, and the task ends well."""
+    vm = fleet_vm
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    completed = [e["id"] for e in history(vm) if e["state"] == "completed"]
+    kernel = vm_image.kernel_b.guest_vmlinuz
+    sizes = vm.run(f"stat -L -c %s {kernel} /boot/initrd.img-{b}").stdout.split()
+    floor = 2 * (int(sizes[0]) + int(sizes[1])) + MEMORY_MARGIN  # below what Stage needs
+    pinned = pin_memory(vm, keep_available=floor - (16 << 20))
+    print(f"\n[fleet] pinned {pinned >> 20} MiB in hugepages: {available(vm) >> 20} MiB left")
+    refused = vm.run(["liveupctl", "stage"], check=False)
+    assert refused.rc != 0 and "loading needs about" in refused.stderr, output(refused)
+    assert "not loading " in refused.stderr and b in refused.stderr, refused.stderr
+    assert status(vm)["state"] == "idle"
+
+    _, old_boot = ansible_reboot(vm, ansible, None)
+    new = landed(vm, old_boot)
+    # A firmware reboot under QEMU -kernel boots the -kernel again: kernel A.
+    assert new.release == a
+    assert "liveupd.transition=" not in vm.read_text("/proc/cmdline")  # no kexec
+    assert [e["id"] for e in history(vm) if e["state"] == "completed"] == completed
+    assert vm.read_text("/proc/sys/vm/nr_hugepages").strip() == "0"  # a new boot
+
+
+def test_ansible_reboot_in_systemd_mode_lands_on_the_newest_kernel(
+    fleet_vm: GuestVM, vm_image: GuestImage, ansible: Ansible
+) -> None:
+    vm = fleet_vm
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    _, old_boot = ansible_reboot(vm, ansible, "systemd")
+    new = landed(vm, old_boot)
+    assert new.release == b
+    assert wait_verified(vm) == "active"
+    entry = newest_transition(vm)
+    assert (entry["state"], entry["mode"], entry["old_release"], entry["new_release"]) == (
+        "completed",
+        "systemd",
+        a,
+        b,
+    )
+    caller_session(entry)
+
+
+def test_kured_reboot_command_from_another_mount_namespace(
+    fleet_vm: GuestVM, vm_image: GuestImage
+) -> None:
+    """kured's contract: its reboot command runs from the pod through nsenter into PID 1's
+    mount namespace, and the node going away is success. The command must return or
+    the machine leave, never hang; the machine lands verified (B -> B: the running
+    kernel is the newest, so 'liveupctl reboot' makes a fast reboot into it)."""
+    vm = fleet_vm
+    b = vm_image.kernel_b.release
+    old = vm.boot_info()
+    assert old.release == b
+    last = newest_transition(vm)["id"]
+    start = time.monotonic()
+    # What kured runs (pkg/reboot/command.go), from a mount namespace of its own as its
+    # pod has (hostPID: the PID namespace is the host's); no login session.
+    vm.spawn(
+        "unshare --mount --propagation private sh -c '"
+        "echo pod-mnt=$(readlink /proc/self/ns/mnt) host-mnt=$(readlink /proc/1/ns/mnt); "
+        f"exec {KURED_NSENTER} {KURED_COMMAND}' >{OUT} 2>&1; "
+        f"echo rc=$? >>{OUT}"
+    )
+    new = vm.wait_for_new_boot(old.boot_id)
+    took = time.monotonic() - start
+    print(f"\n[fleet] kured-style reboot B->B to agent answering: {took:.1f} s")
+    assert (new.release, vm.run("uname -r").stdout.strip()) == (b, b)
+    assert wait_verified(vm) == "active"
+    entry = newest_transition(vm)
+    assert entry["id"] != last
+    assert (entry["state"], entry["mode"], entry["old_release"], entry["new_release"]) == (
+        "completed",
+        "systemd",  # liveupctl reboot's default: services stop cleanly, as kured expects
+        b,
+        b,
+    )
+    assert not [s for s in entry["sessions_ended"] if s["caller"]], entry  # in no session
     text, rc = reboot_output(vm)
-    assert f"Staged {b} as transition {entry['id']}" in text, text
-    assert rc in (None, 0), text
+    [namespaces] = [ln for ln in text.splitlines() if ln.startswith("pod-mnt=")]
+    pod, host = (part.split("=", 1)[1] for part in namespaces.split())
+    assert pod != host, text  # it ran from another mount namespace
+    assert f"Staged {b} as transition {entry['id']} (the running kernel: a fast reboot)" in text
+    assert rc in (None, 0), text  # returned 0, or the machine left before it could say
     status_on_b = status(vm)
     assert status_on_b["newer_kernel"] is None and status_on_b["state"] == "idle"
 
 
-def test_fallback_reboots_through_the_firmware_when_kexec_is_disabled(
-    fleet_vm: GuestVM, vm_image: GuestImage
+def test_kexec_load_disabled_is_reported_and_fallback_reboots_the_normal_way(
+    fleet_vm: GuestVM,
 ) -> None:
+    """No jump: the fallback's real reboot was proven above (Stage refused)."""
     vm = fleet_vm
-    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
     last = newest_transition(vm)["id"]
-    vm.run("echo 1 > /proc/sys/kernel/kexec_load_disabled")  # as sysctl would
+    vm.run("echo 1 > /proc/sys/kernel/kexec_load_disabled")  # as sysctl would; one way
     assert "kexec_load_disabled" in (status(vm)["unsupported"] or "")
     refused = vm.run(["liveupctl", "reboot"], check=False)  # without --fallback: exit 5
     assert refused.rc == 5, refused.stderr
-    old = vm.boot_info()
-    assert old.release == b
-    start = time.monotonic()
-    vm.spawn(f"liveupctl reboot --fallback >{OUT} 2>&1; echo rc=$? >>{OUT}")
-    new = vm.wait_for_new_boot(old.boot_id)
-    took = time.monotonic() - start
-    print(f"\n[fleet] liveupctl reboot --fallback to agent answering: {took:.1f} s")
-    # A firmware reboot under QEMU -kernel boots the -kernel again: kernel A.
-    assert new.release == a and new.boot_id != old.boot_id
-    assert vm.read_text("/proc/sys/kernel/kexec_load_disabled").strip() == "0"
-    text, rc = reboot_output(vm)
-    assert "liveupctl: kexec cannot work on this machine: kexec is disabled" in text, text
-    assert "rebooting the normal way (systemctl reboot)" in text, text
-    assert rc in (None, 0), text
-    assert newest_transition(vm)["id"] == last  # no transition: the firmware did it
-    assert "liveupd.transition=" not in vm.read_text("/proc/cmdline")
+    fallback = vm.run(
+        ["liveupctl", "reboot", "--fallback"], env={"LIVEUPCTL_FALLBACK_COMMAND": "true"}
+    )
+    assert "liveupctl: kexec cannot work on this machine: kexec is disabled" in fallback.stderr
+    assert "rebooting the normal way (true)" in fallback.stderr, fallback.stderr
+    assert newest_transition(vm)["id"] == last  # nothing staged
 
 
-# ----------------------------------------------------------- over SSH (issue 20) --
+# ------------------------------------------------------------------ memory --
 
-SSH_DEADLINE = 300.0  # a deadline for a command that must end, not a timing assertion
-
-
-class Ssh:
-    """OpenSSH from the host as Ansible runs it: ControlMaster=auto, ControlPersist=60s."""
-
-    def __init__(self, work: Path, port: int) -> None:
-        self.work = work
-        # A short directory: the master's socket path must fit a sockaddr_un (108 bytes).
-        self.control = Path(tempfile.mkdtemp(prefix="ssh-", dir="/tmp"))
-        key = work / "id"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        self.public_key = (work / "id.pub").read_text()
-        self.argv = [
-            "ssh", "-p", str(port), "-i", str(key), "-o", "IdentitiesOnly=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no",
-            "-o", "ConnectTimeout=60", "-o", "LogLevel=ERROR",
-            "-o", "ControlMaster=auto", "-o", f"ControlPath={self.control}/cm-%C",
-            "-o", "ControlPersist=60s", "root@127.0.0.1",
-        ]  # fmt: skip
-
-    def run(self, command: str, name: str) -> tuple[int, str, str]:
-        """Run ``command``; its status and output.  Files, not pipes: the ControlPersist
-        master goes to the background with them (Ansible's ssh.py notes the same)."""
-        out, err = self.work / f"{name}.out", self.work / f"{name}.err"
-        with out.open("w") as o, err.open("w") as e:
-            proc = subprocess.Popen(
-                [*self.argv, command], stdin=subprocess.DEVNULL, stdout=o, stderr=e
-            )
-            try:
-                rc = proc.wait(timeout=SSH_DEADLINE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                raise AssertionError(
-                    f"ssh {command!r} did not end within {SSH_DEADLINE:.0f} s: "
-                    f"{err.read_text()[-500:]}"
-                ) from None
-        return rc, out.read_text(), err.read_text()
-
-    def master_alive(self) -> bool:
-        check = subprocess.run(
-            [*self.argv[:-1], "-O", "check", self.argv[-1]], capture_output=True, check=False
-        )
-        return check.returncode == 0
-
-    def close(self) -> None:
-        subprocess.run(
-            [*self.argv[:-1], "-O", "exit", self.argv[-1]], capture_output=True, check=False
-        )
-        shutil.rmtree(self.control, ignore_errors=True)
+MEMORY_MARGIN = 64 << 20  # liveupd/kernel/preflight.py: kept available after a load
 
 
-def test_reboot_over_ssh_ends_the_session_before_the_network_goes_down(
-    fleet_vm: GuestVM, vm_image: GuestImage, ssh_port: int, tmp_path: Path
-) -> None:
-    """Issue 20: the SSH client must see its connection end (ssh exits 255, or 0), not hang
-    on a machine that went away; the guest lands on B, verified, and the report lists the
-    session liveupd ended before the shipped 20-network hook took the link down."""
-    vm = fleet_vm
-    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
-    old = vm.boot_info()
-    assert old.release == a  # the firmware fallback before brought it back to A
-    ssh = Ssh(tmp_path, ssh_port)
-    vm.run("install -d -m 700 /root/.ssh")
-    vm.write_file("/root/.ssh/authorized_keys", ssh.public_key, 0o600)
-    try:
-        # The first command opens the master connection (a logind session, Remote, from
-        # QEMU's gateway) and shows systemd's own ordering of that session's scope, which
-        # a systemd-mode shutdown relies on: stopped before the network.
-        scope = 'session-"$XDG_SESSION_ID".scope'
-        rc, out, err = ssh.run(
-            'loginctl show-session "$XDG_SESSION_ID" -p Remote -p Service; '
-            f"echo ScopeBefore=$(systemctl show -P Before {scope}); "
-            f"echo ScopeConflicts=$(systemctl show -P Conflicts {scope}); "
-            f"echo ScopeAfter=$(systemctl show -P After {scope}); "
-            "echo UserSessionsAfter=$(systemctl show -P After systemd-user-sessions.service)",
-            "probe",
-        )
-        assert rc == 0, err
-        props = {
-            k: v.split() for k, v in (ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
-        }
-        assert (props["Remote"], props["Service"]) == (["yes"], ["sshd"]), out
-        assert "shutdown.target" in props["ScopeBefore"], out
-        assert "shutdown.target" in props["ScopeConflicts"], out
-        assert "systemd-user-sessions.service" in props["ScopeAfter"], out
-        assert "network.target" in props["UserSessionsAfter"], out
-        assert ssh.master_alive()
-        # What Ansible's reboot module runs, over the same master connection.
-        start = time.monotonic()
-        rc, out, err = ssh.run("liveupctl reboot --fallback --mode direct", "reboot")
-        ended = time.monotonic() - start
-        print(f"\n[fleet] ssh liveupctl reboot ended after {ended:.1f} s, status {rc}: {err!r}")
-        assert rc in (0, 255), (rc, out, err)
-        new = vm.wait_for_new_boot(old.boot_id)
-        took = time.monotonic() - start
-        print(f"[fleet] ssh liveupctl reboot A->B to agent answering: {took:.1f} s")
-        assert not ssh.master_alive()  # the master saw its connection close too
-    finally:
-        ssh.close()
-    assert (new.release, vm.run("uname -r").stdout.strip()) == (b, b)
-    assert wait_verified(vm) == "active"
-    entry = newest_transition(vm)
-    assert (entry["state"], entry["mode"], entry["new_release"]) == ("completed", "direct", b)
-    hooks = {h["hook"]: h["status"] for h in entry["hooks"]}
-    assert hooks.get("20-network") == "done", entry["hooks"]  # the shipped hook was active
-    [ended_session] = [s for s in entry["sessions_ended"] if s["caller"]]
-    assert (ended_session["service"], ended_session["gone"]) == ("sshd", True), entry
-    assert ended_session["remote_host"], entry
-    shown = vm.run(["liveupctl", "show", entry["id"]]).stdout
-    assert "Remote sessions ended before the network went down:" in shown, shown
-    assert f"session {ended_session['id']}: root (sshd from " in shown, shown
+def available(vm: GuestVM) -> int:
+    meminfo = vm.read_text("/proc/meminfo")
+    kib = next(int(ln.split()[1]) for ln in meminfo.splitlines() if ln.startswith("MemAvailable:"))
+    return kib << 10
+
+
+def pin_memory(vm: GuestVM, keep_available: int) -> int:
+    """Reserve hugepages until about ``keep_available`` bytes are left available; the
+    bytes pinned. A reboot gives them back (the pool is not persistent)."""
+    page = 2 << 20
+    pages = max(0, (available(vm) - keep_available) // page)
+    vm.run(f"echo {pages} > /proc/sys/vm/nr_hugepages")
+    got = int(vm.read_text("/proc/sys/vm/nr_hugepages"))
+    assert available(vm) < keep_available + (32 << 20), (pages, got, available(vm))
+    return got * page
