@@ -29,7 +29,7 @@ def test_the_playbook_reboots_through_liveupctl_with_the_fallback() -> None:
     [play] = yaml.safe_load(PLAYBOOK.read_text())
     reboot = next(t for t in play["tasks"] if "ansible.builtin.reboot" in t)
     command = reboot["ansible.builtin.reboot"]["reboot_command"]
-    assert command == "liveupctl reboot --fallback --mode {{ liveupd_mode }}"
+    assert command == "/usr/bin/liveupctl reboot --fallback --mode {{ liveupd_mode }}"
     assert play["vars"]["liveupd_mode"] == "systemd"  # liveupctl reboot's default
     assert reboot["register"] == "liveupd_reboot"  # what tests/vm/fleet/record.yml reads
 
