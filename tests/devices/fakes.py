@@ -227,6 +227,7 @@ def backends(
         sessions=sim.sessions,
         dry_run=dry_run,
         watchdog=sim.watchdog,
+        kdump=sim.kdump,
     )
 
 
