@@ -448,11 +448,11 @@ def resolve(
         release, image, digest = c.release, c.image, c.sha256
         initrd_digest, extracted = c.initrd_sha256, c.extracted
         uki, warnings, parts = c.uki, c.warnings, c.initrd_parts
-    if choice.missing_initrd and uki is None:
-        raise InvalidKernel(choice.missing_initrd)
     # The release the image itself carries (a path may name none): a kernel a
     # transition fell back from is never staged again until it is cleared.
     quarantine.refuse(config.state_dir, release, system.release())
+    if choice.missing_initrd and uki is None:
+        raise InvalidKernel(choice.missing_initrd)
     drop: Sequence[str] = ()
     if request.cmdline.strip():
         base, origin = request.cmdline, "the given command line"

@@ -284,6 +284,7 @@ def checkpoint_record(
     dry_run: bool = False,
     target: Target = TARGET,
     watchdog: WatchdogRecord | None = None,
+    crash_loaded: bool | None = None,
 ) -> Checkpoint:
     return Checkpoint(
         id=transition_id,
@@ -303,6 +304,7 @@ def checkpoint_record(
         hook_state_dirs={},
         dry_run=dry_run,
         watchdog=watchdog,
+        crash_loaded=crash_loaded,
     )
 
 
