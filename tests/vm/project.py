@@ -50,10 +50,17 @@ def project_files(src: Path) -> list[str]:
     return [n for n in names if (src / n).is_file() or (src / n).is_symlink()]
 
 
+# Trees the package is never built from: a change there (a VM scenario being written)
+# reuses the cached .deb and installed disk instead of rebuilding both.
+NOT_PACKAGED = ("tests/", "bench/", "tryout/", ".ci/")
+
+
 def tree_hash(src: Path) -> str:
     """A hash of the files the package is built from (names, modes, contents)."""
     h = hashlib.sha256()
     for name in project_files(src):
+        if name.startswith(NOT_PACKAGED):
+            continue
         path = src / name
         h.update(name.encode() + b"\0")
         if path.is_symlink():
