@@ -13,6 +13,13 @@ from ``/`` down, the file itself) in a worker thread with a time bound, and the
 child executes that open descriptor (``/proc/self/fd/N``, its ``argv[0]``
 unchanged), so a file renamed over the path meanwhile is not what runs.  The
 same holds for an ``undo`` replayed from the journal after a crash.
+
+Nothing of the hook runs before its caller has recorded who it is: the child
+starts as a small gate (bash, Essential on Debian) that waits on a pipe, and
+execs the program (``exec -a``: its ``argv[0]`` unchanged) only once
+``on_start`` has returned, i.e. once the daemon has journaled the process group
+a restarted daemon must kill. If the daemon dies before that, the pipe closes
+and the gate exits without running anything.
 """
 
 from __future__ import annotations
@@ -105,9 +112,18 @@ async def _kill_group(pgid: int, proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def _start(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.Process | str:
+# $0: the program's argv[0]; $1: the verified descriptor's path; the rest: its arguments.
+GATE_SHELL = "/bin/bash"
+GATE_EXIT = 125  # the gate's pipe closed without the go-ahead: nothing ran
+_GATE = 'read -r -u {fd} _ || exit {exit}; exec {fd}<&-; p=$1; shift; exec -a "$0" "$p" "$@"'
+
+
+async def _start(
+    argv: list[str], env: Mapping[str, str], gate: int
+) -> asyncio.subprocess.Process | str:
     """Verify the program (off the event loop, bounded in time) and start that very
-    descriptor; the process, or why it was not started."""
+    descriptor behind the gate read from ``gate``; the process, or why it was not
+    started."""
     try:
         program = await run_bounded(
             lambda: trust.verify_program(argv[0]),
@@ -119,10 +135,15 @@ async def _start(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.
     except TimedOut as e:
         return f"not started: {clip(argv[0])}: {e}"
     try:
+        script = _GATE.format(fd=gate, exit=GATE_EXIT)
         return await asyncio.create_subprocess_exec(
-            *argv,
-            executable=program.exec_path,
-            pass_fds=(program.fd,),
+            GATE_SHELL,
+            "-c",
+            script,
+            argv[0],
+            program.exec_path,
+            *argv[1:],
+            pass_fds=(program.fd, gate),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -134,6 +155,41 @@ async def _start(argv: list[str], env: Mapping[str, str]) -> asyncio.subprocess.
         return f"cannot start {clip(argv[0])}: {e.strerror}"
     finally:
         program.close()
+
+
+async def _start_recorded(
+    argv: list[str],
+    env: Mapping[str, str],
+    on_start: Callable[[int, float | None], None] | None,
+) -> asyncio.subprocess.Process | str:
+    """Start the program behind its gate, call ``on_start``, then let the program run;
+    the process, or why it was not started. If ``on_start`` raises, the group is killed
+    (nothing of the program ran) and the exception goes up."""
+    gate_r, gate_w = os.pipe()  # both close-on-exec; the child gets gate_r alone
+    try:
+        try:
+            started = await _start(argv, env, gate_r)
+        finally:
+            os.close(gate_r)
+        if isinstance(started, str):
+            return started
+        proc = started
+        try:
+            if on_start is not None:
+                on_start(proc.pid, leader_start_time(proc.pid))
+            with contextlib.suppress(BrokenPipeError):  # the gate died: its status tells
+                os.write(gate_w, b"go\n")
+        except BaseException:
+            os.close(gate_w)
+            gate_w = -1
+            await _kill_group(proc.pid, proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.communicate(), DRAIN_DEADLINE)
+            raise
+        return proc
+    finally:
+        if gate_w >= 0:
+            os.close(gate_w)
 
 
 async def run_program(
@@ -164,19 +220,11 @@ async def run_program(
     def error(message: str) -> ProgramResult:
         return ProgramResult(Outcome.ERROR, None, usec(), "", "", False, message)
 
-    started = await _start(argv, env)
+    started = await _start_recorded(argv, env, on_start)
     if isinstance(started, str):
         return error(started)
     proc = started
     pgid = proc.pid
-    if on_start is not None:
-        try:
-            on_start(pgid, leader_start_time(pgid))
-        except BaseException:
-            await _kill_group(pgid, proc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.communicate(), DRAIN_DEADLINE)
-            raise
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
         asyncio.ensure_future(_read_capped(proc.stdout, output_cap)),

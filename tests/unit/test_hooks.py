@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from pathlib import Path
@@ -461,3 +462,43 @@ def test_hook_env_documents_transition_facts(
     state_dir = Path(env["LIVEUPD_STATE_DIR"])
     assert state_dir == config.state_dir / "transitions" / tid / "hooks" / "10-env"
     assert (state_dir / "data").read_text() == "saved\n"
+
+
+def _trusted_program(tmp_path: Path, body: str) -> Path:
+    prog = tmp_path / "prog"
+    prog.write_text(f"#!/bin/sh\n{body}\n")
+    prog.chmod(0o755)
+    return prog
+
+
+def test_nothing_of_the_hook_runs_before_its_group_is_recorded(tmp_path: Path) -> None:
+    """on_start runs while the child is still the gate (bash blocked on its pipe), not
+    the program: a daemon killed before recording the group leaves nothing running."""
+    marker = tmp_path / "ran"
+    prog = _trusted_program(tmp_path, f"touch {marker}")
+    seen: list[tuple[str, bool]] = []
+
+    def on_start(pgid: int, started: float | None) -> None:
+        exe = os.path.basename(psutil.Process(pgid).exe())
+        seen.append((exe, marker.exists()))
+
+    result = asyncio.run(
+        run_program([str(prog)], env=hook_environment({}), timeout=10, on_start=on_start)
+    )
+    assert result.outcome is Outcome.SUCCESS, result.message
+    assert seen == [("bash", False)]
+    assert marker.exists()
+
+
+def test_a_failed_record_means_the_hook_never_ran(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    prog = _trusted_program(tmp_path, f"touch {marker}")
+
+    def on_start(pgid: int, started: float | None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        asyncio.run(
+            run_program([str(prog)], env=hook_environment({}), timeout=10, on_start=on_start)
+        )
+    assert not marker.exists()

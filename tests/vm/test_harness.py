@@ -2,7 +2,8 @@
 
 In order, on one QEMU process (a chain saves boots):
     boot on kernel A -> agent, data disk, network, file transfer
-    -> install the project's .deb
+    -> what the project's .deb installed (the disk was made by a real
+       ``apt-get install ./liveupd_*.deb``: tests/vm/project.py installed_root)
 
 Following a guest across a kexec is exercised by every live update
 (test_live_update.py and the rest); a kexec without liveupd (Debian's
@@ -28,7 +29,7 @@ from tests.vm.shared import module_guest
 
 @pytest.fixture(scope="module")
 def chain_vm(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
-    with module_guest(vm_image, request, installed=False) as vm:
+    with module_guest(vm_image, request) as vm:
         yield vm
 
 
@@ -85,8 +86,11 @@ def test_data_disk_and_network(chain_vm: GuestVM) -> None:
 
 
 def test_install_project(chain_vm: GuestVM) -> None:
+    """The disk this guest boots was made by ``apt-get install ./liveupd_*.deb`` of this
+    tree's package in a guest of the image (project.installed_root; a failed install
+    fails the build of that disk): what a user's install leaves behind is checked here."""
     vm = chain_vm
-    vm.install_project()  # the .deb, with apt-get install ./liveupd_*.deb
+    vm.install_project()  # finds this very package installed (its marker), or installs it
     vm.run(["python3", "-c", "import liveupd"])
     vm.run(["test", "-x", "/usr/bin/liveupctl"])
     # The runtime dependencies are Debian's packages, baked into the image (no network
