@@ -1,6 +1,7 @@
 # bash completion for liveupctl(1)                          -*- shell-script -*-
 # Installed as /usr/share/bash-completion/completions/liveupctl.
-# Completes commands, options, --mode values, and for `stage` and `reboot` the
+# Completes commands, options, --mode values, and for `stage`, `reboot` and
+# `unquarantine` the
 # releases of the installed kernels (from /usr/lib/modules and /boot, without
 # asking the daemon: completion must stay instant).
 
@@ -28,7 +29,7 @@ _liveupctl()
     local cur prev words cword
     _init_completion || return
 
-    local commands="status show kernels stage exec cancel history hooks reboot"
+    local commands="status show kernels stage exec cancel unquarantine history hooks reboot"
     local bus="--system --session --bus --no-ask-password"
     local output="-j --json -q --quiet --no-legend --no-pager"
     local i cmd=""
@@ -74,6 +75,7 @@ _liveupctl()
         history) opts="--limit $bus $output" ;;
         hooks) opts="--config $output" ;;
         reboot) opts="--mode --ignore-inhibitors --fallback --if-needed $bus $output" ;;
+        unquarantine) opts="--all $bus $output" ;;
         *) return ;;
     esac
     if [[ $cur == -* ]]; then
@@ -81,7 +83,7 @@ _liveupctl()
         return
     fi
     case $cmd in
-        stage | reboot)
+        stage | reboot | unquarantine)
             if [[ $cur == */* ]]; then
                 _filedir
             else

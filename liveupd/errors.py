@@ -75,6 +75,13 @@ class NotLoadable(InvalidKernel):
     """The kernel refused the image as not loadable (ENOEXEC)."""
 
 
+class KernelQuarantined(LiveUpdError):
+    """A transition fell back from this kernel: it is not staged until an admin clears it."""
+
+    dbus_name = ERROR_PREFIX + "Quarantined"
+    exit_code = ExitCode.FAILED
+
+
 class SignatureRejected(LiveUpdError):
     dbus_name = ERROR_PREFIX + "SignatureRejected"
     exit_code = ExitCode.FAILED

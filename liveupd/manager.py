@@ -50,6 +50,7 @@ from liveupd.verify.postboot import verify_after_boot
 
 if TYPE_CHECKING:
     from liveupd.kernel.discovery import InstalledKernel
+    from liveupd.kernel.quarantine import Quarantine
     from liveupd.kernel.resolve import Verdict
     from liveupd.kernel.stageable import StageableKernels
 
@@ -178,7 +179,39 @@ class Manager:
             )
             for path in found.unreadable
         ]
-        return rows + [(k, self.stageable.verdict(k, kernels, self.config)) for k in kernels]
+        from liveupd.kernel.quarantine import read
+
+        held = read(self.config.state_dir)  # Stage refuses a quarantined kernel
+        running = self.running_release()
+
+        def check(k: InstalledKernel) -> Verdict:
+            why = held.reason(k.release, running)
+            return Verdict(why) if why else self.stageable.verdict(k, kernels, self.config)
+
+        return rows + [(k, check(k)) for k in kernels]
+
+    def quarantine(self) -> Quarantine:
+        """The kernels transitions fell back from (``kernel/quarantine.py``)."""
+        from liveupd.kernel.quarantine import read
+
+        return read(self.config.state_dir)
+
+    def clear_quarantine(self, release: str) -> Quarantine:
+        """Lift the quarantine of ``release`` ("": every kernel); what was lifted.
+
+        Blocking (it writes the state directory): called in a worker thread.
+        """
+        from liveupd.kernel.quarantine import clear
+
+        cleared = clear(self.config.state_dir, release)
+        logs.event(
+            LOG,
+            "quarantine.cleared",
+            release=release or "all",
+            cleared=",".join(k.release for k in cleared.kernels) or None,
+            unreadable=cleared.problem or None,
+        )
+        return cleared
 
     async def refusals(self) -> list[Refusal]:
         """Every named reason a live update is refused here, looked at now: preflight

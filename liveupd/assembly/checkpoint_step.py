@@ -70,6 +70,15 @@ def watchdog_to_arm(ctx: TransitionContext) -> WatchdogRecord | None:
     return record
 
 
+def crash_loaded(ctx: TransitionContext) -> bool | None:
+    """Whether a crash kernel is loaded now (the new kernel's verification loads one
+    again); a crash kernel is never unloaded by liveupd."""
+    loaded = ctx.backends.kdump.crash_loaded()
+    if loaded:
+        ctx.log("kdump.loaded-before-jump")
+    return loaded
+
+
 class CheckpointStep(BuiltinStep):
     kind = "checkpoint"
     name = "checkpoint"
@@ -112,6 +121,7 @@ class CheckpointStep(BuiltinStep):
             hook_state_dirs=hook_state_dirs(ctx),
             dry_run=ctx.backends.dry_run,
             watchdog=watchdog,
+            crash_loaded=crash_loaded(ctx),
         )
         write_checkpoint(ctx.dir, record)
         write_pending(ctx.config.state_dir, ctx.id)

@@ -331,6 +331,30 @@ class WatchdogBackend(Protocol):
         OSError (or safeopen.UnsafeFile) when neither can be read."""
 
 
+# ----------------------------------------------------------------- kdump ----
+
+
+class KdumpBackend(Protocol):
+    """The crash kernel (kdump): never unloaded by liveupd, loaded again after a jump.
+
+    A kexec replaces the kernel, and its crash kernel with it; the old kernel's
+    unload (``KexecBackend.unload``) only ever unloads the normal image.
+    """
+
+    def crash_loaded(self) -> bool | None:
+        """/sys/kernel/kexec_crash_loaded (None: this kernel has no crash kexec)."""
+
+    def crash_size(self) -> int | None:
+        """/sys/kernel/kexec_crash_size: bytes reserved by crashkernel= (None: unknown)."""
+
+    def loader(self) -> str | None:
+        """The distribution's crash kernel loader (kdump-tools' kdump-config), or None."""
+
+    def load(self, timeout: float) -> str:
+        """Run the loader (``kdump-config load``) within ``timeout`` seconds: "" when it
+        succeeded, else what went wrong (its exit status and last output line, a timeout)."""
+
+
 # ---------------------------------------------------------------- system ----
 
 
@@ -432,6 +456,7 @@ class Backends:
     sessions: SessionBackend
     dry_run: bool
     watchdog: WatchdogBackend
+    kdump: KdumpBackend
     files: FileBackend = field(default_factory=DurableFiles)
     faults: FaultPoints = field(default_factory=NoFaults)
     # The dry-run machine only: boot the loaded kernel after the simulated jump,

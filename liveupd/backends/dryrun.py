@@ -251,6 +251,7 @@ class SimMachine:
             "sessions_ended": [],
             "watchdog_armed": None,
             "watchdog_held": None,
+            "crash_loaded": False,  # a new kernel has no crash kernel until one is loaded
         }
         self.update("boot", change, **system)
 
@@ -688,6 +689,47 @@ class DryRunWatchdog:
         return "".join(f"kernel/drivers/watchdog/{m}.ko.xz:\n" for m in modules), ""
 
 
+class DryRunKdump:
+    """The description's ``"kdump"``: ``{"crash_loaded": true, "crash_size": N, "loader":
+    "ok" | "fails" | "no-effect" | "hangs" | null}`` (default: no crash kexec at all).
+    A simulated boot starts with no crash kernel, as a real one does."""
+
+    def __init__(self, machine: SimMachine) -> None:
+        self.m = machine
+
+    def _described(self) -> dict[str, Any]:
+        kdump = self.m.description.get("kdump")
+        return kdump if isinstance(kdump, dict) else {}
+
+    def crash_loaded(self) -> bool | None:
+        if "crash_loaded" not in self._described():
+            return None
+        state = self.m.state()
+        if "crash_loaded" in state:
+            return bool(state["crash_loaded"])
+        return bool(self._described()["crash_loaded"])
+
+    def crash_size(self) -> int | None:
+        size = self._described().get("crash_size")
+        return int(size) if size is not None else None
+
+    def loader(self) -> str | None:
+        return "/usr/sbin/kdump-config" if self._described().get("loader") else None
+
+    def load(self, timeout: float) -> str:
+        how = self._described().get("loader")
+        self.m.record("kdump_load", how=how, timeout=timeout)
+        if not how:
+            return "no loader is installed (kdump-tools' kdump-config)"
+        if how == "fails":
+            return "'/usr/sbin/kdump-config load' exited with status 1: no crashkernel memory"
+        if how == "hangs":
+            return f"'/usr/sbin/kdump-config load' did not finish within {timeout:g} s"
+        if how == "ok":
+            self.m.update("kdump_loaded", {"crash_loaded": True})
+        return ""
+
+
 class DryRunFiles:
     """The journal's writes, through the real files, with the fault plan's failures.
 
@@ -738,6 +780,7 @@ def make(state_dir: Path, machine_file: Path | None = None) -> Backends:
         sessions=DryRunSessions(m),
         dry_run=True,
         watchdog=DryRunWatchdog(m),
+        kdump=DryRunKdump(m),
         files=DryRunFiles(m),
         faults=m.faults,
         simulated_boot=m.boot_loaded if m.after_jump != "halt" else None,

@@ -10,6 +10,7 @@ from liveupd.config import Config
 def make(config: Config) -> Backends:
     from liveupd.devices.machine import SysfsDevices
     from liveupd.devices.watchdog_dev import RealWatchdog
+    from liveupd.kernel.kdump import SysKdump
     from liveupd.kernel.loader import RealKexec
     from liveupd.sessions.logind import LogindSessions
     from liveupd.storage.freeze import RealStorage
@@ -22,4 +23,5 @@ def make(config: Config) -> Backends:
         sessions=LogindSessions(),
         dry_run=False,
         watchdog=RealWatchdog(),
+        kdump=SysKdump(),
     )

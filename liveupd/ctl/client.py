@@ -92,6 +92,8 @@ class Kernel:
     problem: str = ""  # why Stage would refuse it
     warnings: tuple[str, ...] = ()
     latest: bool = False
+    quarantined: str = ""  # why: a transition fell back from it ("" when it is not)
+    quarantine_transition: str = ""  # that transition's id
 
     @classmethod
     def from_details(cls, row: dict[str, Any]) -> Kernel:
@@ -109,6 +111,8 @@ class Kernel:
             problem=str(row.get("problem", "")),
             warnings=tuple(str(w) for w in row.get("warnings", [])),
             latest=bool(row.get("latest", False)),
+            quarantined=str(row.get("quarantined", "")),
+            quarantine_transition=str(row.get("quarantine-transition", "")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -125,6 +129,28 @@ class Kernel:
             "problem": self.problem or None,
             "warnings": list(self.warnings),
             "latest": self.latest,
+            "quarantined": self.quarantined or None,
+            "quarantine_transition": self.quarantine_transition or None,
+        }
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A kernel a transition fell back from (ListQuarantine)."""
+
+    release: str
+    kernel: str
+    transition: str
+    reason: str
+    since: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "kernel": self.kernel or None,
+            "transition": self.transition,
+            "reason": self.reason,
+            "since": self.since,
         }
 
 
@@ -250,6 +276,11 @@ class Client:
     async def can_live_update(self) -> str:
         return str((await self.call("CanLiveUpdate"))[0])
 
+    async def list_kernels(self) -> list[tuple[str, str, str, bool]]:
+        """ListKernels: (release, kernel, initrd, running) of each installed kernel."""
+        rows = (await self.call("ListKernels"))[0]
+        return [(str(r), str(k), str(i), bool(u)) for r, k, i, u in rows]
+
     async def kernels(self) -> list[Kernel]:
         """Installed kernels, UKIs included, with whether Stage would take each."""
         rows = (await self.call("ListKernelDetails"))[0]
@@ -296,6 +327,17 @@ class Client:
 
     async def cancel(self, *, interactive: bool = False) -> None:
         await self.call("Cancel", interactive=interactive)
+
+    async def quarantine(self) -> tuple[list[Quarantined], str]:
+        """Kernels transitions fell back from, and why the list cannot be read ("")."""
+        rows, problem = await self.call("ListQuarantine")
+        kernels = [Quarantined(str(r), str(k), str(t), str(w), float(s)) for r, k, t, w, s in rows]
+        return kernels, str(problem)
+
+    async def clear_quarantine(self, release: str = "", *, interactive: bool = False) -> list[str]:
+        """Lift the quarantine of ``release`` ("": every kernel); the releases lifted."""
+        body = await self.call("ClearQuarantine", "s", [release], interactive=interactive)
+        return [str(r) for r in body[0]]
 
     async def blockers(self) -> list[tuple[str, str]]:
         rows = (await self.call("ListBlockers"))[0]

@@ -30,6 +30,7 @@ from liveupd.ctl.options import JSON_VERBS, Conventions, add_output_options
 from liveupd.ctl.progress import Follower, renderer_for
 from liveupd.errors import Cancelled, ExitCode, LiveUpdError
 from liveupd.fleet.reboot_required import newer_kernel, reboot_required
+from liveupd.kernel.versions import version_key
 from liveupd.service import names
 
 FALLBACK_ENV = "LIVEUPCTL_FALLBACK_COMMAND"
@@ -160,6 +161,21 @@ def parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("cancel", parents=[common], help="unload the staged kernel or roll back")
+
+    unq = sub.add_parser(
+        "unquarantine",
+        parents=[common],
+        help="let a kernel a transition fell back from be staged again",
+        description="A transition that fell back to the old kernel (the new one never "
+        "verified: the watchdog, or someone, reset the machine) quarantines its kernel: "
+        "Stage refuses it, and the latest kernel, auto-stage and 'reboot' leave it alone. "
+        "'liveupctl kernels' shows why. This lifts the quarantine, once the cause is fixed.",
+    )
+    which = unq.add_mutually_exclusive_group(required=True)
+    which.add_argument("release", nargs="?", default="", help="the quarantined kernel's release")
+    which.add_argument(
+        "--all", action="store_true", help="every quarantined kernel (rewrites an unreadable list)"
+    )
 
     hist = sub.add_parser("history", parents=[common], help="past transitions")
     hist.add_argument("--limit", type=int, default=0, metavar="N", help="newest N only")
@@ -390,11 +406,70 @@ async def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+async def cmd_unquarantine(client: Client, args: argparse.Namespace) -> int:
+    interactive = agent.wanted(args.no_ask_password)
+    _, problem = await client.quarantine()
+    with agent.tty_agent(interactive):
+        cleared = await client.clear_quarantine(
+            "" if args.all else args.release, interactive=interactive
+        )
+    if cleared:
+        say(args, f"No longer quarantined: {', '.join(cleared)}")
+    elif args.all and problem:
+        say(args, f"The unreadable quarantine list ({problem}) was rewritten empty")
+    else:
+        what = "no kernel is" if args.all else f"{args.release} is not"
+        die(
+            f"{what} quarantined; nothing to do ('liveupctl kernels' shows which are)",
+            ExitCode.NOTHING_TO_DO,
+        )
+    return int(ExitCode.OK)
+
+
+async def quarantined_instead(client: Client, manager: dict[str, Any]) -> str:
+    """Why ``reboot`` must not switch: the newest installed kernel is quarantined ("": it
+    may).  Such a kernel is newer than what liveupd would stage (LatestKernel leaves it out)
+    and than the running one; a firmware reboot is what would boot it."""
+    try:
+        held, problem = await client.quarantine()
+    except RemoteError as e:
+        if e.name == "org.freedesktop.DBus.Error.UnknownMethod":
+            return ""  # an older daemon: it quarantines nothing
+        raise
+    floor = max(
+        (str(manager.get(k) or "") for k in ("RunningKernel", "LatestKernel")), key=version_key
+    )
+    installed = {k[0] for k in await client.list_kernels()}
+    if problem:
+        if any(version_key(r) > version_key(floor) for r in installed):
+            return (
+                f"the list of quarantined kernels cannot be read ({problem}), so no newer "
+                "kernel is tried; 'liveupctl unquarantine --all' rewrites it"
+            )
+        return ""
+    newer = [
+        q for q in held if q.release in installed and version_key(q.release) > version_key(floor)
+    ]
+    if not newer:
+        return ""
+    q = max(newer, key=lambda q: version_key(q.release))
+    return (
+        f"the newest installed kernel, {q.release}, is quarantined: transition {q.transition} "
+        f"fell back from it ({q.reason}); clear it with 'liveupctl unquarantine {q.release}' "
+        "once the cause is fixed"
+    )
+
+
 async def cmd_reboot(client: Client, args: argparse.Namespace) -> int:
     """Stage (unless the right kernel is staged) and execute, without asking anything."""
     manager = await client.properties()
     running = str(manager.get("RunningKernel") or "")
     staged_path = str(manager.get("StagedTransition", names.NO_TRANSITION))
+    if not args.kernel and staged_path == names.NO_TRANSITION:
+        # Never a loop: the kernel the last jump fell back from is not tried again.
+        why = await quarantined_instead(client, manager)
+        if why:
+            raise Quarantined(why)
     if args.if_needed and not reboot_needed(manager, explicit=bool(args.kernel)):
         say(
             args,
@@ -456,6 +531,10 @@ class KexecUnsupported(Exception):
     """kexec cannot work here (the daemon's Unsupported property)."""
 
 
+class Quarantined(Exception):
+    """The kernel ``reboot`` would switch to is quarantined (a transition fell back from it)."""
+
+
 class StageFailed(Exception):
     def __init__(self, error: RemoteError) -> None:
         super().__init__(error.message)
@@ -502,6 +581,7 @@ COMMANDS = {
     "stage": cmd_stage,
     "exec": cmd_exec,
     "cancel": cmd_cancel,
+    "unquarantine": cmd_unquarantine,
     "reboot": cmd_reboot,
 }
 
@@ -549,6 +629,13 @@ def _main(argv: Sequence[str] | None, fallback: Sequence[str] | None) -> int:
             if args.command == "reboot" and args.fallback:
                 return run_fallback(message, fallback)
             die(message, ExitCode.UNSUPPORTED)
+        except Quarantined as e:
+            if args.fallback:
+                return run_fallback(str(e), fallback)
+            die(
+                f"not switching: {e}; or reboot the ordinary way (liveupctl reboot --fallback)",
+                ExitCode.FAILED,
+            )
         except StageFailed as e:
             if args.fallback and e.error.name not in NO_FALLBACK:
                 return run_fallback(f"staging failed: {e.error.message}", fallback)

@@ -140,6 +140,8 @@ def kernels_text(kernels: Sequence[dict[str, Any]], *, legend: bool = True) -> s
         mark = "*" if k["running"] else (">" if k.get("latest") else " ")
         if not k.get("stageable", True):
             mark = "!"
+        if k.get("quarantined"):
+            mark = "Q"
         rows.append(
             [
                 f"{mark} {k['release'] or '?'}",
@@ -157,12 +159,21 @@ def kernels_text(kernels: Sequence[dict[str, Any]], *, legend: bool = True) -> s
         lines.append(line)
         if k.get("profiles"):
             lines.append(f"      profiles: {', '.join(k['profiles'])}")
-        if k.get("problem"):
+        if k.get("quarantined"):
+            lines.append(
+                f"      quarantined: transition {k.get('quarantine_transition') or '?'} fell "
+                f"back from it ({k['quarantined']}); 'liveupctl unquarantine "
+                f"{k['release']}' clears it"
+            )
+        elif k.get("problem"):
             lines.append(f"      refused: {k['problem']}")
         lines.extend(f"      {w}" for w in k.get("warnings") or ())
     if not legend:
         return "\n".join(lines)
-    key = "* running   > latest (what 'liveupctl stage' takes)   ! Stage would refuse it"
+    key = (
+        "* running   > latest (what 'liveupctl stage' takes)   ! Stage would refuse it   "
+        "Q quarantined"
+    )
     return "\n".join(lines) + "\n\n" + key
 
 

@@ -4,7 +4,8 @@ Everything comes from the daemon: its Manager properties, its history (the
 newest entry is the running or last transition; a transition still under way
 is asked for its live phase and progress), ``CanLiveUpdate`` and
 ``ListBlockers``, each named reason a live update is refused here
-(``Refusals``), and the watchdog that guards the jump (``Watchdog``); plus
+(``Refusals``), the watchdog that guards the jump (``Watchdog``) and the
+quarantined kernels (``ListQuarantine``); plus
 ``/run/reboot-required`` for update managers.  The JSON keys are an interface
 (docs/json.md): add new ones, never rename.
 """
@@ -46,7 +47,19 @@ async def gather(client: Client) -> dict[str, Any]:
     data["transition"] = transition_json(last, live) if last is not None else None
     data["blockers"] = await blockers(client)
     data["watchdog"] = manager.get("Watchdog")  # None from a daemon that cannot tell (older)
+    data["quarantine"] = await quarantine(client)
     return data
+
+
+async def quarantine(client: Client) -> dict[str, Any] | None:
+    """Kernels transitions fell back from; None from a daemon that has no quarantine."""
+    try:
+        held, problem = await client.quarantine()
+    except RemoteError as e:
+        if e.name == UNKNOWN_METHOD:
+            return None
+        raise
+    return {"kernels": [q.to_json() for q in held], "problem": problem or None}
 
 
 async def blockers(client: Client) -> list[dict[str, str]] | None:
@@ -177,6 +190,7 @@ def text(data: dict[str, Any]) -> str:
     lines += live_update_lines(data)
     if data.get("watchdog"):
         lines.append(f"Watchdog:       {data['watchdog']}")
+    lines += quarantine_lines(data.get("quarantine"))
     corrupt = data.get("corrupt_journals") or 0
     if corrupt:
         lines.append(
@@ -184,6 +198,22 @@ def text(data: dict[str, Any]) -> str:
         )
     lines.append(f"Version:        {data['version']}")
     return "\n".join(lines)
+
+
+def quarantine_lines(held: dict[str, Any] | None) -> list[str]:
+    """The kernels no live update goes to until cleared (none: no line)."""
+    if not held:
+        return []
+    found = [
+        f"{q['release']} (transition {q['transition']} fell back: {q['reason']}; "
+        f"'liveupctl unquarantine {q['release']}' clears it)"
+        for q in held["kernels"]
+    ]
+    if held.get("problem"):
+        found.insert(0, f"unreadable list ({held['problem']}): every kernel but the running one")
+    if not found:
+        return []
+    return [f"Quarantined:    {found[0]}", *(f"                {f}" for f in found[1:])]
 
 
 def live_update_lines(data: dict[str, Any]) -> list[str]:

@@ -2,7 +2,8 @@
 
 **Installed** (``[kernel] auto-stage = true`` only): the new kernel is staged
 when it is the kernel a firmware reboot would boot, i.e. the newest installed
-one, and newer than the running one.  An older kernel installed alongside
+one, and newer than the running one, unless a transition fell back from it
+(it is quarantined: never a loop).  An older kernel installed alongside
 (a fallback, a reinstall) is never staged: a fast reboot must not quietly go
 back in time.  A transition staged by someone else is left alone; one this
 hook staged for an older kernel is replaced (its id is kept in
@@ -34,6 +35,7 @@ from liveupd.service import names
 
 RECORD = "auto-staged.json"
 BUSY = "org.liveupd.LiveUpdate1.Error.Busy"
+UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ async def _stage_if_newest(client: Client, config: Config, release: str) -> Resu
     latest = str(manager.get("LatestKernel") or "")
     if release == running:
         return _skip(release, "it is the running kernel")
+    held = await _quarantined(client, release, running)
+    if held:
+        return _skip(release, held)
     if version_key(release) < version_key(running):
         return _skip(
             release,
@@ -162,6 +167,29 @@ async def _stage_if_newest(client: Client, config: Config, release: str) -> Resu
         f"staged {release}{instead} as transition {tid}; 'liveupctl reboot' switches to it "
         f"without a firmware reboot{note}",
         fields={"transition": tid, **replaced},
+    )
+
+
+async def _quarantined(client: Client, release: str, running: str) -> str:
+    """Why ``release`` must not be staged automatically ("" when it may): a transition
+    fell back from it (never a loop)."""
+    try:
+        held, problem = await client.quarantine()
+    except RemoteError as e:
+        if e.name == UNKNOWN_METHOD:
+            return ""  # an older daemon: it quarantines nothing
+        raise
+    if problem:
+        return (
+            f"the list of quarantined kernels cannot be read ({problem}), so every kernel but "
+            "the running one counts as quarantined; 'liveupctl unquarantine --all' rewrites it"
+        )
+    q = next((q for q in held if q.release == release), None)
+    if q is None:
+        return ""
+    return (
+        f"it is quarantined: transition {q.transition} fell back from it ({q.reason}). Once "
+        f"the cause is fixed: 'liveupctl unquarantine {release}'"
     )
 
 

@@ -14,14 +14,18 @@ import os
 
 from liveupd.config import Config
 from liveupd.errors import InvalidKernel
+from liveupd.kernel import quarantine
 from liveupd.kernel.resolve import NO_INITRD, choose
 from liveupd.quoting import quote
 from liveupd.transition.records import StageRequest
 
 
 def refuse_unknown(request: StageRequest, config: Config, running_release: str) -> None:
-    """InvalidKernel when ``request`` names no installed kernel or no existing file."""
+    """InvalidKernel when ``request`` names no installed kernel or no existing file;
+    KernelQuarantined when it names a kernel a transition fell back from."""
     choice = choose(request, config, running_release)  # an unknown release is refused here
+    if choice.release is not None:  # a quarantined kernel: refused before it is recorded
+        quarantine.refuse(config.state_dir, choice.release, running_release)
     if not os.path.lexists(choice.kernel_path):
         raise InvalidKernel(
             f"{quote(choice.kernel_path)}: no such file; nothing was staged or recorded. "

@@ -19,7 +19,7 @@ from pathlib import Path
 from liveupd.backends.base import OpenedKernel, SystemBackend
 from liveupd.config import Config
 from liveupd.errors import InvalidArgument, InvalidKernel, LiveUpdError
-from liveupd.kernel import bls, discovery, imagecheck, uki_extract
+from liveupd.kernel import bls, discovery, imagecheck, quarantine, uki_extract
 from liveupd.kernel.arch import ArchInfo, arch_info
 from liveupd.kernel.cmdline import Additions, build
 from liveupd.kernel.image import ImageError, KernelImage, cmdline_limit, parse_image
@@ -91,7 +91,13 @@ def choose(
             raise InvalidKernel(
                 f"no kernel found in {dirs} (kernel.allowed-dirs); install one, or name its file"
             )
-        chosen = newest_stageable(kernels, config, lambda k: verdict(k, kernels, config, arch))
+        held = quarantine.read(config.state_dir)
+
+        def check(k: discovery.InstalledKernel) -> Verdict:
+            why = held.reason(k.release, running_release)  # fell back from: never again
+            return Verdict(why) if why else verdict(k, kernels, config, arch)
+
+        chosen = newest_stageable(kernels, config, check)
     elif spec.endswith(".conf") and "/" in spec:
         chosen = _from_entry_file(spec, config, running_release)
     elif "/" in spec:
@@ -442,6 +448,9 @@ def resolve(
         release, image, digest = c.release, c.image, c.sha256
         initrd_digest, extracted = c.initrd_sha256, c.extracted
         uki, warnings, parts = c.uki, c.warnings, c.initrd_parts
+    # The release the image itself carries (a path may name none): a kernel a
+    # transition fell back from is never staged again until it is cleared.
+    quarantine.refuse(config.state_dir, release, system.release())
     if choice.missing_initrd and uki is None:
         raise InvalidKernel(choice.missing_initrd)
     drop: Sequence[str] = ()

@@ -1,8 +1,9 @@
 """Which installed kernels Stage would take: its checks, cached by file identity.
 
 "The latest kernel" (LatestKernel, ``liveupctl stage`` without a kernel,
-``reboot --fallback``, auto-stage) is the newest kernel whose checks pass,
-never merely the highest version in a file name.  The checks are Stage's own
+``reboot --fallback``, auto-stage) is the newest kernel whose checks pass and
+that no transition fell back from (``quarantine.py``), never merely the
+highest version in a file name.  The checks are Stage's own
 (``resolve.verdict``); their result is kept per kernel file and initrd,
 keyed by (device, inode, size, modification time) of each, the signature
 policy and the allowed directories, so reading a property again costs a
@@ -19,6 +20,7 @@ from typing import Any
 
 from liveupd.config import Config
 from liveupd.errors import InvalidKernel
+from liveupd.kernel import quarantine
 from liveupd.kernel.discovery import InstalledKernel
 from liveupd.kernel.resolve import Verdict, newest_stageable, verdict
 
@@ -80,10 +82,15 @@ class StageableKernels:
         return result
 
     def latest(self, kernels: Sequence[InstalledKernel], config: Config) -> InstalledKernel | None:
-        """The newest kernel Stage would take (None when none would)."""
+        """The newest kernel Stage would take, quarantined ones left out (None: none)."""
+        held = quarantine.read(config.state_dir)
+        running = next((k.release for k in kernels if k.running), "")
+
+        def check(k: InstalledKernel) -> Verdict:
+            why = held.reason(k.release, running)
+            return Verdict(why) if why else self.verdict(k, kernels, config)
+
         try:
-            return newest_stageable(
-                kernels, config, check=lambda k: self.verdict(k, kernels, config)
-            )
+            return newest_stageable(kernels, config, check=check)
         except InvalidKernel:
             return None

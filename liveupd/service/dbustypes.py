@@ -38,9 +38,11 @@ __all__ = [
     "ObjectPath",
     "Options",
     "PhaseChangedArgs",
+    "QuarantineList",
     "RecoveredArgs",
     "RefusalList",
     "Str",
+    "StrList",
     "TransitionFailedArgs",
     "UInt32",
     "UInt64",
@@ -65,6 +67,7 @@ Str = Annotated[str, DBusSignature("s")]
 UInt32 = Annotated[int, DBusSignature("u")]
 UInt64 = Annotated[int, DBusSignature("t")]
 ObjectPath = Annotated[str, DBusSignature("o")]
+StrList = Annotated[list[str], DBusSignature("as")]
 Options = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 
 # A method without out-arguments (``-> None`` is not a signature to dbus-fast)
@@ -77,6 +80,11 @@ KernelDetails = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 BlockerList = Annotated[list[tuple[str, str]], DBusSignature("a(ss)")]
 # The Refusals property: reason, message
 RefusalList = Annotated[list[tuple[str, str]], DBusSignature("a(ss)")]
+# ListQuarantine: (release, kernel path, transition id, reason, since) per quarantined
+# kernel, and why the quarantine file cannot be read ("" when it can)
+QuarantineList = Annotated[
+    tuple[list[tuple[str, str, str, str, float]], str], DBusSignature("a(ssssd)s")
+]
 # Stage and Execute: the transition's id and object path
 IdAndPath = Annotated[tuple[str, str], DBusSignature("so")]
 # Signals

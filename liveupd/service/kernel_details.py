@@ -8,12 +8,15 @@ from dbus_fast import Variant
 
 if TYPE_CHECKING:  # imported by ListKernelDetails' own call, not at the daemon's start
     from liveupd.kernel.discovery import InstalledKernel
+    from liveupd.kernel.quarantine import QuarantinedKernel
     from liveupd.kernel.resolve import Verdict
 
 # The keys, their D-Bus types and meaning are listed in docs/dbus-api.md.
 
 
-def kernel_details(k: InstalledKernel, v: Verdict, latest: bool) -> dict[str, Variant]:
+def kernel_details(
+    k: InstalledKernel, v: Verdict, latest: bool, quarantined: QuarantinedKernel | None = None
+) -> dict[str, Variant]:
     row = {
         "release": Variant("s", k.release),
         "kernel": Variant("s", k.kernel_path),
@@ -28,6 +31,9 @@ def kernel_details(k: InstalledKernel, v: Verdict, latest: bool) -> dict[str, Va
         "warnings": Variant("as", list(v.warnings)),
         "latest": Variant("b", latest),
     }
+    if quarantined is not None:  # a transition fell back from it (v.problem says so)
+        row["quarantined"] = Variant("s", quarantined.reason)
+        row["quarantine-transition"] = Variant("s", quarantined.transition)
     if v.signed is not None:
         row["signed"] = Variant("b", v.signed)
     return row

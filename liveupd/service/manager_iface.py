@@ -48,9 +48,11 @@ from liveupd.service.dbustypes import (
     ObjectPath,
     Options,
     PhaseChangedArgs,
+    QuarantineList,
     RecoveredArgs,
     RefusalList,
     Str,
+    StrList,
     TransitionFailedArgs,
     UInt32,
     dbus_method,
@@ -261,8 +263,51 @@ class ManagerInterface(ServiceInterface):
     @dbus_errors
     async def ListKernelDetails(self) -> KernelDetails:
         rows = await asyncio.to_thread(self.manager.kernel_verdicts)
+        held = await asyncio.to_thread(self.manager.quarantine)
         latest = next((k.release for k, v in reversed(rows) if v.ok), "")
-        return [kernel_details(k, v, k.release == latest and v.ok) for k, v in rows]
+        return [
+            kernel_details(k, v, k.release == latest and v.ok, held.entry(k.release))
+            for k, v in rows
+        ]
+
+    @arg_names("kernels", "problem")
+    @dbus_method()
+    @dbus_errors
+    async def ListQuarantine(self) -> QuarantineList:
+        held = await asyncio.to_thread(self.manager.quarantine)
+        rows = [(k.release, k.kernel, k.transition, k.reason, k.since) for k in held.kernels]
+        return rows, held.problem
+
+    @arg_names("cleared")
+    @dbus_method()
+    @dbus_errors
+    async def ClearQuarantine(self, release: Str) -> StrList:
+        call = caller.current()
+        await self._check_sizes(
+            call, lambda: limits.check_string("ClearQuarantine", "the release", release, 256)
+        )
+        await self._wait_until_ready(call)
+        uid = await self.parts.authorizer.require(
+            call, names.ACTION_STAGE, interactive=call.interactive
+        )
+        if release and ("/" in release or not release.isprintable()):
+            raise InvalidArgument(
+                f"ClearQuarantine: {quote(release)} is not a kernel release; give one as "
+                "'liveupctl kernels' shows it, or \"\" for every kernel"
+            )
+        try:
+            cleared = await asyncio.to_thread(self.manager.clear_quarantine, release)
+        finally:
+            self.publish()
+        logs.event(
+            LOG,
+            "quarantine.clear",
+            sender=call.sender,
+            uid=uid,
+            release=clip(release or "all"),
+            cleared=len(cleared.kernels),
+        )
+        return [k.release for k in cleared.kernels]
 
     @arg_names("id", "transition")
     @dbus_method()

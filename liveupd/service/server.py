@@ -198,7 +198,16 @@ def _announce_verified(
             and verification.get("boot_id") == boot_id
             and "finished" in verification
         ):
-            iface.Recovered(obj.path, entry["state"] == TransitionState.COMPLETED, obj.report())
+            ok = entry["state"] == TransitionState.COMPLETED
+            iface.Recovered(obj.path, ok, obj.report())
+            logs.event(
+                LOG,
+                "service.recovered-signalled",
+                level=logging.INFO if ok else logging.WARNING,
+                transition=tid,
+                ok=ok,
+                state=str(entry["state"]),
+            )
             done.add(tid)
     return done
 

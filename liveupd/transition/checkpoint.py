@@ -61,6 +61,9 @@ class Checkpoint:
     dry_run: bool = False
     # The watchdog armed for the jump (the new kernel takes it over), if any.
     watchdog: WatchdogRecord | None = None
+    # /sys/kernel/kexec_crash_loaded on the old kernel (None: it has no crash kexec):
+    # the new kernel's verification loads a crash kernel again when it was loaded.
+    crash_loaded: bool | None = None
     version: int = VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -77,6 +80,7 @@ class Checkpoint:
             "hook_state_dirs": dict(self.hook_state_dirs),
             "dry_run": self.dry_run,
             "watchdog": self.watchdog.to_json() if self.watchdog else None,
+            "crash_loaded": self.crash_loaded,
         }
 
     @classmethod
@@ -91,6 +95,11 @@ class Checkpoint:
             new = Target.from_json(data["new"])
             bindings = tuple(Binding.from_json(b) for b in data["bindings"])
             watchdog = data.get("watchdog")
+            crash_loaded = data.get("crash_loaded")
+            if crash_loaded is not None and not isinstance(crash_loaded, bool):
+                raise InvalidCheckpoint(
+                    f"crash_loaded: expected true, false or null, got {str(crash_loaded)[:40]!r}"
+                )
             record = cls(
                 id=str(data["id"]),
                 written=float(data["written"]),
@@ -103,6 +112,7 @@ class Checkpoint:
                 hook_state_dirs={str(k): str(v) for k, v in data["hook_state_dirs"].items()},
                 dry_run=bool(data.get("dry_run", False)),
                 watchdog=WatchdogRecord.from_json(watchdog) if watchdog is not None else None,
+                crash_loaded=crash_loaded,
             )
         except KeyError as e:
             raise InvalidCheckpoint(f"{e.args[0]}: required field is missing") from None

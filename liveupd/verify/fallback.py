@@ -6,8 +6,9 @@ The reason comes from what this boot can read: the watchdog's boot status
 (``WDIOF_CARDRESET``: it reset the machine), read once the watchdog armed
 for the jump is registered again (its driver loaded here if udev has not yet),
 or else "came back on the old kernel".  The
-transition ends there: nothing stages or executes the target again by itself
-(never a loop).
+target kernel is quarantined (``kernel/quarantine.py``) before the transition
+ends: nothing stages or executes it again by itself (never a loop) until an
+admin clears it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import logging
 import time
 
 from liveupd.devices.watchdog import fell_back_reason
+from liveupd.kernel import quarantine
+from liveupd.kernel.quarantine import MAX_REASON, QuarantinedKernel
 from liveupd.transition.checkpoint import Checkpoint
 from liveupd.transition.engine import Engine, Transition
 from liveupd.transition.records import Verification
@@ -47,10 +50,44 @@ async def fall_back(
         running=checkpoint.old.release,
         target=checkpoint.new.release,
     )
+    warnings = verification.warnings
+    problem = await _quarantine(engine, t, checkpoint, reason)
+    if problem:
+        warnings = (*warnings, problem)
     return verification.model_copy(
         update={
             "fell_back": reason,
+            "warnings": warnings,
             "finished": time.time(),
             "policy": engine.config.verify.on_failure,
         }
     )
+
+
+async def _quarantine(engine: Engine, t: Transition, checkpoint: Checkpoint, reason: str) -> str:
+    """Quarantine the target kernel (never staged again until cleared); a warning if the
+    record cannot be written ("" when it was)."""
+    entry = QuarantinedKernel(
+        release=checkpoint.new.release,
+        kernel=checkpoint.new.kernel_path,
+        transition=t.id,
+        reason=reason[:MAX_REASON],
+        since=time.time(),
+    )
+    try:
+        await asyncio.to_thread(quarantine.add, engine.config.state_dir, entry)
+    except OSError as e:
+        why = e.strerror or str(e)
+        t.ctx.log(
+            "quarantine.write-failed",
+            level=logging.ERROR,
+            release=entry.release,
+            error=why,
+        )
+        where = quarantine.path_in(engine.config.state_dir)
+        return (
+            f"{entry.release} could not be quarantined ({where}: {why}): auto-stage and "
+            "'liveupctl reboot' may try it again"
+        )
+    t.ctx.log("quarantine.added", release=entry.release, reason=reason)
+    return ""

@@ -19,7 +19,9 @@ journal make the second run a no-op.
    What failed on the old kernel after the point of no return (the
    system-shutdown helper, ``transition/late_failures.py``) becomes a warning
    in the report: the transition can still complete.
-5. The watchdog is handed to systemd or stopped (``watchdog.py``).
+5. The watchdog is handed to systemd or stopped (``watchdog.py``).  Staying on
+   this kernel, a crash kernel loaded before the jump is loaded again
+   (``kdump.py``), or the report says "kdump not re-armed".
 6. Record the result and the downtime figures; the transition ends
    ``completed`` or ``recovery-failed``.  With ``verify.on-failure =
    "rollback"`` a failure (on a new boot) transitions back to the previous
@@ -58,6 +60,7 @@ from liveupd.transition.events import TransitionFailed
 from liveupd.transition.journal import Journal, JournalCorrupt
 from liveupd.transition.phases import Phase, TransitionState
 from liveupd.transition.records import RollbackResult, Verification
+from liveupd.verify import kdump
 from liveupd.verify.checks import (
     Check,
     Problem,
@@ -264,6 +267,10 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     rolling_back = new_boot and await _new_boot_checks(
         engine, t, checkpoint, problems, may_roll_back=no_rollback is None, watchdog=watchdog
     )
+    kdump_warnings: tuple[str, ...] = ()
+    if new_boot and not rolling_back and watchdog.failed is None:  # staying on this kernel
+        kdump_warning = await kdump.rearm(ctx, checkpoint)
+        kdump_warnings = (kdump_warning,) if kdump_warning else ()
 
     now = time.time()
     figures = measure(
@@ -286,7 +293,7 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
         update={
             "finished": now,
             "problems": tuple(problems),
-            "warnings": (*warnings, *watchdog.warnings),
+            "warnings": (*warnings, *watchdog.warnings, *kdump_warnings),
             "watchdog": watchdog.note,
             "downtime": figures.to_record(),
             "policy": config.verify.on_failure,

@@ -28,7 +28,7 @@ PINNED: dict[str, set[str]] = {
         "state", "dry_run", "staged_transition", "staged", "transition", "blockers",
         "running_kernel", "latest_kernel", "newer_kernel", "unsupported", "can_live_update",
         "reboot_required", "reboot_required_file", "reboot_required_packages",
-        "corrupt_journals", "version", "watchdog", "refusals",
+        "corrupt_journals", "version", "watchdog", "refusals", "quarantine",
     },
     "status.staged": {
         "id", "state", "phase", "progress", "target_release", "kernel", "initrd", "cmdline",
@@ -68,7 +68,7 @@ PINNED: dict[str, set[str]] = {
     },
     "kernels[]": {
         "release", "kernel", "initrd", "running", "source", "title", "profiles", "image",
-        "stageable", "problem", "warnings", "latest",
+        "stageable", "problem", "warnings", "latest", "quarantined", "quarantine_transition",
     },
     "hooks[]": {
         "name", "path", "status", "phase", "order", "overrides", "problems", "description",

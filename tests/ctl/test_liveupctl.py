@@ -73,6 +73,7 @@ def test_status_json_matches_the_daemon(daemon: Daemon, bus: PrivateBus, tmp_pat
         "transition": None,
         "blockers": [],
         "watchdog": bus.get("Watchdog"),
+        "quarantine": {"kernels": [], "problem": None},
     }
     # The dry-run machine has an i6300esb: the jump is guarded, and the text says so.
     assert status["watchdog"] == (

@@ -6,12 +6,14 @@ import json
 import re
 import subprocess
 
+from liveupd.kernel import quarantine
 from tests.dbus.buses import NOBODY, PYTHON, REPO, Daemon, PrivateBus, Processes, as_user
 from tests.dbus.fixtures import Polkit
 
 M = "org.liveupd.LiveUpdate1.Manager."
 DENIED = "org.freedesktop.DBus.Error.AccessDenied"
 BUSY = "org.liveupd.LiveUpdate1.Error.Busy"
+TARGET = "6.1.0-56-cloud-amd64"  # installed on the dry-run machine
 
 
 def test_nobody_is_denied_when_polkit_says_no(
@@ -21,11 +23,14 @@ def test_nobody_is_denied_when_polkit_says_no(
     assert stage.error == DENIED
     assert "uid 65534 is not allowed" in stage.message
     assert "org.liveupd.stage" in stage.message and "run the command as root" in stage.message
+    quarantined = write_quarantine(daemon)
     for result in (
         bus.gdbus(M + "Execute", "{}", uid=NOBODY),
         bus.gdbus(M + "Cancel", uid=NOBODY),
+        bus.gdbus(M + "ClearQuarantine", "''", uid=NOBODY),
     ):
         assert result.error == DENIED  # authorization comes before NotStaged
+    assert quarantine.path_in(daemon.state_dir).read_text() == quarantined  # unchanged
     assert bus.call("CanLiveUpdate", uid=NOBODY) == ["no"]
     # Nothing was staged or loaded.
     assert bus.get("State") == "idle"
@@ -100,3 +105,35 @@ def test_concurrent_callers_of_different_uids_are_never_confused(
     count = int(suppressed[0].split(" count=")[1].split()[0])
     assert len(denied) + count == 20
     assert len(allowed) == 20 and all(" uid=0 " in line for line in allowed)
+
+
+def write_quarantine(daemon: Daemon) -> str:
+    quarantine.add(
+        daemon.state_dir,
+        quarantine.QuarantinedKernel(
+            release=TARGET, transition="T9", reason="came back on the old kernel", since=1.0
+        ),
+    )
+    return quarantine.path_in(daemon.state_dir).read_text()
+
+
+def test_clear_quarantine_is_authorized_as_stage(
+    daemon: Daemon, bus: PrivateBus, polkit: Polkit
+) -> None:
+    write_quarantine(daemon)
+    kernels, problem = bus.call("ListQuarantine", uid=NOBODY)  # reading is open to everyone
+    assert [k[:3] for k in kernels] == [[TARGET, "", "T9"]] and problem == ""
+    details = {row["release"]["data"]: row for row in bus.call("ListKernelDetails", uid=NOBODY)[0]}
+    assert details[TARGET]["quarantine-transition"]["data"] == "T9"
+    assert not details[TARGET]["stageable"]["data"]
+    assert "is quarantined" in details[TARGET]["problem"]["data"]
+    refused = bus.gdbus(M + "Stage", f"'{TARGET}'", "''", "''", "{}")
+    assert refused.error == "org.liveupd.LiveUpdate1.Error.Quarantined", refused
+    assert "liveupctl unquarantine" in refused.message
+    polkit.allow("org.liveupd.stage")
+    assert bus.call("ClearQuarantine", "s", "other", uid=NOBODY) == [[]]
+    assert bus.call("ClearQuarantine", "s", TARGET, uid=NOBODY) == [[TARGET]]
+    assert bus.call("ListQuarantine")[0] == []
+    assert "event=quarantine.clear" in daemon.log() and "uid=65534" in daemon.log()
+    too_long = bus.gdbus(M + "ClearQuarantine", "'" + "x" * 300 + "'", uid=NOBODY)
+    assert too_long.error == "org.liveupd.LiveUpdate1.Error.InvalidArgument"

@@ -554,3 +554,24 @@ def test_changes_wait_for_start_up_recovery(
     assert call.returncode == 0, err
     recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
     assert bus.get("State") == "staged"
+
+
+def test_a_fall_back_signals_recovered_not_ok_and_quarantines_the_target(
+    start_daemon: DaemonFactory, bus: PrivateBus, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The dry run's new kernel hangs and the watchdog brings the old one back."""
+    machine = tmp_path / "fall-back.json"
+    machine.write_text(json.dumps({**DEFAULT_MACHINE, "after_jump": "fall-back"}))
+    start_daemon(env={"LIVEUPD_DRY_RUN_MACHINE": str(machine)})
+    tid, path = stage(bus)
+    execute(bus)
+    recovered = recorder.wait_for(expect.is_member("Recovered", path), "Recovered")
+    _, ok, text = recovered["body"]
+    report = json.loads(text)
+    assert ok is False and report["state"] == "fell-back"
+    assert "watchdog (watchdog0) reset the machine" in report["verification"]["fell_back"]
+    kernels, problem = bus.call("ListQuarantine")
+    assert [(k[0], k[2], k[3]) for k in kernels] == [
+        (TARGET, tid, report["verification"]["fell_back"])
+    ] and problem == ""
+    assert bus.get("LatestKernel") != TARGET

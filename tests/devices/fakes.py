@@ -231,6 +231,7 @@ def backends(
         sessions=sim.sessions,
         dry_run=dry_run,
         watchdog=sim.watchdog,
+        kdump=sim.kdump,
     )
 
 
@@ -287,6 +288,7 @@ def checkpoint_record(
     dry_run: bool = False,
     target: Target = TARGET,
     watchdog: WatchdogRecord | None = None,
+    crash_loaded: bool | None = None,
 ) -> Checkpoint:
     return Checkpoint(
         id=transition_id,
@@ -306,6 +308,7 @@ def checkpoint_record(
         hook_state_dirs={},
         dry_run=dry_run,
         watchdog=watchdog,
+        crash_loaded=crash_loaded,
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from liveupd.backends.dryrun import DEFAULT_MACHINE
+from liveupd.kernel import quarantine
 from tests.conftest import HookFactory
 from tests.dbus.buses import TRANSITION, Daemon, PrivateBus, wait_until
 from tests.dbus.fixtures import DaemonFactory
@@ -93,6 +94,26 @@ def test_postinst_stages_nothing_when_auto_stage_is_off(
     )
     assert bus.get("State") == "idle"
     assert json.loads(bus.call("GetHistory", "u", "0")[0]) == []
+
+
+def test_postinst_never_stages_a_quarantined_kernel(
+    daemon: Daemon, bus: PrivateBus, boot_dir: Path, conf: Path
+) -> None:
+    enable_auto_stage(conf)
+    image = install(boot_dir, NEW)
+    quarantine.add(
+        daemon.state_dir,
+        quarantine.QuarantinedKernel(
+            release=NEW, transition="T3", reason="came back on the old kernel", since=1.0
+        ),
+    )
+    err = hook_ok(run_hook(bus, POSTINST, NEW, image, config=conf))
+    assert err == (
+        f"liveupd: not staging {NEW}: it is quarantined: transition T3 fell back from it "
+        f"(came back on the old kernel). Once the cause is fixed: 'liveupctl unquarantine "
+        f"{NEW}'\n"
+    )
+    assert bus.get("State") == "idle"
 
 
 def test_auto_stage_off_does_not_even_start_the_daemon(

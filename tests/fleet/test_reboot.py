@@ -19,6 +19,7 @@ import pytest
 
 from liveupd.backends.dryrun import DEFAULT_MACHINE
 from liveupd.errors import ExitCode
+from liveupd.kernel import quarantine
 from tests.conftest import HookFactory
 from tests.dbus.buses import NOBODY, Daemon, PrivateBus, liveupctl, wait_until
 from tests.dbus.fixtures import DaemonFactory, Polkit
@@ -312,3 +313,85 @@ def test_a_rebooting_fallback_is_refused_on_a_test_host(
     assert result.returncode == ExitCode.FAILED
     assert f"refusing to run '{fake} reboot': LIVEUPD_HOST_TEST is set" in result.stderr
     assert not marker.exists()
+
+
+# ------------------------------------------------------------- quarantine --
+
+
+def quarantine_latest(daemon: Daemon, transition: str = "T7") -> None:
+    """As a fall-back from LATEST leaves it (verify/fallback.py)."""
+    quarantine.add(
+        daemon.state_dir,
+        quarantine.QuarantinedKernel(
+            release=LATEST,
+            transition=transition,
+            reason="the hardware watchdog (watchdog0) reset the machine",
+            since=1.0,
+        ),
+    )
+
+
+def test_a_quarantined_newest_kernel_is_never_tried_again(
+    daemon: Daemon, bus: PrivateBus, fallback: Fallback
+) -> None:
+    """Never a loop: reboot refuses (1); --fallback reboots the ordinary way, saying why."""
+    quarantine_latest(daemon)
+    assert bus.get("LatestKernel") == RUNNING  # the latest kernel leaves it out
+    why = f"the newest installed kernel, {LATEST}, is quarantined: transition T7 fell back"
+    refused = reboot(bus, fallback)
+    assert refused.returncode == ExitCode.FAILED
+    assert why in refused.stderr and "liveupctl reboot --fallback" in refused.stderr
+    assert f"'liveupctl unquarantine {LATEST}'" in refused.stderr
+    assert not fallback.taken
+    for args in (["--fallback"], ["--fallback", "--if-needed"]):  # a reboot is needed for it
+        fallback.marker.unlink(missing_ok=True)
+        result = reboot(bus, fallback, *args)
+        assert result.returncode == 0, result.stderr
+        assert fallback.marker.exists() and why in result.stderr
+        assert "rebooting the normal way" in result.stderr
+    assert json.loads(bus.call("GetHistory", "u", "0")[0]) == []  # nothing staged or recorded
+    # Cleared by an admin: the next reboot switches to it.
+    cleared = liveupctl(bus, "unquarantine", LATEST)
+    assert cleared.returncode == 0 and cleared.stdout == f"No longer quarantined: {LATEST}\n"
+    again = liveupctl(bus, "unquarantine", LATEST)
+    assert again.returncode == ExitCode.NOTHING_TO_DO, again
+    fallback.marker.unlink()
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    assert not fallback.marker.exists() and history(bus) == [(LATEST, "completed")]
+
+
+def test_an_unreadable_quarantine_tries_no_newer_kernel(
+    daemon: Daemon, bus: PrivateBus, fallback: Fallback
+) -> None:
+    quarantine.path_in(daemon.state_dir).write_text("{")
+    result = reboot(bus, fallback, "--fallback")
+    assert result.returncode == 0, result.stderr
+    assert fallback.taken and "cannot be read" in result.stderr
+    status = json.loads(liveupctl(bus, "status", "--json").stdout)
+    assert "Invalid JSON" in status["quarantine"]["problem"]
+    text = liveupctl(bus, "status").stdout
+    assert "Quarantined:    unreadable list" in text
+    assert liveupctl(bus, "unquarantine", LATEST).returncode == ExitCode.FAILED
+    rewritten = liveupctl(bus, "unquarantine", "--all")
+    assert rewritten.returncode == 0 and "rewritten empty" in rewritten.stdout, rewritten
+    assert json.loads(liveupctl(bus, "status", "--json").stdout)["quarantine"] == {
+        "kernels": [],
+        "problem": None,
+    }
+
+
+def test_kernels_and_status_show_the_quarantine(daemon: Daemon, bus: PrivateBus) -> None:
+    quarantine_latest(daemon)
+    kernels = {k["release"]: k for k in json.loads(liveupctl(bus, "kernels", "--json").stdout)}
+    assert kernels[LATEST]["quarantined"].startswith("the hardware watchdog")
+    assert kernels[LATEST]["quarantine_transition"] == "T7"
+    assert not kernels[LATEST]["stageable"] and not kernels[LATEST]["latest"]
+    assert kernels[RUNNING]["quarantined"] is None and kernels[RUNNING]["latest"]
+    text = liveupctl(bus, "kernels").stdout
+    assert f"Q {LATEST}" in text and "quarantined: transition T7 fell back from it" in text
+    status = liveupctl(bus, "status").stdout
+    assert f"Quarantined:    {LATEST} (transition T7 fell back: the hardware watchdog" in status
+    staged = liveupctl(bus, "stage", LATEST)
+    assert staged.returncode == ExitCode.FAILED
+    assert f"{LATEST} is quarantined: transition T7" in staged.stderr

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from liveupd.backends import dryrun
 from liveupd.config import Config
-from liveupd.errors import Busy, InvalidKernel
+from liveupd.errors import Busy, InvalidKernel, KernelQuarantined
+from liveupd.kernel import quarantine
 from liveupd.manager import Manager, ManagerState
 from liveupd.transition.context import StageRequest
 from liveupd.transition.events import Event, StateChanged, Verified
@@ -239,6 +241,58 @@ def test_a_rehearsed_hang_falls_back_to_the_old_kernel(config: Config, tmp_path:
     assert entry["state"] == "fell-back"
     assert "hardware watchdog (watchdog0) reset the machine" in entry["verification"]["fell_back"]
     assert [e.ok for e in events if isinstance(e, Verified)] == [False]
+    # The target is quarantined: never staged again (never a loop) until cleared.
+    [held] = manager.quarantine().kernels
+    assert (held.release, held.transition) == (TARGET, entry["id"])
+    assert held.reason == entry["verification"]["fell_back"]
+    assert held.kernel == entry["kernel"]
+    with pytest.raises(KernelQuarantined) as refused:
+        asyncio.run(manager.stage(StageRequest(kernel=TARGET)))
+    message = refused.value.message
+    assert f"{TARGET} is quarantined: transition {entry['id']} fell back from it" in message
+    assert f"'liveupctl unquarantine {TARGET}'" in message and "nothing was staged" in message
+    assert history_ids(manager) == [entry["id"]]  # refused before it was recorded
+    with pytest.raises(KernelQuarantined):  # named by its file
+        asyncio.run(manager.stage(StageRequest(kernel=entry["kernel"])))
+    # A copy whose name says no release: the check step refuses it on the image's own.
+    copy = Path(entry["kernel"]).with_name("vmlinuz-custom")
+    shutil.copy(entry["kernel"], copy)
+    with pytest.raises(KernelQuarantined):
+        asyncio.run(manager.stage(StageRequest(kernel=str(copy))))
+    assert manager.history()[0]["state"] == "failed"
+    copy.unlink()
+    verdicts = {k.release: v for k, v in manager.kernel_verdicts()}
+    assert not verdicts[TARGET].ok and "is quarantined" in verdicts[TARGET].problem
+    assert verdicts[RUNNING].ok
+    assert manager.latest_kernel() == RUNNING  # the latest kernel leaves it out
+
+    cleared = manager.clear_quarantine(TARGET)
+    assert [k.release for k in cleared.kernels] == [TARGET]
+    assert manager.quarantine().kernels == ()
+    assert manager.clear_quarantine(TARGET).kernels == ()  # nothing left to clear
+    assert manager.latest_kernel() == TARGET
+    t = asyncio.run(manager.stage(StageRequest(kernel=TARGET)))
+    assert t.state is TransitionState.STAGED
+
+
+def test_an_unreadable_quarantine_holds_every_kernel_but_the_running_one(
+    config: Config,
+) -> None:
+    manager = Manager(config, dryrun.make(config.state_dir), rehearse=True)
+    path = quarantine.path_in(config.state_dir)
+    path.write_text('{"version": 1, "kernels": [{"release": 5}]}')
+    held = manager.quarantine()
+    assert held.problem.startswith("kernels.0.release"), held.problem
+    with pytest.raises(KernelQuarantined) as refused:
+        asyncio.run(manager.stage(StageRequest(kernel=TARGET)))
+    assert f"{path} cannot be read (kernels.0" in refused.value.message
+    assert "'liveupctl unquarantine --all'" in refused.value.message
+    assert manager.latest_kernel() == RUNNING
+    with pytest.raises(KernelQuarantined, match="unquarantine --all"):
+        manager.clear_quarantine(TARGET)  # one release cannot be taken out of it
+    assert manager.clear_quarantine("").problem  # --all rewrites it
+    assert manager.quarantine() == quarantine.Quarantine(path)
+    assert manager.latest_kernel() == TARGET
 
 
 def test_a_target_that_cannot_load_the_watchdogs_driver_is_not_armed_for(

@@ -42,6 +42,7 @@ def pending(
     old_kernel: bool = True,
     checkpoint: bool = True,
     watchdog: WatchdogRecord | None = None,
+    crash_loaded: bool | None = None,
 ) -> Journal:
     """What the old kernel left: a running journal, the checkpoint, pending, the exec stamp."""
     target = replace(TARGET, cmdline=f"root=/dev/vda rw liveupd.transition={tid}")
@@ -60,7 +61,12 @@ def pending(
         write_pending(
             config.state_dir,
             checkpoint_record(
-                tid, bindings=(NET,), old_kernel=kernel, target=target, watchdog=watchdog
+                tid,
+                bindings=(NET,),
+                old_kernel=kernel,
+                target=target,
+                watchdog=watchdog,
+                crash_loaded=crash_loaded,
             ),
         )
         stamp = int((time.time() - EXEC_AGO) * 1e9)

@@ -14,6 +14,7 @@ from liveupd.backends import dryrun
 from liveupd.backends.base import WatchdogRecord
 from liveupd.config import Config
 from liveupd.daemon.verify import verify_once
+from liveupd.kernel import quarantine
 from liveupd.recovery import recover
 from liveupd.transition.checkpoint import STAMP_NAME, read_pending
 from liveupd.transition.events import Event, StateChanged, TransitionFailed
@@ -446,6 +447,30 @@ def test_coming_back_on_the_old_kernel_after_the_jump_is_fell_back(
     assert read_pending(config.state_dir) is None
     assert asyncio.run(verify_once(config, eng.backends)) == 0  # already recorded
     assert history(config.state_dir)[0]["state"] == "fell-back"
+    # The target is quarantined: never staged again until an admin clears it.
+    [held] = quarantine.read(config.state_dir).kernels
+    assert (held.release, held.transition) == (NEW_RELEASE, "T1")
+    assert held.reason == data["verification"]["fell_back"]
+    events = [json.loads(line)["event"] for line in (eng_log(config)).read_text().splitlines()]
+    assert events.index("quarantine.added") < events.index("verify.finished")
+
+
+def eng_log(config: Config, tid: str = "T1") -> Path:
+    return config.state_dir / "transitions" / tid / "log.jsonl"
+
+
+def test_a_quarantine_that_cannot_be_written_is_a_warning_of_the_fall_back(
+    write_config: Callable[[str], Config], boot_dir: Path, tmp_path: Path
+) -> None:
+    config = write_config(FAST)
+    pending(config, boot_dir, state=TransitionState.EXEC, watchdog=ESB)
+    quarantine.path_in(config.state_dir).mkdir()  # cannot be replaced by a file
+    old_kernel = machine(tmp_path, release=OLD_RELEASE, cmdline_id=None)
+    _, report = asyncio.run(recover(engine(config, old_kernel)))
+    assert report[0].state is TransitionState.FELL_BACK  # it still ends, and says so
+    [warning] = journal_data(config)["verification"]["warnings"]
+    assert f"{NEW_RELEASE} could not be quarantined" in warning
+    assert "auto-stage and 'liveupctl reboot' may try it again" in warning
 
 
 def test_the_old_kernel_booted_before_the_jump_is_still_superseded(

@@ -10,7 +10,11 @@ set, two real jumps:
    not load the driver (whose probe would stop it), so the watchdog resets
    the machine; the firmware boots ``-kernel``, i.e. A; A's liveupd-verify
    finds the pending transition and ends it ``fell-back``, naming the
-   watchdog reset (its boot status), and nothing is staged again.
+   watchdog reset (its boot status), and nothing is staged again.  B is
+   quarantined: Recovered(ok=false), ``liveupctl kernels``/``status`` show it,
+   Stage refuses it, ``liveupctl reboot --fallback`` reboots the ordinary way
+   (QEMU's firmware boots A again) and creates no transition; an admin clears
+   it (``liveupctl unquarantine``), and the next jump stages B again.
 2. An ordinary jump with the watchdog armed: B's verification takes the
    watchdog over, feeds it, and stops it (no RuntimeWatchdogSec= in the
    image: a magic close; the driver reads the stop back from the hardware:
@@ -40,6 +44,8 @@ ESB_ADDR = "0x8"  # PCI 0000:00:08.0 (free in tests/vm/qemu.py's layout)
 WDIOF_CARDRESET = 0x20
 CLASS = "/sys/class/watchdog/watchdog0"
 HANG = "systemd.mask=liveupd-verify.service"
+NAME = "org.liveupd.LiveUpdate1"
+REBOOT_OUT = "/var/tmp/liveupctl-reboot.out"  # on the root disk: survives the reboot
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +141,67 @@ def test_a_new_kernel_that_never_verifies_is_reset_into_the_old_one(
     status = g.ctl_json(vm, "status")
     assert status["staged"] is None and not g.kexec_loaded(vm), status
     assert status["transition"]["state"] == "fell-back"
+
+
+def test_the_kernel_fallen_back_from_is_quarantined(guest: GuestVM, vm_image: GuestImage) -> None:
+    """Still on A after the fall-back: B is quarantined (never a loop), `reboot --fallback`
+    reboots the ordinary way, and once cleared B stages again (the next test's jump)."""
+    vm = guest
+    a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
+    fell = g.history(vm, limit=1)[0]
+    tid = str(fell["id"])
+    assert fell["state"] == "fell-back", fell
+    reason = str(fell["verification"]["fell_back"])
+
+    # Recovered(ok=false): a daemon starting on this boot announces what it verified.
+    announced = f"event=service.recovered-signalled transition={tid} ok=False state=fell-back"
+    count = f"journalctl -b -u liveupd.service -o cat --no-pager | grep -c '{announced}'"
+    before = int(vm.run(count, check=False, timeout=120).stdout.strip() or 0)
+    g.restart_daemon(vm)
+    vm.run(["busctl", "get-property", NAME, g.PATH, g.MANAGER, "State"], timeout=120)
+    vm.run(f'until [ "$({count})" -gt {before} ]; do sleep 0.2; done', timeout=120)
+
+    # liveupctl kernels, status: B quarantined, with the reason and the transition.
+    kernels = {k["release"]: k for k in g.ctl_json(vm, "kernels")}
+    assert kernels[b]["quarantined"] == reason[:500], kernels[b]
+    assert kernels[b]["quarantine_transition"] == tid and not kernels[b]["stageable"]
+    assert kernels[a]["quarantined"] is None
+    status = g.ctl_json(vm, "status")
+    assert [q["release"] for q in status["quarantine"]["kernels"]] == [b], status
+    assert status["latest_kernel"] != b, status
+    # An explicit Stage is refused, naming the quarantine and how to clear it; nothing
+    # is recorded.
+    refused = vm.run(["liveupctl", "stage", b], check=False, timeout=300)
+    assert refused.rc == 1, refused
+    assert f"{b} is quarantined: transition {tid} fell back" in refused.stderr, refused.stderr
+    assert f"liveupctl unquarantine {b}" in refused.stderr, refused.stderr
+    assert g.history(vm, limit=1)[0]["id"] == tid
+    # reboot without --fallback: refused; with it: the ordinary reboot (QEMU's firmware
+    # boots -kernel, A), saying why, and no transition.
+    plain = vm.run(["liveupctl", "reboot"], check=False, timeout=300)
+    assert plain.rc == 1 and "quarantined" in plain.stderr, plain
+    old = vm.boot_info()
+    started = time.monotonic()
+    vm.spawn(f"liveupctl reboot --fallback >{REBOOT_OUT} 2>&1; echo rc=$? >>{REBOOT_OUT}")
+    new = vm.wait_for_new_boot(old.boot_id)
+    print(
+        f"\n[test_watchdog] reboot --fallback to the agent answering: "
+        f"{time.monotonic() - started:.0f} s"
+    )
+    assert new.release == a
+    text = vm.read_text(REBOOT_OUT)
+    assert f"the newest installed kernel, {b}, is quarantined: transition {tid}" in text, text
+    assert "rebooting the normal way (systemctl reboot)" in text, text
+    assert g.history(vm, limit=1)[0]["id"] == tid  # no new transition
+    assert "liveupd.transition=" not in vm.read_text("/proc/cmdline")
+
+    # An admin clears it; B is stageable again (the next test stages and jumps to it).
+    cleared = vm.run(["liveupctl", "unquarantine", b], timeout=300)
+    assert f"No longer quarantined: {b}" in cleared.stdout, cleared
+    kernels = {k["release"]: k for k in g.ctl_json(vm, "kernels")}
+    assert kernels[b]["quarantined"] is None and kernels[b]["stageable"], kernels[b]
+    again = vm.run(["liveupctl", "unquarantine", b], check=False, timeout=300)
+    assert again.rc == 3, again
     set_watchdog_sec(vm, VERIFY_SEC)  # for the verified jumps that follow
 
 
