@@ -39,7 +39,12 @@ def root_devnum(root: str = "/", mountinfo: Path = MOUNTINFO) -> tuple[int, int]
     except OSError:
         return None
     source = next((m.source for m in reversed(mounts) if m.mountpoint == root), None)
-    if source is None or not source.startswith("/dev/"):
+    return None if source is None else block_device_of(source)
+
+
+def block_device_of(source: str) -> tuple[int, int] | None:
+    """(major, minor) of a mount's ``source`` when it is a block device node under /dev."""
+    if not source.startswith("/dev/"):
         return None
     try:
         st = Path(source).stat()

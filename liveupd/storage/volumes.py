@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from liveupd import safeopen
 from liveupd.backends.base import EncryptedVolume, LuksKind, Mount, VolumeScan
 from liveupd.bounded import TimedOut, run_bounded
+from liveupd.devices.root import block_device_of
 from liveupd.devices.sysfs import Sysfs
 from liveupd.quoting import quote
 from liveupd.storage import crypttab, luks
@@ -176,15 +176,8 @@ def _root_devnum(mounts: Sequence[Mount]) -> str | None:
         return devnum
     # btrfs and friends: an anonymous device number; the mount's source is the device.
     source = next((m.source for m in reversed(mounts) if m.mountpoint == "/"), "")
-    if not source.startswith("/dev/"):
-        return None
-    try:
-        st = Path(source).stat()
-    except OSError:
-        return None
-    if not stat.S_ISBLK(st.st_mode):
-        return None
-    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+    found = block_device_of(source)
+    return None if found is None else f"{found[0]}:{found[1]}"
 
 
 def read_crypttab(path: str = CRYPTTAB) -> tuple[crypttab.Crypttab, str]:
