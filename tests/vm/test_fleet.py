@@ -248,6 +248,23 @@ def landed(vm: GuestVM, old_boot_id: str) -> BootInfo:
     return new
 
 
+def ansible_jump(vm: GuestVM, ansible: Ansible, mode: str, a: str, b: str) -> dict[str, Any]:
+    """The recipe in ``mode`` from A: B must run, verified, and the newest transition
+    must be that jump, completed in ``mode``; that transition."""
+    _, old_boot = ansible_reboot(vm, ansible, mode)
+    new = landed(vm, old_boot)
+    assert new.release == b
+    assert wait_verified(vm) == "active"
+    entry = newest_transition(vm)
+    assert (entry["state"], entry["mode"], entry["old_release"], entry["new_release"]) == (
+        "completed",
+        mode,
+        a,
+        b,
+    )
+    return entry
+
+
 def caller_session(entry: dict[str, Any]) -> dict[str, Any]:
     """The SSH session the update was started from, which liveupd ended last."""
     callers = [s for s in entry["sessions_ended"] if s["caller"]]
@@ -303,17 +320,7 @@ def test_ansible_reboot_in_direct_mode_ends_its_ssh_session_before_the_network_g
     assert "network.target" in props["UserSessionsAfter"], out
     ansible.close_masters()
 
-    _, old_boot = ansible_reboot(vm, ansible, "direct")
-    new = landed(vm, old_boot)
-    assert new.release == b
-    assert wait_verified(vm) == "active"
-    entry = newest_transition(vm)
-    assert (entry["state"], entry["mode"], entry["old_release"], entry["new_release"]) == (
-        "completed",
-        "direct",
-        a,
-        b,
-    )
+    entry = ansible_jump(vm, ansible, "direct", a, b)
     hooks = {h["hook"]: h["status"] for h in entry["hooks"]}
     assert hooks.get("20-network") == "done", entry["hooks"]  # the shipped hook was active
     session = caller_session(entry)
@@ -359,17 +366,7 @@ def test_ansible_reboot_in_systemd_mode_lands_on_the_newest_kernel(
 ) -> None:
     vm = fleet_vm
     a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
-    _, old_boot = ansible_reboot(vm, ansible, "systemd")
-    new = landed(vm, old_boot)
-    assert new.release == b
-    assert wait_verified(vm) == "active"
-    entry = newest_transition(vm)
-    assert (entry["state"], entry["mode"], entry["old_release"], entry["new_release"]) == (
-        "completed",
-        "systemd",
-        a,
-        b,
-    )
+    entry = ansible_jump(vm, ansible, "systemd", a, b)
     caller_session(entry)
 
 
