@@ -36,14 +36,13 @@ port to its sshd). Two kernel installs, one boot and four jumps in all.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.vm.fleet.ansible import Ansible, PlaybookRun
+from tests.vm.fleet.ansible import Ansible, PlaybookRun, free_local_port
 from tests.vm.fleet.recipes import KURED_COMMAND, KURED_NSENTER
 from tests.vm.guest_vm import BootInfo, GuestVM, RunResult
 from tests.vm.image import GuestImage
@@ -57,10 +56,7 @@ OUT = "/var/tmp/liveupctl-reboot.out"  # on the root disk: survives the reboot
 @pytest.fixture(scope="module")
 def ssh_port() -> int:
     """A free port on the host's 127.0.0.1, forwarded to the guest's sshd."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_local_port()
 
 
 @pytest.fixture(scope="module")

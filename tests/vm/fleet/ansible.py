@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -160,9 +161,9 @@ class Ansible:
     def close_masters(self) -> None:
         """End the ControlPersist masters this run left (they would be sessions in the
         guest that the next transition ends, and stay for 60 s on the host)."""
-        for socket in self.control.iterdir():
+        for control in self.control.iterdir():
             subprocess.run(
-                ["ssh", "-F", "/dev/null", "-o", f"ControlPath={socket}", "-O", "exit", "guest"],
+                ["ssh", "-F", "/dev/null", "-o", f"ControlPath={control}", "-O", "exit", "guest"],
                 capture_output=True,
                 check=False,
                 timeout=30,
@@ -171,3 +172,11 @@ class Ansible:
     def close(self) -> None:
         self.close_masters()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_local_port() -> int:
+    """A free TCP port on the host's 127.0.0.1 (for QEMU to forward to the guest's sshd)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -13,13 +13,12 @@ mode, and the Ansible session in its report.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.vm.fleet.ansible import Ansible
+from tests.vm.fleet.ansible import Ansible, free_local_port
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
 from tests.vm.liveupd_guest import wait_verified
@@ -30,10 +29,7 @@ RUNS = 5
 
 @pytest.fixture(scope="module")
 def ssh_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_local_port()
 
 
 @pytest.fixture(scope="module")
