@@ -297,3 +297,30 @@ def test_a_failed_dump_fails_the_transition_naming_the_service(
     assert "the checkpoint of kv.service (pid 4242) failed: criu dump: Error" in failure.message
     assert services.calls[-1] == ("resume", KV)  # the step undid its own work
     assert not (t.ctx.dir / "preserve").exists()
+
+
+# ------------------------------------------------------- liveupd --check ----
+
+
+def test_liveupd_check_names_criu_check_and_the_services_criu_cannot_dump(
+    write_config: Callable[[str], Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from liveupd.daemon import check as daemon_check
+    from liveupd.preserve.systemd import SystemdServices
+
+    fake_criu = tmp_path / "criu"
+    fake_criu.write_text("#!/bin/sh\necho 'Error: no CHECKPOINT_RESTORE' >&2\nexit 1\n")
+    fake_criu.chmod(0o755)
+    config = write_config(f'[preserve]\nunits = ["kv.service"]\ncriu = "{fake_criu}"\n')
+    bad = tree(tasks=(ServiceTask(pid=4242, ppid=1, devices=("/dev/kmsg",)),))
+
+    async def inspect(self: SystemdServices, unit: str) -> ServiceTree:
+        return bad
+
+    monkeypatch.setattr(SystemdServices, "inspect", inspect)
+    assert daemon_check.preserve_problems(config) == [
+        f"preserve.criu: {fake_criu} check failed: Error: no CHECKPOINT_RESTORE",
+        "preserve.units: kv.service: process 4242 holds the device file(s) /dev/kmsg open; "
+        "CRIU cannot dump device state",
+    ]
+    assert daemon_check.preserve_problems(write_config("")) == []
