@@ -23,7 +23,7 @@ from typing import Any
 
 from liveupd import __version__
 from liveupd.cli import die, die_with
-from liveupd.ctl import agent, hooks, output, render, show, status
+from liveupd.ctl import agent, output, render, show, status
 from liveupd.ctl.client import BusChoice, Client, RemoteError
 from liveupd.ctl.interrupt import EXIT_INTERRUPTED, Interrupts
 from liveupd.ctl.options import JSON_VERBS, Conventions, add_output_options
@@ -621,6 +621,8 @@ def _main(argv: Sequence[str] | None, fallback: Sequence[str] | None) -> int:
     args = parse(argv)
     try:
         if args.command == "hooks":
+            from liveupd.ctl import hooks  # pydantic and the config model: this verb only
+
             return hooks.run(args)
         try:
             return asyncio.run(run(args))
