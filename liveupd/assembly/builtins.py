@@ -1,12 +1,12 @@
 """The built-in steps of a transition, and where each sits among the hooks.
 
+check   preserve-check (first-1) services CRIU cannot dump refuse the stage
 check   kernel-check  (first)   resolve and validate the kernel
 check   devices-check (50)      plan the unbind; refuse the root device
 check   storage-check (50)      plan the freeze; refuse unmounted filesystems
 load    kernel-load   (first)   kexec_file_load            undo: unload
 quiesce end-remote-sessions (first)  end remote logins     nothing to undo
 unbind  devices       (50)      record, link down, unbind  undo: bind again
-check   preserve-check (50)     services CRIU cannot dump refuse the stage
 checkpoint preserve   (50)      CRIU dump, left stopped     undo: SIGCONT, images removed
 checkpoint checkpoint (last)    write the transition record  undo: drop it
 flush   storage       (last)    sync, syncfs, freeze        undo: thaw

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
 
-from liveupd.backends.base import ServiceTree
+from liveupd.backends.base import ServiceBackend, ServiceTree
+from liveupd.config import Config
 from liveupd.errors import Failed, Unsupported
 from liveupd.fsio import atomic_write_json
 from liveupd.preserve.plan import (
@@ -36,19 +38,21 @@ from liveupd.preserve.plan import (
 )
 from liveupd.transition.context import TransitionContext
 from liveupd.transition.phases import Phase
-from liveupd.transition.steps import MIDDLE, BuiltinStep
+from liveupd.transition.steps import FIRST, MIDDLE, BuiltinStep
 from liveupd.transition.undo import AnyUndo, PreserveUndo
 
 INSPECT_TIMEOUT = 30.0  # seconds to inspect one service
 RESUME_TIMEOUT = 30.0
 LOG_TAIL = 3  # lines of CRIU's log quoted in an error
+_STAMP = re.compile(r"^\(\s*[0-9.]+\)\s*")
 
 
-async def inspect_all(ctx: TransitionContext) -> list[ServiceTree]:
-    """Every listed service, checked; Unsupported naming each one that cannot be dumped."""
-    backend = ctx.backends.services
+async def find_problems(
+    config: Config, backend: ServiceBackend
+) -> tuple[list[ServiceTree], list[str]]:
+    """Every listed service, inspected; and why CRIU cannot dump them (empty: it can)."""
     trees, found = [], []
-    for unit in ctx.config.preserve.units:
+    for unit in config.preserve.units:
         try:
             tree = await asyncio.wait_for(backend.inspect(unit), INSPECT_TIMEOUT)
         except (OSError, TimeoutError) as e:
@@ -56,7 +60,7 @@ async def inspect_all(ctx: TransitionContext) -> list[ServiceTree]:
             continue
         trees.append(tree)
         found += problems(tree)
-    state_dir = str(ctx.config.state_dir)
+    state_dir = str(config.state_dir)
     need = sum(estimate(t) for t in trees)
     if trees and not found:
         free = backend.free_bytes(state_dir)
@@ -65,6 +69,12 @@ async def inspect_all(ctx: TransitionContext) -> list[ServiceTree]:
                 f"the checkpoint of {', '.join(t.unit for t in trees)} needs about "
                 f"{need >> 20} MiB, {state_dir} has {free >> 20} MiB free"
             )
+    return trees, found
+
+
+async def inspect_all(ctx: TransitionContext) -> list[ServiceTree]:
+    """Every listed service, checked; Unsupported naming each one that cannot be dumped."""
+    trees, found = await find_problems(ctx.config, ctx.backends.services)
     if found:
         raise Unsupported(
             "[preserve] units cannot be preserved: "
@@ -78,7 +88,7 @@ class PreserveCheckStep(BuiltinStep):
     kind = "preserve"
     name = "preserve-check"
     phase = Phase.CHECK
-    order = MIDDLE
+    order = FIRST - 1  # before kernel-check: a refusal costs no kernel validation
 
     async def apply(self, ctx: TransitionContext) -> None:
         if not ctx.config.preserve.units:
@@ -190,6 +200,7 @@ async def undo_preserve(ctx: TransitionContext, record: PreserveUndo) -> None:
 
 
 def log_tail(path: Path) -> str:
+    """CRIU's last error lines in its log (or its last lines), without timestamps."""
     try:
         with path.open("rb") as f:
             f.seek(0, 2)
@@ -197,5 +208,7 @@ def log_tail(path: Path) -> str:
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
-    errors = [line.strip() for line in lines if "Error" in line] or lines
-    return " | ".join(x.strip() for x in errors[-LOG_TAIL:])[:600]
+    # CRIU's lines start with a timestamp, "(00.012345) ": dropped.
+    lines = [_STAMP.sub("", line).strip() for line in lines]
+    errors = [line for line in lines if "Error" in line] or lines
+    return " | ".join(errors[-LOG_TAIL:])[:600]

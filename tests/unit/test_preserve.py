@@ -324,3 +324,75 @@ def test_liveupd_check_names_criu_check_and_the_services_criu_cannot_dump(
         "CRIU cannot dump device state",
     ]
     assert daemon_check.preserve_problems(write_config("")) == []
+
+
+# ------------------------------------------------------- the new kernel ----
+
+
+class NewBootServices(FakeServices):
+    """The new boot: the unit's start restored it (``restored``) or failed."""
+
+    def __init__(self, restored: bool) -> None:
+        super().__init__({})
+        self.restored = restored
+
+    async def start(self, unit: str, timeout: float) -> UnitStatus:
+        self.calls.append(("start", unit))
+        if self.restored:
+            return UnitStatus("active", 4242, "success", start_usec=1000, ready_usec=41000)
+        return UnitStatus("failed", 0, "exit-code")
+
+    async def reload(self) -> None:
+        self.calls.append(("reload", ""))
+
+    async def start_fresh(self, unit: str, timeout: float) -> UnitStatus:
+        self.calls.append(("start_fresh", unit))
+        return UnitStatus("active", 999, "success")
+
+
+class Ctx:
+    """What check_restored uses of a TransitionContext."""
+
+    def __init__(self, config: Config, services: NewBootServices) -> None:
+        self.config = config
+        self.dir = config.state_dir / "transitions" / "t1"
+        self.backends = dataclasses.replace(dryrun.make(config.state_dir), services=services)
+        self.logged: list[tuple[str, dict[str, object]]] = []
+
+    def log(self, event: str, /, **fields: object) -> None:
+        self.logged.append((event, fields))
+
+
+@pytest.mark.parametrize("restored", [True, False])
+def test_verification_keeps_a_restore_or_starts_the_service_fresh_with_a_warning(
+    write_config: Callable[[str], Config], restored: bool
+) -> None:
+    from typing import cast
+
+    from liveupd.preserve.restore import check_restored
+    from liveupd.transition.context import TransitionContext
+
+    config = write_config('[preserve]\nunits = ["kv.service"]\n')
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    r = record(config.state_dir)
+    dumped(config.state_dir, r)
+    (Path(r.images) / "restore.log").write_text(
+        "(00.1) Error (criu/cr-restore.c:1237): Can't fork for 4242: File exists\n"
+    )
+    services = NewBootServices(restored)
+    ctx = Ctx(config, services)
+    warnings = asyncio.run(
+        check_restored(cast(TransitionContext, ctx), "quiet liveupd.transition=t1")
+    )
+    assert not Path(r.images).exists()  # the images go either way
+    assert services.calls[-1] == ("reload", "")  # a later restart is an ordinary start
+    if restored:
+        assert warnings == []
+        assert ctx.logged[0][0] == "preserve.restored"
+        assert ctx.logged[0][1]["restore_usec"] == 40000
+    else:
+        assert warnings == [
+            "state of kv.service lost: started fresh (Error (criu/cr-restore.c:1237): "
+            "Can't fork for 4242: File exists)"
+        ]
+        assert ("start_fresh", KV) in services.calls
