@@ -15,6 +15,7 @@ from liveupd.transition.steps import undo_hook
 from liveupd.transition.undo import (
     CheckpointUndo,
     HookUndo,
+    PreserveUndo,
     RebindUndo,
     ThawUndo,
     UnloadUndo,
@@ -46,6 +47,12 @@ async def _undo_watchdog(ctx: TransitionContext, record: WatchdogUndo) -> None:
     await undo_watchdog(ctx, record)
 
 
+async def _undo_preserve(ctx: TransitionContext, record: PreserveUndo) -> None:
+    from liveupd.preserve.step import undo_preserve
+
+    await undo_preserve(ctx, record)
+
+
 UNDO = UndoTable(
     {
         HookUndo: undo_hook,  # the hook's undo program
@@ -54,5 +61,6 @@ UNDO = UndoTable(
         CheckpointUndo: undo_checkpoint,  # nothing pending verification
         UnloadUndo: _undo_load,  # kexec unload (kernel.steps)
         WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump
+        PreserveUndo: _undo_preserve,  # resume the dumped services (preserve.step)
     }
 )

@@ -68,6 +68,15 @@ class WatchdogUndo(UndoBase):
     watchdog: WatchdogRecord
 
 
-AnyUndo = HookUndo | RebindUndo | ThawUndo | UnloadUndo | CheckpointUndo | WatchdogUndo
+class PreserveUndo(UndoBase):
+    """Resume the services dumped with --leave-stopped (SIGCONT) and remove their images."""
+
+    kind: Literal["preserve"] = "preserve"
+    units: tuple[str, ...]
+
+
+AnyUndo = (
+    HookUndo | RebindUndo | ThawUndo | UnloadUndo | CheckpointUndo | WatchdogUndo | PreserveUndo
+)
 UndoRecord = Annotated[AnyUndo, Field(discriminator="kind")]
 UNDO_TYPES: tuple[type[UndoBase], ...] = get_args(AnyUndo)
