@@ -16,6 +16,7 @@ from liveupd.transition.undo import (
     CheckpointUndo,
     HookUndo,
     RebindUndo,
+    StartUnitsUndo,
     ThawUndo,
     UnloadUndo,
     WatchdogUndo,
@@ -46,6 +47,12 @@ async def _undo_watchdog(ctx: TransitionContext, record: WatchdogUndo) -> None:
     await undo_watchdog(ctx, record)
 
 
+async def _undo_start_units(ctx: TransitionContext, record: StartUnitsUndo) -> None:
+    from liveupd.sessions.step import undo_start_units
+
+    await undo_start_units(ctx, record)
+
+
 UNDO = UndoTable(
     {
         HookUndo: undo_hook,  # the hook's undo program
@@ -54,5 +61,6 @@ UNDO = UndoTable(
         CheckpointUndo: undo_checkpoint,  # nothing pending verification
         UnloadUndo: _undo_load,  # kexec unload (kernel.steps)
         WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump
+        StartUnitsUndo: _undo_start_units,  # start the remote-login listeners again
     }
 )
