@@ -175,6 +175,7 @@ LIBEXECDIR := $(PREFIX)/libexec/liveupd
 VENDORHOOKDIR := $(PREFIX)/lib/liveupd/hooks.d
 UNITDIR := $(PREFIX)/lib/systemd/system
 SHUTDOWNDIR := $(PREFIX)/lib/systemd/system-shutdown
+GENERATORDIR := $(PREFIX)/lib/systemd/system-generators
 TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 DBUSDIR := $(PREFIX)/share/dbus-1
 POLKITDIR := $(PREFIX)/share/polkit-1/actions
@@ -242,6 +243,9 @@ install-data: check-prefix man
 	ln -sf ../liveupd-verify.service $(DESTDIR)$(UNITDIR)/sysinit.target.wants/liveupd-verify.service
 	install -m 0644 units/liveupd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/liveupd.conf
 	install -m 0755 units/liveupd-shutdown $(DESTDIR)$(SHUTDOWNDIR)/liveupd
+	# [preserve] units: the new boot restores each service from its checkpoint.
+	install -d $(DESTDIR)$(GENERATORDIR)
+	$(call entry_point,$(DESTDIR)$(GENERATORDIR)/liveupd-preserve-generator,liveupd.preserve.generator,main)
 	install -d $(DESTDIR)$(KERNELINSTALLDIR) \
 		$(DESTDIR)$(KERNELHOOKDIR)/postinst.d $(DESTDIR)$(KERNELHOOKDIR)/postrm.d
 	install -m 0755 kernel-install/99-liveupd.install $(DESTDIR)$(KERNELINSTALLDIR)/

@@ -65,6 +65,7 @@ class Kind(StrEnum):
     PROGRAM = "hook program"
     MODULE_INDEX = "kernel module index"
     CRYPTTAB = "crypttab"
+    PRESERVE = "preserved service record"
 
 
 # The caps (bytes).  Documented in docs/kernels.md and docs/hooks.md.
@@ -77,6 +78,7 @@ LIMITS: dict[Kind, int | None] = {
     Kind.PROGRAM: None,  # never read by liveupd, only executed
     Kind.MODULE_INDEX: 16 * MiB,  # /usr/lib/modules/R/modules.dep, modules.builtin
     Kind.CRYPTTAB: 64 * KiB,  # /etc/crypttab
+    Kind.PRESERVE: 64 * KiB,  # <state-dir>/transitions/ID/preserve/UNIT/restore.json
 }
 
 

@@ -15,6 +15,7 @@ from liveupd.transition.steps import undo_hook
 from liveupd.transition.undo import (
     CheckpointUndo,
     HookUndo,
+    PreserveUndo,
     RebindUndo,
     StartUnitsUndo,
     ThawUndo,
@@ -53,6 +54,12 @@ async def _undo_start_units(ctx: TransitionContext, record: StartUnitsUndo) -> N
     await undo_start_units(ctx, record)
 
 
+async def _undo_preserve(ctx: TransitionContext, record: PreserveUndo) -> None:
+    from liveupd.preserve.step import undo_preserve
+
+    await undo_preserve(ctx, record)
+
+
 UNDO = UndoTable(
     {
         HookUndo: undo_hook,  # the hook's undo program
@@ -62,5 +69,6 @@ UNDO = UndoTable(
         UnloadUndo: _undo_load,  # kexec unload (kernel.steps)
         WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump
         StartUnitsUndo: _undo_start_units,  # start the remote-login listeners again
+        PreserveUndo: _undo_preserve,  # resume the dumped services (preserve.step)
     }
 )

@@ -9,6 +9,8 @@ implementations live with their subject (``liveupd.kernel``,
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -424,6 +426,97 @@ class SessionBackend(Protocol):
         """Start the unit and wait for its start job to finish; OSError on failure."""
 
 
+# -------------------------------------------------------------- services ----
+
+
+@dataclass(frozen=True)
+class ServiceTask:
+    """One process of a service's cgroup, as CRIU's preflight needs it."""
+
+    pid: int
+    ppid: int
+    devices: tuple[str, ...] = ()  # character/block device files it holds open
+    anon_bytes: int = 0  # smaps_rollup "Anonymous:" (what the images hold)
+    own_mount_ns: bool = False  # its mount namespace is not PID 1's
+
+
+@dataclass(frozen=True)
+class ServiceTree:
+    """A running service unit: its main process and every process of its cgroup."""
+
+    unit: str
+    active: str  # systemd's ActiveState
+    main_pid: int  # 0: none
+    tasks: tuple[ServiceTask, ...] = ()
+    stdio_sockets: tuple[int, ...] = ()  # inodes of the sockets on the main PID's fds 1, 2
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    active: str  # ActiveState
+    main_pid: int
+    result: str  # Result (success, exit-code, protocol, ...)
+    start_usec: int = 0  # InactiveExitTimestampMonotonic
+    ready_usec: int = 0  # ActiveEnterTimestampMonotonic
+
+
+@dataclass(frozen=True)
+class ProgramRun:
+    rc: int
+    output: str  # its last lines
+
+
+class ServiceBackend(Protocol):
+    """Service units (systemd) and programs run outside liveupd's sandbox (CRIU)."""
+
+    async def inspect(self, unit: str) -> ServiceTree:
+        """The unit's processes; OSError when systemd cannot tell."""
+
+    async def run_outside(self, name: str, argv: list[str], timeout: float) -> ProgramRun:
+        """Run ``argv`` as a transient unit ``name`` (systemd-run) and wait for it."""
+
+    async def resume(self, unit: str) -> None:
+        """SIGCONT every process of the unit (sent by systemd); OSError on failure."""
+
+    async def start(self, unit: str, timeout: float) -> UnitStatus:
+        """Start the unit (or wait for the start under way); its status after."""
+
+    async def reload(self) -> None:
+        """systemctl daemon-reload: generators run again."""
+
+    async def start_fresh(self, unit: str, timeout: float) -> UnitStatus:
+        """Reload, reset its failed state, start it again; its status after."""
+
+    def free_bytes(self, path: str) -> int:
+        """Bytes free for root on the filesystem holding ``path``."""
+
+
+class NoServices:
+    """A machine without service units (the dry run): nothing can be preserved."""
+
+    async def inspect(self, unit: str) -> ServiceTree:
+        raise OSError(errno.ENOENT, f"the simulated machine runs no service units ({unit})")
+
+    async def run_outside(self, name: str, argv: list[str], timeout: float) -> ProgramRun:
+        raise OSError(errno.ENOSYS, f"the simulated machine runs no programs ({name})")
+
+    async def resume(self, unit: str) -> None:
+        raise OSError(errno.ENOENT, f"the simulated machine runs no service units ({unit})")
+
+    async def start(self, unit: str, timeout: float) -> UnitStatus:
+        raise OSError(errno.ENOENT, f"the simulated machine runs no service units ({unit})")
+
+    async def reload(self) -> None:
+        return None
+
+    async def start_fresh(self, unit: str, timeout: float) -> UnitStatus:
+        raise OSError(errno.ENOENT, f"the simulated machine runs no service units ({unit})")
+
+    def free_bytes(self, path: str) -> int:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize
+
+
 # ----------------------------------------------------------------- files ----
 
 
@@ -470,6 +563,8 @@ class Backends:
     kdump: KdumpBackend
     files: FileBackend = field(default_factory=DurableFiles)
     faults: FaultPoints = field(default_factory=NoFaults)
+    # The services [preserve] lists (CRIU); the dry run's machine has none.
+    services: ServiceBackend = field(default_factory=NoServices)
     # The dry-run machine only: boot the loaded kernel after the simulated jump,
     # for the daemon's rehearsal of the new boot's verification (manager.py).
     simulated_boot: Callable[[], None] | None = None

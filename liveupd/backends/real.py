@@ -12,6 +12,7 @@ def make(config: Config) -> Backends:
     from liveupd.devices.watchdog_dev import RealWatchdog
     from liveupd.kernel.kdump import SysKdump
     from liveupd.kernel.loader import RealKexec
+    from liveupd.preserve.systemd import SystemdServices
     from liveupd.sessions.logind import LogindSessions
     from liveupd.storage.freeze import RealStorage
 
@@ -24,4 +25,5 @@ def make(config: Config) -> Backends:
         dry_run=False,
         watchdog=RealWatchdog(),
         kdump=SysKdump(),
+        services=SystemdServices(),
     )

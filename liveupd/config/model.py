@@ -190,6 +190,41 @@ class ExecSection(_Section):
         return v
 
 
+# A service unit's name (systemd.unit(5)) without escapes: an instance of a template
+# is fine, the template itself is not a running service.
+_SERVICE = re.compile(r"^[A-Za-z0-9:_.-]+(@[A-Za-z0-9:_.-]+)?\.service$")
+
+
+class PreserveSection(_Section):
+    """Services checkpointed with CRIU before the jump and restored after it (docs/preserve.md)."""
+
+    units: list[str] = Field(default_factory=list)
+    criu: AbsPath = "/usr/sbin/criu"
+    dump_timeout: float = Field(default=120, gt=0, le=3600, alias="dump-timeout")
+    restore_timeout: float = Field(default=300, gt=0, le=3600, alias="restore-timeout")
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for unit in v:
+            shown = unit if len(unit) <= 80 else unit[:80] + "..."
+            if len(unit) > 255 or not _SERVICE.match(unit):
+                raise ValueError(
+                    "expected service unit names such as 'example.service' or "
+                    f"'worker@1.service', not {shown!r}"
+                )
+            if unit in seen:
+                raise ValueError(f"{shown!r} is listed twice")
+            seen.add(unit)
+        return v
+
+    @field_validator("criu")
+    @classmethod
+    def _criu(cls, v: str) -> str:
+        return _absolute(v)
+
+
 class DaemonSection(_Section):
     state_dir: AbsPath = Field(default=str(paths.STATE_DIR), alias="state-dir")
     history_limit: int = Field(default=100, ge=1, le=100000, alias="history-limit")
@@ -207,6 +242,7 @@ class Config(_Section):
     storage: StorageSection = StorageSection()
     exec: ExecSection = ExecSection()
     verify: VerifySection = VerifySection()
+    preserve: PreserveSection = PreserveSection()
     daemon: DaemonSection = DaemonSection()
     # The main file it was loaded from (load_config); None: the default location.
     _source: Path | None = PrivateAttr(default=None)

@@ -1,4 +1,5 @@
-"""``liveupd --check``: validate the configuration, every hook, and the kernel directories.
+"""``liveupd --check``: validate the configuration, every hook, the kernel directories,
+and the services ``[preserve] units`` lists (``criu check``, what CRIU cannot dump).
 
 Every violation is one line naming the file (or directory) and the reason:
 a bad key, a manifest or program or directory someone other than root could
@@ -35,6 +36,36 @@ def kernel_problems(config: Config) -> list[str]:
     return problems
 
 
+def preserve_problems(config: Config) -> list[str]:
+    """[preserve] units: ``criu check``, and each listed service that CRIU cannot dump."""
+    if not config.preserve.units:
+        return []
+    import asyncio
+    import subprocess
+
+    from liveupd.preserve.plan import problems as tree_problems
+    from liveupd.preserve.systemd import SystemdServices
+
+    criu = config.preserve.criu
+    problems = []
+    try:
+        r = subprocess.run([criu, "check"], capture_output=True, text=True, timeout=60, check=False)
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exit {r.returncode}"]
+            problems.append(f"preserve.criu: {criu} check failed: {clip(last[0])}")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        problems.append(f"preserve.criu: {criu} check cannot run: {e}")
+    services = SystemdServices()
+    for unit in config.preserve.units:
+        try:
+            tree = asyncio.run(services.inspect(unit))
+        except OSError as e:
+            problems.append(f"preserve.units: {unit}: cannot be inspected: {e.strerror or e}")
+            continue
+        problems += [f"preserve.units: {p}" for p in tree_problems(tree)]
+    return problems
+
+
 def check(config_file: Path | None) -> tuple[Config | None, list[str]]:
     """(config if valid, every problem found, one line each)."""
     problems: list[str] = []
@@ -44,6 +75,7 @@ def check(config_file: Path | None) -> tuple[Config | None, list[str]]:
         return None, e.problems
     problems += hook_problems(config.hook_dirs)
     problems += kernel_problems(config)
+    problems += preserve_problems(config)
     return config, problems
 
 

@@ -3,7 +3,8 @@
 The same things Stage and Execute would refuse for, asked without changing
 anything: kexec unsupported here, a transition under way (or start-up
 recovery, or the daemon stopping), a logind ``block`` inhibitor on shutdown,
-and hook manifests that do not validate.  Who may start one is not here: that
+hook manifests that do not validate, and services ``[preserve] units`` lists
+that CRIU cannot checkpoint (``liveupd.preserve``).  Who may start one is not here: that
 depends on the caller and is ``CanLiveUpdate``'s answer.
 """
 
@@ -25,6 +26,7 @@ class BlockerKind(StrEnum):
     STARTING = "starting"  # start-up recovery is not finished, or the daemon is stopping
     INHIBITOR = "inhibitor"  # a logind block inhibitor on shutdown (or logind did not answer)
     HOOKS = "hooks"  # a hook manifest is invalid: Stage and Execute would refuse
+    PRESERVE = "preserve"  # a service [preserve] units lists cannot be checkpointed
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,17 @@ async def _hooks(manager: Manager) -> Blocker | None:
     return None
 
 
+async def _preserve(manager: Manager) -> Blocker | None:
+    if not manager.config.preserve.units:
+        return None
+    from liveupd.preserve.step import find_problems
+
+    _, found = await find_problems(manager.config, manager.engine.backends.services)
+    if found:
+        return Blocker(BlockerKind.PRESERVE, "[preserve] units: " + "; ".join(found))
+    return None
+
+
 async def blockers(
     manager: Manager, bus: MessageBus, *, ready: bool, stopping: bool
 ) -> list[Blocker]:
@@ -88,4 +101,7 @@ async def blockers(
     hooks = await _hooks(manager)
     if hooks is not None:
         found.append(hooks)
+    preserve = await _preserve(manager)
+    if preserve is not None:
+        found.append(preserve)
     return found

@@ -76,8 +76,22 @@ class StartUnitsUndo(UndoBase):
     units: tuple[UnitName, ...] = Field(max_length=16)
 
 
+class PreserveUndo(UndoBase):
+    """Resume the services dumped with --leave-stopped (SIGCONT) and remove their images."""
+
+    kind: Literal["preserve"] = "preserve"
+    units: tuple[str, ...]
+
+
 AnyUndo = (
-    HookUndo | RebindUndo | ThawUndo | UnloadUndo | CheckpointUndo | WatchdogUndo | StartUnitsUndo
+    HookUndo
+    | RebindUndo
+    | ThawUndo
+    | UnloadUndo
+    | CheckpointUndo
+    | WatchdogUndo
+    | StartUnitsUndo
+    | PreserveUndo
 )
 UndoRecord = Annotated[AnyUndo, Field(discriminator="kind")]
 UNDO_TYPES: tuple[type[UndoBase], ...] = get_args(AnyUndo)

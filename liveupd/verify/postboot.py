@@ -15,7 +15,9 @@ journal make the second run a no-op.
 3. Wait for udev to settle (``verify.settle-timeout``), then every recorded
    device must be bound to its driver again and every recorded network
    interface present with the same MAC.
-4. Run the ``verify`` hooks, then the ``restore`` hooks.
+4. Run the ``verify`` hooks, then the ``restore`` hooks; then check that the
+   services ``[preserve] units`` dumped came back with their state
+   (``liveupd.preserve.restore``: "state of X lost" is a warning).
    What failed on the old kernel after the point of no return (the
    system-shutdown helper, ``transition/late_failures.py``) becomes a warning
    in the report: the transition can still complete.
@@ -267,6 +269,11 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     rolling_back = new_boot and await _new_boot_checks(
         engine, t, checkpoint, problems, may_roll_back=no_rollback is None, watchdog=watchdog
     )
+    preserve_warnings: list[str] = []
+    if new_boot and (journal.dir / "preserve").is_dir():  # [preserve] units were dumped
+        from liveupd.preserve.restore import check_restored
+
+        preserve_warnings = await check_restored(ctx, cmdline)
     kdump_warnings: tuple[str, ...] = ()
     if new_boot and not rolling_back and watchdog.failed is None:  # staying on this kernel
         kdump_warning = await kdump.rearm(ctx, checkpoint)
@@ -293,7 +300,7 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
         update={
             "finished": now,
             "problems": tuple(problems),
-            "warnings": (*warnings, *watchdog.warnings, *kdump_warnings),
+            "warnings": (*warnings, *preserve_warnings, *watchdog.warnings, *kdump_warnings),
             "watchdog": watchdog.note,
             "downtime": figures.to_record(),
             "policy": config.verify.on_failure,

@@ -575,3 +575,23 @@ def test_a_fall_back_signals_recovered_not_ok_and_quarantines_the_target(
         (TARGET, tid, report["verification"]["fell_back"])
     ] and problem == ""
     assert bus.get("LatestKernel") != TARGET
+
+
+def test_a_listed_service_that_cannot_be_preserved_is_a_blocker_and_refuses_stage(
+    start_daemon: DaemonFactory, bus: PrivateBus
+) -> None:
+    """[preserve] units (issue 16): the dry run's machine runs no services, so the one
+    listed cannot be inspected: ListBlockers says so by name, and Stage refuses it."""
+    daemon = start_daemon('[preserve]\nunits = ["kv.service"]\n')
+    [blockers] = bus.call("ListBlockers")
+    assert [k for k, _ in blockers] == ["preserve"]
+    assert blockers[0][1] == (
+        "[preserve] units: kv.service: cannot be inspected: "
+        "the simulated machine runs no service units (kv.service)"
+    )
+    result = bus.gdbus("org.liveupd.LiveUpdate1.Manager.Stage", "", "", "", "{}")
+    assert result.error == ERR + "Unsupported"
+    assert "[preserve] units cannot be preserved: kv.service: cannot be inspected" in (
+        result.message
+    )
+    assert bus.get("State") == "idle" and daemon.ops() == []  # nothing was loaded
