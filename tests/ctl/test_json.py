@@ -45,7 +45,7 @@ PINNED: dict[str, set[str]] = {
         "id", "state", "dry_run", "created", "execute_requested", "finished", "mode",
         "old_release", "new_release", "kernel", "initrd", "cmdline", "phases_usec", "hooks",
         "devices", "frozen", "error", "undone", "undo_failures", "verification", "rollback_of",
-        "sessions_ended",
+        "sessions_ended", "units_stopped",
     },
     "entry.sessions_ended[]": {
         "id", "user", "uid", "service", "remote_host", "leader", "caller", "gone", "error",
@@ -64,7 +64,7 @@ PINNED: dict[str, set[str]] = {
     },
     "entry.corrupt": {
         "id", "state", "created", "finished", "corrupt", "journal", "error", "hooks", "devices",
-        "frozen", "undone", "undo_failures", "sessions_ended",
+        "frozen", "undone", "undo_failures", "sessions_ended", "units_stopped",
     },
     "kernels[]": {
         "release", "kernel", "initrd", "running", "source", "title", "profiles", "image",
