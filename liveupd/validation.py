@@ -1,10 +1,24 @@
-"""Turn pydantic validation errors into one line per problem, naming file and key."""
+"""Turn pydantic validation errors into one line per problem, naming file and key;
+the shapes the configuration and the journal both validate (unit names)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
+
+# A systemd unit that liveupd stops and starts again (a listener: ``ssh.socket``,
+# ``ssh.service``): what systemd allows in a unit name, a template only with its
+# instance, no leading '-' (it is an argument of systemctl), a type that listens.
+UNIT_NAME_PATTERN = r"^[A-Za-z0-9_.:\\][A-Za-z0-9_.:\\-]*(@[A-Za-z0-9_.:\\-]+)?\.(service|socket)$"
+UNIT_NAME_MAX = 255
+UnitName = Annotated[str, Field(pattern=UNIT_NAME_PATTERN, max_length=UNIT_NAME_MAX)]
+
+
+def is_unit_name(value: str) -> bool:
+    return len(value) <= UNIT_NAME_MAX and re.fullmatch(UNIT_NAME_PATTERN, value) is not None
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

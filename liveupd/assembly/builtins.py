@@ -5,7 +5,8 @@ check   kernel-check  (first)   resolve and validate the kernel
 check   devices-check (50)      plan the unbind; refuse the root device
 check   storage-check (50)      plan the freeze; refuse unmounted filesystems
 load    kernel-load   (first)   kexec_file_load            undo: unload
-quiesce end-remote-sessions (first)  end remote logins     nothing to undo
+quiesce end-remote-sessions (first)  stop ssh listeners,  undo: start them
+                                     end remote logins
 unbind  devices       (50)      record, link down, unbind  undo: bind again
 checkpoint preserve   (50)      CRIU dump, left stopped     undo: SIGCONT, images removed
 checkpoint checkpoint (last)    write the transition record  undo: drop it

@@ -17,6 +17,7 @@ from liveupd.transition.undo import (
     HookUndo,
     PreserveUndo,
     RebindUndo,
+    StartUnitsUndo,
     ThawUndo,
     UnloadUndo,
     WatchdogUndo,
@@ -47,6 +48,12 @@ async def _undo_watchdog(ctx: TransitionContext, record: WatchdogUndo) -> None:
     await undo_watchdog(ctx, record)
 
 
+async def _undo_start_units(ctx: TransitionContext, record: StartUnitsUndo) -> None:
+    from liveupd.sessions.step import undo_start_units
+
+    await undo_start_units(ctx, record)
+
+
 async def _undo_preserve(ctx: TransitionContext, record: PreserveUndo) -> None:
     from liveupd.preserve.step import undo_preserve
 
@@ -61,6 +68,7 @@ UNDO = UndoTable(
         CheckpointUndo: undo_checkpoint,  # nothing pending verification
         UnloadUndo: _undo_load,  # kexec unload (kernel.steps)
         WatchdogUndo: _undo_watchdog,  # stop the watchdog armed for the jump
+        StartUnitsUndo: _undo_start_units,  # start the remote-login listeners again
         PreserveUndo: _undo_preserve,  # resume the dumped services (preserve.step)
     }
 )

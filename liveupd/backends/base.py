@@ -400,7 +400,8 @@ class Session:
 
 
 class SessionBackend(Protocol):
-    """Login sessions (logind).  Async: the real one talks D-Bus."""
+    """Login sessions (logind), and the units that accept new ones (systemd).  Async:
+    the real one talks D-Bus to logind and runs systemctl for the units."""
 
     async def sessions(self) -> list[Session]:
         """Every session logind knows, in its order; OSError when logind cannot tell."""
@@ -413,6 +414,16 @@ class SessionBackend(Protocol):
 
     async def gone(self, session_id: str) -> bool:
         """Whether the session no longer exists (its scope stopped and was collected)."""
+
+    async def unit_active(self, unit: str) -> bool:
+        """Whether systemd has the unit active (a listener listening); OSError when it
+        cannot tell."""
+
+    async def stop_unit(self, unit: str) -> None:
+        """Stop the unit and wait for its stop job to finish; OSError on failure."""
+
+    async def start_unit(self, unit: str) -> None:
+        """Start the unit and wait for its start job to finish; OSError on failure."""
 
 
 # -------------------------------------------------------------- services ----

@@ -12,6 +12,9 @@ The description's ``"sessions"`` lists the simulated machine's login sessions
 (``Session``'s fields, as logind would report them) and ``"caller_session"``
 names the session any caller is in (the simulation cannot map a real PID):
 ending one is recorded (``terminate_session``) and lasts until the next boot.
+``"units"`` maps a systemd unit to its state (``{"ssh.socket": "active"}``; a
+unit not listed is inactive): stopping or starting one is recorded
+(``stop_unit``, ``start_unit``) and lasts until the next boot.
 
 The description's ``"faults"`` (see ``backends/faults.py``) makes the Nth call
 of an operation fail once: every machine operation, starting a hook program,
@@ -249,6 +252,7 @@ class SimMachine:
             "links_down": [],
             "frozen": [],
             "sessions_ended": [],
+            "units": {},
             "watchdog_armed": None,
             "watchdog_held": None,
             "crash_loaded": False,  # a new kernel has no crash kernel until one is loaded
@@ -545,6 +549,31 @@ class DryRunSessions:
 
     async def gone(self, session_id: str) -> bool:
         return session_id in self._ended()
+
+    def _units(self) -> dict[str, str]:
+        """Each unit's state: the description's, changed by this boot's stops and starts."""
+        units = {str(k): str(v) for k, v in self.m.description.get("units", {}).items()}
+        state = self.m.state()
+        if state.get("units_boot") == _boot_id(self.m):
+            units.update(state.get("units", {}))
+        return units
+
+    def _set_unit(self, op: str, unit: str, active: str) -> None:
+        change = {"units": {**self._units(), unit: active}, "units_boot": _boot_id(self.m)}
+        self.m.update(op, change, unit=unit)
+
+    async def unit_active(self, unit: str) -> bool:
+        return self._units().get(unit) == "active"
+
+    async def stop_unit(self, unit: str) -> None:
+        self.m.faults.check("unit-stop")
+        _injected(self.m, "stop_unit", unit)
+        self._set_unit("stop_unit", unit, "inactive")
+
+    async def start_unit(self, unit: str) -> None:
+        self.m.faults.check("unit-start")
+        _injected(self.m, "start_unit", unit)
+        self._set_unit("start_unit", unit, "active")
 
 
 class SimSystem:

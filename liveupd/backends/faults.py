@@ -9,7 +9,8 @@ as it would on a crash).
 
 Operations: ``enumerate``, ``unbind``, ``bind``, ``set-link``, ``sync``,
 ``syncfs``, ``freeze``, ``thaw``, ``kexec-load``, ``kexec-unload``, ``jump``,
-``watchdog-arm``, ``watchdog-disarm``, ``watchdog-take-over``, ``hook-spawn``,
+``watchdog-arm``, ``watchdog-disarm``, ``watchdog-take-over``, ``unit-stop``,
+``unit-start``, ``hook-spawn``,
 ``journal-write`` (``ENOSPC``: half the record reaches the file
 before the error; any other errno: all of it, then the error, as from a
 failed fsync) and ``journal-sync``.  Journal operations are counted from the
@@ -42,6 +43,8 @@ OPS = (
     "watchdog-arm",
     "watchdog-disarm",
     "watchdog-take-over",
+    "unit-stop",
+    "unit-start",
     "hook-spawn",
     "journal-write",
     "journal-sync",

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from liveupd import paths
+from liveupd.validation import is_unit_name
 
 
 class _Section(BaseModel):
@@ -149,6 +150,13 @@ class ExecSection(_Section):
     # End remote login sessions (logind) before any hook or step can take the
     # network down, so their peers see the connection close (liveupd/sessions/).
     end_remote_sessions: bool = Field(default=True, alias="end-remote-sessions")
+    # Before that, the remote-login listeners are stopped (the active ones, in this
+    # order; started again on rollback) so that no new login can start: [] = off.
+    remote_login_units: list[str] = Field(
+        default_factory=lambda: ["ssh.socket", "ssh.service"],
+        max_length=16,
+        alias="remote-login-units",
+    )
     watchdog_sec: int = Field(default=120, ge=0, le=3600, alias="watchdog-sec")
     watchdog_device: str = Field(default="", alias="watchdog-device")
     panic_sec: int = Field(default=10, ge=0, le=3600, alias="panic-sec")
@@ -158,6 +166,19 @@ class ExecSection(_Section):
         default=False, alias="allow-tpm2-unlock"
     )
     deny_platforms: list[PlatformPattern] = Field(default_factory=list, alias="deny-platforms")
+
+    @field_validator("remote_login_units")
+    @classmethod
+    def _units(cls, v: list[str]) -> list[str]:
+        for unit in v:
+            if not is_unit_name(unit):
+                raise ValueError(
+                    f"{unit[:80]!r}: expected a systemd .service or .socket unit name, "
+                    'such as "ssh.socket"'
+                )
+        if len(set(v)) != len(v):
+            raise ValueError("expected each unit once")
+        return v
 
     @field_validator("watchdog_device")
     @classmethod

@@ -114,10 +114,18 @@ def text(r: dict[str, Any], live: dict[str, Any] | None = None) -> str:
     if not r.get("devices"):
         lines.append("  (none)")
     lines += ["", "Filesystems frozen (in order): " + (", ".join(r.get("frozen") or []) or "-")]
+    lines += _listeners(r.get("units_stopped") or [])
     lines += _sessions(r.get("sessions_ended") or [])
     lines += _preserved(r.get("preserved") or [], state)
     lines += _outcome(r, state)
     return "\n".join(lines)
+
+
+def _listeners(units: list[str]) -> list[str]:
+    """The remote-login listeners stopped before the sessions were ended."""
+    if not units:
+        return []
+    return ["", "Remote-login listeners stopped (no new logins): " + ", ".join(units)]
 
 
 def _sessions(ended: list[dict[str, Any]]) -> list[str]:

@@ -122,6 +122,22 @@ class LogindSessions:
         self._check(reply, f"GetSession({session_id})")
         return False
 
+    # The listeners are systemd units: systemctl, not logind (sessions/units.py).
+    async def unit_active(self, unit: str) -> bool:
+        from liveupd.sessions import units
+
+        return await units.unit_active(unit)
+
+    async def stop_unit(self, unit: str) -> None:
+        from liveupd.sessions import units
+
+        await units.stop_unit(unit)
+
+    async def start_unit(self, unit: str) -> None:
+        from liveupd.sessions import units
+
+        await units.start_unit(unit)
+
 
 def _error(reply: Message) -> bool:
     from dbus_fast import MessageType

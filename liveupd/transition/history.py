@@ -99,6 +99,8 @@ def summary(journal: Journal) -> dict[str, Any]:
         "rollback_of": r.rollback_of,
         # Remote login sessions ended before the network went down (liveupd/sessions/).
         "sessions_ended": [s.model_dump(mode="json") for s in r.sessions_ended],
+        # The remote-login listeners stopped before that (started again on rollback).
+        "units_stopped": list(r.units_stopped),
         # [preserve] units: their CRIU dump and restore (liveupd/preserve/).
         "preserved": [p.model_dump(mode="json") for p in r.preserved],
     }
@@ -125,6 +127,7 @@ def corrupt_summary(corrupt: CorruptJournal) -> dict[str, Any]:
         "undone": [],
         "undo_failures": [],
         "sessions_ended": [],
+        "units_stopped": [],
         "preserved": [],
     }
 

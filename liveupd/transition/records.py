@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from liveupd.transition.phases import ExecMode, Phase, StepStatus, TransitionState
 from liveupd.transition.undo import UndoRecord
+from liveupd.validation import UnitName
 
 # ------------------------------------------------------------ the request --
 
@@ -240,6 +241,9 @@ class TransitionRecord(BaseModel):
     verification: Verification | None = None
     rollback_of: str | None = None
     sessions_ended: list[EndedSession] = Field(default_factory=list)
+    # The remote-login listeners stopped before the sessions were ended (started
+    # again if the transition rolled back).
+    units_stopped: list[UnitName] = Field(default_factory=list)
     preserved: list[PreservedService] = Field(default_factory=list)  # [preserve] units
     # Writes of this journal that failed (what, why): the state is what was in memory.
     journal_errors: list[str] = Field(default_factory=list)
@@ -275,6 +279,9 @@ class StepChanged(Record):
     leader_started: float | None = None
     warning: str | None = None  # added to the step's warnings
     partial: bool | None = None
+    # The undo record of a step that learns what it will do only as it runs (the
+    # listeners that are active): journaled, durably, before it does it.
+    undo: UndoRecord | None = None
 
 
 class Changed(Record):
@@ -292,6 +299,7 @@ class Changed(Record):
     verification: Verification | None = None
     rollback_of: str | None = None
     sessions_ended: tuple[EndedSession, ...] | None = None
+    units_stopped: tuple[UnitName, ...] | None = None
     preserved: tuple[PreservedService, ...] | None = None
 
 
@@ -308,7 +316,9 @@ JournalEvent = Annotated[
 ]
 EventTypes = StepsStarted | StepChanged | Changed | PhaseTimed
 
-_STEP_FIELDS = ("status", "usec", "error", "undo_error", "pgid", "leader_started", "partial")
+_STEP_FIELDS = (
+    "status", "usec", "error", "undo_error", "pgid", "leader_started", "partial", "undo",
+)  # fmt: skip
 _SET_FIELDS = tuple(f for f in Changed.model_fields if f != "event")
 
 

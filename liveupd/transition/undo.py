@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from liveupd.backends.base import Binding, WatchdogRecord
 from liveupd.transition.phases import Phase
+from liveupd.validation import UnitName
 
 
 class UndoBase(BaseModel):
@@ -68,6 +69,13 @@ class WatchdogUndo(UndoBase):
     watchdog: WatchdogRecord
 
 
+class StartUnitsUndo(UndoBase):
+    """Start the remote-login listener units stopped for the transition, in this order."""
+
+    kind: Literal["start-units"] = "start-units"
+    units: tuple[UnitName, ...] = Field(max_length=16)
+
+
 class PreserveUndo(UndoBase):
     """Resume the services dumped with --leave-stopped (SIGCONT) and remove their images."""
 
@@ -76,7 +84,14 @@ class PreserveUndo(UndoBase):
 
 
 AnyUndo = (
-    HookUndo | RebindUndo | ThawUndo | UnloadUndo | CheckpointUndo | WatchdogUndo | PreserveUndo
+    HookUndo
+    | RebindUndo
+    | ThawUndo
+    | UnloadUndo
+    | CheckpointUndo
+    | WatchdogUndo
+    | StartUnitsUndo
+    | PreserveUndo
 )
 UndoRecord = Annotated[AnyUndo, Field(discriminator="kind")]
 UNDO_TYPES: tuple[type[UndoBase], ...] = get_args(AnyUndo)

@@ -48,7 +48,7 @@ PINNED: dict[str, set[str]] = {
         "id", "state", "dry_run", "created", "execute_requested", "finished", "mode",
         "old_release", "new_release", "kernel", "initrd", "cmdline", "phases_usec", "hooks",
         "devices", "frozen", "error", "undone", "undo_failures", "verification", "rollback_of",
-        "sessions_ended", "preserved",
+        "sessions_ended", "units_stopped", "preserved",
     },
     "entry.preserved[]": {"unit", "dump_usec", "image_bytes", "outcome", "restore_usec"},
     "entry.sessions_ended[]": {
@@ -68,7 +68,7 @@ PINNED: dict[str, set[str]] = {
     },
     "entry.corrupt": {
         "id", "state", "created", "finished", "corrupt", "journal", "error", "hooks", "devices",
-        "frozen", "undone", "undo_failures", "sessions_ended", "preserved",
+        "frozen", "undone", "undo_failures", "sessions_ended", "units_stopped", "preserved",
     },
     "kernels[]": {
         "release", "kernel", "initrd", "running", "source", "title", "profiles", "image",

@@ -41,6 +41,8 @@ HOOKS = (
 # Every scenario's jump fails: the run always ends in a rollback, so "as it was" is
 # always what it must end as, and the undo operations are reached as well.
 JUMP_FAILS = Fault("jump", 1, "EIO")
+# The remote-login listeners, running: the sessions step stops them (undo: start).
+UNITS = {"ssh.socket": "active", "ssh.service": "active"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Setup:
         desc = {
             **dryrun.DEFAULT_MACHINE,
             "after_jump": "halt",
+            "units": UNITS,
             "faults": [f.to_json() for f in faults],
         }
         path.write_text(json.dumps(desc))
@@ -133,6 +136,9 @@ def machine_problems(state_dir: Path) -> list[str]:
         problems.append(f"links still down: {state['links_down']}")
     if state["frozen"]:
         problems.append(f"still frozen: {state['frozen']}")
+    stopped = sorted(u for u, s in state.get("units", {}).items() if s != UNITS.get(u))
+    if stopped:
+        problems.append(f"units still stopped: {stopped}")
     return problems
 
 

@@ -3,14 +3,15 @@
 A reference run of the plan (two hooks per phase, the jump failing so that
 everything is undone) counts the calls of each operation the dry-run machine
 can fail: device enumeration, unbind, bind, set link, sync, syncfs, freeze,
-thaw, kexec load and unload, the jump, hook spawns, and journal writes (with
+thaw, kexec load and unload, the jump, stopping and starting the remote-login
+listeners, hook spawns, and journal writes (with
 ENOSPC, where part of the record reaches the file, and with EIO, where all of
 it does before the error).  Then, for each operation and each call N, a fresh
 daemon-side Manager runs the same plan with the Nth call failing, and must
 end with:
 
 * the machine as it was: no kernel loaded, every device bound and link up,
-  every filesystem thawed, and each hook that ran undone once, most recent
+  every filesystem thawed, the listeners running, and each hook that ran undone once, most recent
   first;
 * the Manager not busy, the transition in a final state, its journal readable
   and naming the fault;
@@ -63,6 +64,8 @@ OPS: dict[str, tuple[str, ...]] = {
     "kexec-load": ("ENOMEM",),
     "kexec-unload": ("EBUSY",),
     "jump": ("EIO",),
+    "unit-stop": ("EIO",),
+    "unit-start": ("EIO",),
     "hook-spawn": ("EAGAIN",),
     "journal-write": ("ENOSPC", "EIO"),
 }

@@ -47,7 +47,7 @@ def test_the_engine_imports_nothing_above_it(module: str) -> None:
 
 
 def test_the_undo_table_covers_every_record_type() -> None:
-    assert len(UNDO_TYPES) == 7
+    assert len(UNDO_TYPES) == 8
     assert UNDO._handlers.keys() == set(UNDO_TYPES)
     with pytest.raises(ValueError, match="no handler for RebindUndo, ThawUndo"):
         UndoTable({HookUndo: undo_hook})

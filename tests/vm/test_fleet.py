@@ -8,14 +8,18 @@ installed), liveupd installed from its .deb (kernel hooks included), then in ord
                     apt-get install linux-image-<B> -> B staged by the hook
     apt-get remove B's packages -> the staged transition is cancelled (postrm hook)
     auto-stage off: apt-get install linux-image-<B> -> nothing staged, the hook says why
+    a quiesce hook refuses (no jump): the transition rolls back; ssh.service, stopped
+    by the sessions step, runs again, and a loopback SSH login made before it was
+    stopped is still connected
     Ansible from the host (ansible-core from the test venv, the playbook of
     docs/examples/ansible/liveupd-reboot.yml, ansible.builtin.reboot with
     reboot_command: liveupctl reboot --fallback --mode ...; SSH through a QEMU port
     forward, a ControlPersist master as Ansible opens it):
       direct mode, the shipped network hooks active
-                              -> the Ansible session is ended before 20-network takes
-                                 the link down; rebooted: true; kexec A -> B, verified,
-                                 the report lists the session
+                              -> ssh.service is stopped, then the Ansible session is
+                                 ended, before 20-network takes the link down;
+                                 rebooted: true; kexec A -> B, verified, the report
+                                 lists the unit and the session
       too little memory to load B (hugepages pinned): Stage refuses (OutOfMemory)
                               -> the fallback, systemctl reboot through the firmware
                                  (back on A under QEMU -kernel); rebooted: true
@@ -46,7 +50,14 @@ from tests.vm.fleet.ansible import Ansible, PlaybookRun, free_local_port
 from tests.vm.fleet.recipes import KURED_COMMAND, KURED_NSENTER
 from tests.vm.guest_vm import BootInfo, GuestVM, RunResult
 from tests.vm.image import GuestImage
-from tests.vm.liveupd_guest import history, kexec_loaded, wait_verified
+from tests.vm.liveupd_guest import (
+    history,
+    kexec_loaded,
+    remove_hooks,
+    sh_hook,
+    wait_verified,
+    write_hook,
+)
 from tests.vm.shared import module_guest
 
 DROPIN = "/etc/liveupd/liveupd.conf.d/50-auto-stage.conf"
@@ -286,6 +297,76 @@ def late_logins(vm: GuestVM) -> int:
     return sum("Accepted publickey" in ln for ln in after)
 
 
+PROBE = "ssh-probe"  # a transient unit: a loopback SSH login that stays open
+
+
+def open_loopback_login(vm: GuestVM) -> None:
+    """An SSH login from 127.0.0.1 that stays open (its client runs in the transient unit
+    PROBE while the connection lives). logind marks it Remote (its RemoteHost is an
+    address, not "localhost"), so liveupd ends it like any SSH login."""
+    vm.run(
+        "rm -f /root/.ssh/probe*; ssh-keygen -q -t ed25519 -N '' -C liveupd-probe"
+        " -f /root/.ssh/probe"
+        " && cat /root/.ssh/probe.pub >> /root/.ssh/authorized_keys"
+    )
+    vm.run(
+        f"systemd-run --unit={PROBE} ssh -i /root/.ssh/probe -o BatchMode=yes"
+        " -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+        " root@127.0.0.1 'echo logged-in; exec sleep 900'"
+    )
+    # Logged in: the remote command ran (polled, with a bound).
+    vm.run(
+        "for i in $(seq 300); do journalctl -u ssh-probe -o cat | grep -qx logged-in"
+        " && exit 0; sleep 0.1; done; exit 1"
+    )
+
+
+def active_listeners(vm: GuestVM) -> list[str]:
+    """The default [exec] remote-login-units that are active, in that order."""
+    units = ("ssh.socket", "ssh.service")
+    states = vm.run(["systemctl", "is-active", *units], check=False).stdout.split()
+    return [u for u, s in zip(units, states, strict=True) if s == "active"]
+
+
+def rollback_starts_ssh_again(vm: GuestVM) -> None:
+    """No jump. Before it ends the remote sessions, the sessions step stops the active
+    remote-login listeners (ssh.socket and ssh.service, those active) so that
+    no new login can start; a quiesce hook that refuses rolls the transition back, and
+    ssh.service runs again. A login made before was still there after the stop, to be
+    ended by logind after it: Debian's ssh.service has KillMode=process and the login
+    is in its own session scope."""
+    assert vm.run("systemctl show -P KillMode ssh.service").stdout.strip() == "process"
+    open_loopback_login(vm)  # with socket activation, ssh.service runs from here on
+    listeners = active_listeners(vm)
+    print(f"\n[fleet] active remote-login listeners: {listeners}")
+    assert "ssh.service" in listeners, listeners
+    listener = vm.run("systemctl show -P MainPID ssh.service").stdout.strip()
+    write_hook(vm, "30-refuses", sh_hook("quiesce", "echo refused >&2; exit 1"))
+    try:
+        vm.run(["liveupctl", "stage"], timeout=300)
+        failed = vm.run(["liveupctl", "exec"], check=False, timeout=300)
+    finally:
+        remove_hooks(vm, "30-refuses")
+    assert failed.rc != 0, output(failed)
+    entry = newest_transition(vm)
+    assert entry["state"] == "failed" and entry["error"]["step"] == "hook:30-refuses", entry
+    assert entry["units_stopped"] == listeners, entry
+    assert "sessions:end-remote-sessions" in entry["undone"], entry
+    assert active_listeners(vm) == listeners  # started again
+    # A new listener (it was stopped and started again) ...
+    assert vm.run("systemctl show -P MainPID ssh.service").stdout.strip() not in ("0", listener)
+    # ... and the login made before outlived the stop: it was listed (not closing) after
+    # it, and ended through logind.
+    probes = [s for s in entry["sessions_ended"] if s["remote_host"] == "127.0.0.1"]
+    assert [(p["service"], p["gone"], p["error"]) for p in probes] == [("sshd", True, None)], entry
+    assert vm.run(f"systemctl is-active {PROBE}", check=False).stdout.strip() != "active"
+    vm.run(
+        f"systemctl stop {PROBE}; rm -f /root/.ssh/probe /root/.ssh/probe.pub;"
+        " sed -i '/ liveupd-probe$/d' /root/.ssh/authorized_keys"
+    )
+    assert not kexec_loaded(vm)
+
+
 def test_ansible_reboot_in_direct_mode_ends_its_ssh_session_before_the_network_goes_down(
     fleet_vm: GuestVM, vm_image: GuestImage, ansible: Ansible
 ) -> None:
@@ -295,6 +376,9 @@ def test_ansible_reboot_in_direct_mode_ends_its_ssh_session_before_the_network_g
     vm = fleet_vm
     a, b = vm_image.kernel_a.release, vm_image.kernel_b.release
     assert vm.boot_info().release == a
+    start = time.monotonic()
+    rollback_starts_ssh_again(vm)
+    print(f"\n[fleet] rollback, ssh stopped and started again: {time.monotonic() - start:.1f} s")
     # An Ansible connection is a remote logind session whose scope systemd stops
     # before the network in a shutdown (what the fallback's systemctl reboot and
     # systemd mode rely on): Before/Conflicts=shutdown.target, after the network.
@@ -319,12 +403,17 @@ def test_ansible_reboot_in_direct_mode_ends_its_ssh_session_before_the_network_g
     entry = ansible_jump(vm, ansible, "direct", a, b)
     hooks = {h["hook"]: h["status"] for h in entry["hooks"]}
     assert hooks.get("20-network") == "done", entry["hooks"]  # the shipped hook was active
+    # The listener was stopped first, and the Ansible session (in its own scope) was
+    # still there to be ended after it.
+    assert "ssh.service" in entry["units_stopped"], entry
     session = caller_session(entry)
     late = late_logins(vm)
     print(f"[fleet] SSH logins the old system accepted after its sessions were ended: {late}")
     shown = vm.run(["liveupctl", "show", entry["id"]]).stdout
     assert "Remote sessions ended before the network went down:" in shown, shown
     assert f"session {session['id']}: root (sshd from " in shown, shown
+    units = ", ".join(entry["units_stopped"])
+    assert f"Remote-login listeners stopped (no new logins): {units}\n" in shown, shown
 
 
 def test_ansible_reboot_falls_back_to_a_normal_reboot_when_stage_refuses_the_kernel(
