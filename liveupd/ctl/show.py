@@ -116,6 +116,7 @@ def text(r: dict[str, Any], live: dict[str, Any] | None = None) -> str:
     lines += ["", "Filesystems frozen (in order): " + (", ".join(r.get("frozen") or []) or "-")]
     lines += _listeners(r.get("units_stopped") or [])
     lines += _sessions(r.get("sessions_ended") or [])
+    lines += _preserved(r.get("preserved") or [], state)
     lines += _outcome(r, state)
     return "\n".join(lines)
 
@@ -141,6 +142,37 @@ def _sessions(ended: list[dict[str, Any]]) -> list[str]:
         elif not s.get("gone", True):
             notes.append("still there when liveupd stopped waiting")
         lines.append(f"  session {s.get('id')}: {who}" + (f", {'; '.join(notes)}" if notes else ""))
+    return lines
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
+
+
+def _usec(value: Any) -> str:
+    return f"{value / 1e6:.2f} s" if isinstance(value, int | float) else "?"
+
+
+def _preserved(services: list[dict[str, Any]], state: str) -> list[str]:
+    """The ``[preserve] units``: their CRIU dump on the old kernel, their restore on the new."""
+    if not services:
+        return []
+    lines = ["", "Preserved services:"]
+    for p in services:
+        line = f"  {p.get('unit')}: dumped in {_usec(p.get('dump_usec'))}"
+        line += f" ({_size(int(p.get('image_bytes') or 0))})"
+        outcome = p.get("outcome")
+        if outcome == "restored":
+            line += f", restored in {_usec(p.get('restore_usec'))}"
+        elif outcome == "started-fresh":
+            line += ", state lost: started fresh"
+        elif state in UNDER_WAY:
+            line += ", to be restored on the new kernel"
+        elif state in ("failed", "cancelled"):
+            line += ", resumed by the rollback (no jump)"
+        else:
+            line += ", its restore was not checked"
+        lines.append(line)
     return lines
 
 

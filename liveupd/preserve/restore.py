@@ -23,6 +23,7 @@ from liveupd.preserve.generator import pending_records
 from liveupd.preserve.plan import PRESERVE_DIR, RESTORE_LOG, RestoreRecord, lost
 from liveupd.preserve.step import log_tail
 from liveupd.transition.context import TransitionContext
+from liveupd.transition.records import PreservedService, PreserveOutcome
 
 
 async def check_restored(ctx: TransitionContext, cmdline: str) -> list[str]:
@@ -32,11 +33,22 @@ async def check_restored(ctx: TransitionContext, cmdline: str) -> list[str]:
     warnings = [lost(s.split(":", 1)[0], f"unreadable record: {s}") for s in skipped]
     if not records and not (ctx.dir / PRESERVE_DIR).exists():
         return warnings
+    checked: dict[str, PreservedService] = {}
     for record in records:
-        warning = await _check_one(ctx, record)
+        warning, usec = await _check_one(ctx, record)
         if warning:
             ctx.log("preserve.lost", level=logging.WARNING, unit=record.unit, message=warning)
             warnings.append(warning)
+        checked[record.unit] = PreservedService(
+            unit=record.unit,
+            dump_usec=record.dump_usec,
+            image_bytes=record.image_bytes,
+            outcome=PreserveOutcome.STARTED_FRESH if warning else PreserveOutcome.RESTORED,
+            restore_usec=usec,
+        )
+    if checked:  # the report: each dump's entry gets its restore
+        known = [checked.pop(p.unit, p) for p in ctx.journal.record.preserved]
+        ctx.journal.update(preserved=(*known, *checked.values()))
     shutil.rmtree(ctx.dir / PRESERVE_DIR, ignore_errors=True)
     try:
         await ctx.backends.services.reload()
@@ -45,7 +57,11 @@ async def check_restored(ctx: TransitionContext, cmdline: str) -> list[str]:
     return warnings
 
 
-async def _check_one(ctx: TransitionContext, record: RestoreRecord) -> str | None:
+async def _check_one(
+    ctx: TransitionContext, record: RestoreRecord
+) -> tuple[str | None, int | None]:
+    """The warning of a service whose state was lost (None: restored) and how long
+    its restore took (restored only)."""
     services = ctx.backends.services
     timeout = ctx.config.preserve.restore_timeout
     try:
@@ -63,7 +79,7 @@ async def _check_one(ctx: TransitionContext, record: RestoreRecord) -> str | Non
             image_bytes=record.image_bytes,
         )
         _remove(record)
-        return None
+        return None, usec
     why = log_tail(Path(record.images) / RESTORE_LOG) or (
         f"the unit is {status.active} ({status.result}), main PID {status.main_pid}, "
         f"not {record.pid}"
@@ -72,10 +88,10 @@ async def _check_one(ctx: TransitionContext, record: RestoreRecord) -> str | Non
     try:
         fresh = await services.start_fresh(record.unit, timeout)
     except (OSError, TimeoutError) as e:
-        return lost(record.unit, f"{why}; and its fresh start failed: {e}")
+        return lost(record.unit, f"{why}; and its fresh start failed: {e}"), None
     if fresh.active != "active":
-        return lost(record.unit, f"{why}; and its fresh start failed: {fresh.result}")
-    return lost(record.unit, why)
+        return lost(record.unit, f"{why}; and its fresh start failed: {fresh.result}"), None
+    return lost(record.unit, why), None
 
 
 def _remove(record: RestoreRecord) -> None:

@@ -38,6 +38,7 @@ from liveupd.preserve.plan import (
 )
 from liveupd.transition.context import TransitionContext
 from liveupd.transition.phases import Phase
+from liveupd.transition.records import PreservedService
 from liveupd.transition.steps import FIRST, MIDDLE, BuiltinStep
 from liveupd.transition.undo import AnyUndo, PreserveUndo
 
@@ -118,9 +119,10 @@ class PreserveStep(BuiltinStep):
         if not ctx.config.preserve.units:
             return
         trees = await inspect_all(ctx)
+        dumped: list[PreservedService] = []
         for tree in trees:
             try:
-                await self._dump(ctx, tree)
+                dumped.append(await self._dump(ctx, tree))
             except Failed as e:
                 # A failed step undoes its own work: resume those dumped before.
                 try:
@@ -128,8 +130,10 @@ class PreserveStep(BuiltinStep):
                 except Failed as undo:
                     raise Failed(f"{e.message}; {undo.message}") from e
                 raise
+        # Their durations in the transition's report (verification adds the restores).
+        ctx.journal.update(preserved=tuple(dumped))
 
-    async def _dump(self, ctx: TransitionContext, tree: ServiceTree) -> None:
+    async def _dump(self, ctx: TransitionContext, tree: ServiceTree) -> PreservedService:
         conf = ctx.config.preserve
         images = images_dir(ctx.dir, tree.unit)
         images.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -173,6 +177,7 @@ class PreserveStep(BuiltinStep):
             image_bytes=size,
             note="left stopped until the jump; a rollback resumes it",
         )
+        return PreservedService(unit=tree.unit, dump_usec=usec, image_bytes=size)
 
 
 async def undo_preserve(ctx: TransitionContext, record: PreserveUndo) -> None:

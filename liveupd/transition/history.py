@@ -101,6 +101,8 @@ def summary(journal: Journal) -> dict[str, Any]:
         "sessions_ended": [s.model_dump(mode="json") for s in r.sessions_ended],
         # The remote-login listeners stopped before that (started again on rollback).
         "units_stopped": list(r.units_stopped),
+        # [preserve] units: their CRIU dump and restore (liveupd/preserve/).
+        "preserved": [p.model_dump(mode="json") for p in r.preserved],
     }
 
 
@@ -126,6 +128,7 @@ def corrupt_summary(corrupt: CorruptJournal) -> dict[str, Any]:
         "undo_failures": [],
         "sessions_ended": [],
         "units_stopped": [],
+        "preserved": [],
     }
 
 

@@ -103,6 +103,26 @@ class EndedSession(Record):
     error: str | None = None  # logind refused to end it
 
 
+# ------------------------------------------------------------- preserve --
+
+
+class PreserveOutcome(StrEnum):
+    DUMPED = "dumped"  # dumped on the old kernel; the new one has not checked it yet
+    RESTORED = "restored"  # the same process came back with its memory
+    STARTED_FRESH = "started-fresh"  # its state was lost: started the ordinary way
+
+
+class PreservedService(Record):
+    """A ``[preserve] units`` service: its CRIU dump on the old kernel (set by the
+    preserve step) and its restore on the new one (set by verification)."""
+
+    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.\\@-]{1,256}$")]
+    dump_usec: Annotated[int, Field(ge=0)]
+    image_bytes: Annotated[int, Field(ge=0)]
+    outcome: PreserveOutcome = PreserveOutcome.DUMPED
+    restore_usec: Annotated[int, Field(ge=0)] | None = None  # restored only
+
+
 # --------------------------------------------------------- verification --
 
 
@@ -224,6 +244,7 @@ class TransitionRecord(BaseModel):
     # The remote-login listeners stopped before the sessions were ended (started
     # again if the transition rolled back).
     units_stopped: list[UnitName] = Field(default_factory=list)
+    preserved: list[PreservedService] = Field(default_factory=list)  # [preserve] units
     # Writes of this journal that failed (what, why): the state is what was in memory.
     journal_errors: list[str] = Field(default_factory=list)
 
@@ -279,6 +300,7 @@ class Changed(Record):
     rollback_of: str | None = None
     sessions_ended: tuple[EndedSession, ...] | None = None
     units_stopped: tuple[UnitName, ...] | None = None
+    preserved: tuple[PreservedService, ...] | None = None
 
 
 class PhaseTimed(Record):

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from liveupd.backends.dryrun import DEFAULT_MACHINE
+from liveupd.transition.history import history
+from liveupd.transition.journal import Journal
+from liveupd.transition.records import PreservedService
 from tests.conftest import HookFactory
 from tests.dbus.buses import LIVEUPCTL, REPO, PrivateBus, liveupctl
 from tests.dbus.fixtures import DaemonFactory
@@ -45,8 +48,9 @@ PINNED: dict[str, set[str]] = {
         "id", "state", "dry_run", "created", "execute_requested", "finished", "mode",
         "old_release", "new_release", "kernel", "initrd", "cmdline", "phases_usec", "hooks",
         "devices", "frozen", "error", "undone", "undo_failures", "verification", "rollback_of",
-        "sessions_ended", "units_stopped",
+        "sessions_ended", "units_stopped", "preserved",
     },
+    "entry.preserved[]": {"unit", "dump_usec", "image_bytes", "outcome", "restore_usec"},
     "entry.sessions_ended[]": {
         "id", "user", "uid", "service", "remote_host", "leader", "caller", "gone", "error",
     },
@@ -64,7 +68,7 @@ PINNED: dict[str, set[str]] = {
     },
     "entry.corrupt": {
         "id", "state", "created", "finished", "corrupt", "journal", "error", "hooks", "devices",
-        "frozen", "undone", "undo_failures", "sessions_ended", "units_stopped",
+        "frozen", "undone", "undo_failures", "sessions_ended", "units_stopped", "preserved",
     },
     "kernels[]": {
         "release", "kernel", "initrd", "running", "source", "title", "profiles", "image",
@@ -106,6 +110,14 @@ def documented() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
 def test_the_document_and_the_pinned_keys_agree() -> None:
     keys, _ = documented()
     assert keys == PINNED
+
+
+def preserved_entry(state_dir: Path) -> dict[str, Any]:
+    """A history entry's ``preserved[0]``, from a journal with one dumped service."""
+    journal = Journal.create(state_dir, "T1", boot_id="b1", old_release="r")
+    journal.update(preserved=(PreservedService(unit="kv.service", dump_usec=1, image_bytes=2),))
+    [entry] = history(state_dir)
+    return dict(entry["preserved"][0])
 
 
 def run_json(bus: PrivateBus, *args: str) -> Any:
@@ -170,6 +182,10 @@ def test_every_json_output_has_the_documented_keys(
     check("entry.hooks[]", completed["hooks"][0], seen)
     check("entry.devices[]", completed["devices"][0], seen)
     check("entry.sessions_ended[]", completed["sessions_ended"][0], seen)
+    # The dry run simulates no services (NoServices): its list is empty, and an
+    # entry is what history.summary makes of a record (tests/unit/test_history.py).
+    assert completed["preserved"] == []
+    check("entry.preserved[]", preserved_entry(tmp_path / "preserved"), seen)
     check("entry.verification", completed["verification"], seen)
     check("entry.verification.downtime", completed["verification"]["downtime"], seen)
     check("entry.corrupt", bad, seen)

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,7 @@ from liveupd.preserve.plan import (
 from liveupd.transition.context import StageRequest
 from liveupd.transition.engine import Transition
 from liveupd.transition.phases import ExecMode, TransitionState
+from liveupd.transition.records import PreservedService, PreserveOutcome, TransitionRecord
 from tests.conftest import HookFactory
 
 TARGET = "6.1.0-56-cloud-amd64"
@@ -277,6 +279,10 @@ def test_dumped_before_the_jump_and_resumed_by_a_rollback(
         json.loads((images_dir(t.ctx.dir, KV) / "restore.json").read_text())
     )
     assert (saved.unit, saved.pid, saved.sockets, saved.image_bytes) == (KV, 4242, (31337,), 100)
+    # The dump's duration and size in the transition's report, not yet restored.
+    [kept] = t.ctx.journal.record.preserved
+    assert (kept.unit, kept.dump_usec, kept.image_bytes) == (KV, saved.dump_usec, 100)
+    assert (kept.outcome, kept.restore_usec) == (PreserveOutcome.DUMPED, None)
     # A failing flush hook after the dump: rolled back, the service resumed, images gone.
     make_hook("10-fail", "flush", "exit 3")
     services = FakeServices({KV: tree()})
@@ -350,6 +356,16 @@ class NewBootServices(FakeServices):
         return UnitStatus("active", 999, "success")
 
 
+class FakeJournal:
+    def __init__(self, preserved: list[PreservedService]) -> None:
+        self.record = TransitionRecord(id="t1", state=TransitionState.EXEC, created=1.0)
+        self.record.preserved = preserved
+
+    def update(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self.record, name, list(value))
+
+
 class Ctx:
     """What check_restored uses of a TransitionContext."""
 
@@ -358,6 +374,9 @@ class Ctx:
         self.dir = config.state_dir / "transitions" / "t1"
         self.backends = dataclasses.replace(dryrun.make(config.state_dir), services=services)
         self.logged: list[tuple[str, dict[str, object]]] = []
+        # The journal as the preserve step left it: the dump, and one it never checks.
+        other = PreservedService(unit="other.service", dump_usec=1, image_bytes=2)
+        self.journal = FakeJournal([PreservedService(unit=KV, dump_usec=1, image_bytes=2), other])
 
     def log(self, event: str, /, **fields: object) -> None:
         self.logged.append((event, fields))
@@ -386,13 +405,18 @@ def test_verification_keeps_a_restore_or_starts_the_service_fresh_with_a_warning
     )
     assert not Path(r.images).exists()  # the images go either way
     assert services.calls[-1] == ("reload", "")  # a later restart is an ordinary start
+    kv, other = ctx.journal.record.preserved
+    assert (kv.unit, kv.dump_usec, kv.image_bytes) == (KV, r.dump_usec, r.image_bytes)
+    assert other.outcome is PreserveOutcome.DUMPED  # left as it was
     if restored:
         assert warnings == []
         assert ctx.logged[0][0] == "preserve.restored"
         assert ctx.logged[0][1]["restore_usec"] == 40000
+        assert (kv.outcome, kv.restore_usec) == (PreserveOutcome.RESTORED, 40000)
     else:
         assert warnings == [
             "state of kv.service lost: started fresh (Error (criu/cr-restore.c:1237): "
             "Can't fork for 4242: File exists)"
         ]
         assert ("start_fresh", KV) in services.calls
+        assert (kv.outcome, kv.restore_usec) == (PreserveOutcome.STARTED_FRESH, None)

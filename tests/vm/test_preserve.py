@@ -20,6 +20,7 @@ dumped PIDs free on the new boot, which an early-boot process could hold.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -172,6 +173,16 @@ def test_the_listed_service_keeps_its_memory_across_the_jump(
     dumped = events(vm, tid, "preserve.dumped")
     restored = events(vm, tid, "preserve.restored")
     assert [(e["unit"], e["pid"]) for e in restored] == [(KV, kept[1])], restored
+    # The durations in the transition's report: its JSON entry and `liveupctl show`.
+    [report] = entry["preserved"]
+    assert (report["unit"], report["outcome"]) == (KV, "restored"), report
+    assert report["dump_usec"] > 0 and report["dump_usec"] == dumped[0]["dump_usec"], report
+    assert report["restore_usec"] > 0 and report["restore_usec"] == restored[0]["restore_usec"]
+    assert report["image_bytes"] > 0 and report["image_bytes"] == dumped[0]["image_bytes"]
+    shown = vm.run(["liveupctl", "show", tid]).stdout
+    assert re.search(
+        rf"{re.escape(KV)}: dumped in [0-9.]+ s \([0-9.]+ [KM]iB\), restored in [0-9.]+ s", shown
+    ), shown
     print(
         f"\n[test_preserve] dump {dumped[0]['dump_usec']} us, "
         f"restore {restored[0]['restore_usec']} us, images {dumped[0]['image_bytes']} bytes",
