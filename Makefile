@@ -105,11 +105,12 @@ check-debian13: host-deps venv-debian13
 	$(VENV13)/bin/python -m pytest -m "not vm" -n $(HOST_JOBS) -p no:cacheprovider $(DEBIAN13_TESTS)
 
 # A VM scenario whose guest kernel hit a known QEMU TCG defect (an int3 oops in
-# early boot, tests/vm/serial.py) runs once more; any other failure fails.
+# early boot, tests/vm/serial.py) runs once more; any other failure fails. A module
+# whose shared guest the defect killed runs again, whole (tests/vm/rerun_defects.py).
 VM_RERUN := --reruns 1 --only-rerun EmulatorDefectError
 
 test: check check-debian13
-	$(VENV)/bin/pytest -m vm $(VM_RERUN) $(PYTEST_ARGS)
+	$(VPY) -m tests.vm.rerun_defects $(VENV)/bin/pytest -m vm $(VM_RERUN) $(PYTEST_ARGS)
 
 # Not part of `make test`: Ansible's reboot module five times in a row per mode, on
 # one guest (issue 20's hang was intermittent). About 15 min under TCG.

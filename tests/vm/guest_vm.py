@@ -30,6 +30,7 @@ from tests.vm import runlock
 from tests.vm.agent_client import AgentClient, AgentClosedError, AgentError, AgentTimeoutError
 from tests.vm.image import GuestImage
 from tests.vm.qemu import BASE_APPEND, QemuConfig, QemuProcess, create_overlay
+from tests.vm.rerun_defects import current_module, note_defect
 from tests.vm.serial import BootMarker, ConsoleClosedError, SerialConsole
 
 # Deadlines: about 25x the medians measured under TCG (docs/vm-harness.md).
@@ -304,6 +305,7 @@ class GuestVM:
         assert self.console is not None
         seen = [d for d in self.console.defects if first <= d.after_markers <= last]
         if seen:
+            note_defect(current_module())  # make test reruns the module (rerun_defects.py)
             raise EmulatorDefectError(
                 f"the guest kernel hit a QEMU TCG defect before boot marker {last}: "
                 f"{seen[0].line!r} (serial log: {self.serial_log})"
