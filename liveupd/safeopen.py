@@ -66,6 +66,7 @@ class Kind(StrEnum):
     MODULE_INDEX = "kernel module index"
     CRYPTTAB = "crypttab"
     PRESERVE = "preserved service record"
+    KERNEL_CONFIG = "kernel build configuration"
 
 
 # The caps (bytes).  Documented in docs/kernels.md and docs/hooks.md.
@@ -79,6 +80,7 @@ LIMITS: dict[Kind, int | None] = {
     Kind.MODULE_INDEX: 16 * MiB,  # /usr/lib/modules/R/modules.dep, modules.builtin
     Kind.CRYPTTAB: 64 * KiB,  # /etc/crypttab
     Kind.PRESERVE: 64 * KiB,  # <state-dir>/transitions/ID/preserve/UNIT/restore.json
+    Kind.KERNEL_CONFIG: 4 * MiB,  # /boot/config-R (Debian's: ~280 KiB)
 }
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from liveupd import safeopen
 from liveupd.backends.base import Refusal
 from liveupd.kernel.signature import Enforcement, Lockdown, SignaturePolicy, enforcement
+from liveupd.safeopen import Kind, UnsafeFile
 
 CAP_SYS_BOOT = 22
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
@@ -132,10 +134,14 @@ def parse_meminfo(text: str | None) -> int | None:
 
 
 def _kernel_config(root: Path, release: str) -> tuple[dict[str, str] | None, str]:
-    boot = root / "boot" / f"config-{release}"
-    text = _read(boot)
-    if text is not None:
-        return parse_kernel_config(text), f"/boot/config-{release}"
+    """The running kernel's build options: /boot/config-R through the safe open
+    (root's, capped); a file that is missing or not trusted leaves the kernel's
+    own /proc/config.gz, or nothing known."""
+    try:
+        with safeopen.open_file(str(root / "boot" / f"config-{release}"), Kind.KERNEL_CONFIG) as f:
+            return parse_kernel_config(safeopen.read_text(f)), f"/boot/config-{release}"
+    except UnsafeFile:
+        pass
     try:
         with gzip.open(root / "proc" / "config.gz", "rt", errors="replace") as f:
             return parse_kernel_config(f.read()), "/proc/config.gz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import pytest
 
@@ -148,3 +149,24 @@ def test_memory() -> None:
 )
 def test_parse_lockdown(text: str | None, mode: Lockdown | None) -> None:
     assert parse_lockdown(text) is mode
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "other-owner", "too-large"])
+def test_an_untrusted_kernel_config_is_never_read(machine: Machine, kind: str) -> None:
+    # /boot/config-R goes through the safe open: a FIFO, a symlink to a device,
+    # a file another user owns or one past the cap is not read (nothing blocks,
+    # nothing fills memory); the kernel's own /proc/config.gz is used instead.
+    machine.write("proc/config.gz", gzip.compress(b"# CONFIG_KEXEC_FILE is not set\n"))
+    boot = machine.root / "boot" / "config-6.1.0-55-cloud-amd64"
+    boot.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(boot)
+    elif kind == "dev-zero":
+        boot.symlink_to("/dev/zero")
+    else:
+        boot.write_text("CONFIG_KEXEC_FILE=y\n" + ("#" * (5 << 20) if kind == "too-large" else ""))
+        if kind == "other-owner":
+            os.chown(boot, 65534, 65534)
+    found = checks(machine)
+    assert found.keys() == {Check.KEXEC_FILE}
+    assert "/proc/config.gz" in found[Check.KEXEC_FILE]
