@@ -39,6 +39,7 @@ from liveupd.devices.watchdog import plan_for
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.latest import LatestKernel
+from liveupd.quoting import clip
 from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
@@ -409,6 +410,15 @@ class Manager:
             raise NotStaged("nothing is staged or running, so there is nothing to cancel")
         rollback = self.engine.begin_cancel(t)  # decided here, before any await
         await asyncio.shield(rollback)
+        record = t.ctx.journal.record  # (t.state was narrowed before the await)
+        if record.state is TransitionState.ROLLBACK_FAILED:
+            undo_failures = record.undo_failures
+            raise Failed(
+                f"transition {t.id} was cancelled, but rolling it back failed: "
+                + (clip("; ".join(undo_failures)) if undo_failures else "see its record")
+                + f"; the machine is not as it was: see 'liveupctl show {t.id}' "
+                "and 'journalctl -u liveupd'"
+            )
         return t
 
     async def shutdown(self) -> None:

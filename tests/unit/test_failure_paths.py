@@ -287,6 +287,31 @@ def test_cancels_during_execute_share_the_run_and_its_rollback(
     assert ops.count("kexec_unload") == 1
 
 
+def test_a_cancel_whose_rollback_fails_says_so_to_every_caller(
+    config: Config, tmp_path: Path
+) -> None:
+    # The kernel cannot be unloaded (the undo and its retry both fail): the machine
+    # is not as it was, so no Cancel may be told it was cancelled.
+    faults = [Fault("kexec-unload", 1, "EBUSY"), Fault("kexec-unload", 2, "EBUSY")]
+    manager = Manager(config, sim(config, tmp_path, faults))
+
+    async def go() -> list[object]:
+        await manager.start()
+        await manager.stage(StageRequest(kernel=TARGET))
+        return list(
+            await asyncio.gather(*(manager.cancel() for _ in range(2)), return_exceptions=True)
+        )
+
+    results = asyncio.run(go())
+    t = manager.current
+    assert t is not None and t.state is TransitionState.ROLLBACK_FAILED
+    for r in results:
+        assert isinstance(r, Failed), results
+        assert f"transition {t.id} was cancelled, but rolling it back failed: " in r.message
+        assert "kexec" in r.message and f"liveupctl show {t.id}" in r.message
+    assert dryrun.SimMachine(config.state_dir).state()["loaded"] is not None
+
+
 def test_shutdown_waits_for_a_cancel_under_way(config: Config, tmp_path: Path) -> None:
     manager = Manager(config, sim(config, tmp_path))
 
