@@ -226,6 +226,27 @@ def compressed(data: bytes, form: str) -> bytes:
     return zboot(data, compression=form.removeprefix("zboot-"))
 
 
+@pytest.mark.parametrize("form", ["gzip", "xz", "zstd"])
+def test_real_x86_kernel_compressed_whole_is_unpacked_into_a_sealed_memfd(
+    tmp_path: Path, form: str
+) -> None:
+    # A bzImage compressed as a whole file (as some distributions and hand-built
+    # kernels come): unpacked, its inner header checked, and loaded from a memfd.
+    data = fetch(DEBIAN_KERNELS[0]).read_bytes()
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    path = boot / f"vmlinuz-{B}"
+    path.write_bytes(compressed(data, form))
+    c = config_for(tmp_path, [boot])
+    with checked(c, str(path), None, B) as ck:
+        assert ck.extracted and ck.release == B
+        assert ck.image.kernel.format is ImageFormat.BZIMAGE
+        unpacked = os.pread(ck.load_fd, len(data) + 1, 0)
+        assert hashlib.sha256(unpacked).digest() == hashlib.sha256(data).digest()
+        with pytest.raises(PermissionError):
+            os.pwrite(ck.load_fd, b"x", 0)
+
+
 @pytest.mark.parametrize("form", ["gzip", "xz", "zstd", "zboot-gzip", "zboot-zstd22"])
 def test_real_arm64_kernel_unpacked_into_a_sealed_memfd(
     tmp_path: Path, arm64_image: tuple[bytes, str], form: str
