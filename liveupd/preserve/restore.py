@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from liveupd.backends.base import UnitStatus
-from liveupd.preserve.generator import pending_records
+from liveupd.preserve.dropins import pending_records
 from liveupd.preserve.plan import PRESERVE_DIR, RESTORE_LOG, RestoreRecord, lost
 from liveupd.preserve.step import log_tail
 from liveupd.transition.context import TransitionContext

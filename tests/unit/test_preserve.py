@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from liveupd.backends import dryrun
 from liveupd.backends.base import ProgramRun, ServiceTask, ServiceTree, UnitStatus
 from liveupd.config import Config
 from liveupd.errors import ConfigError, Unsupported
-from liveupd.preserve import generator
+from liveupd.preserve import dropins
 from liveupd.preserve.plan import (
     DROPIN_NAME,
     PER_TASK_BYTES,
@@ -176,9 +178,9 @@ def test_the_generator_writes_a_dropin_only_on_the_transitions_boot(tmp_path: Pa
     state.mkdir(mode=0o700)
     r = record(state)
     dumped(state, r)
-    assert generator.generate(out, state, "root=/dev/vda1 quiet") == []
+    assert dropins.generate(out, state, "root=/dev/vda1 quiet") == []
     assert not out.exists()
-    notes = generator.generate(out, state, "root=/dev/vda1 liveupd.transition=t1")
+    notes = dropins.generate(out, state, "root=/dev/vda1 liveupd.transition=t1")
     assert notes == [f"kv.service: restored from {r.images} (pid 4242)"]
     assert (out / "kv.service.d" / DROPIN_NAME).read_text() == dropin(r)
 
@@ -190,7 +192,7 @@ def test_the_generator_skips_records_that_do_not_match_their_place(tmp_path: Pat
     dumped(state, r)
     moved = dataclasses.replace(r, images="/etc")
     (Path(r.images) / "restore.json").write_text(json.dumps(moved.to_json()))
-    notes = generator.generate(out, state, "liveupd.transition=t1")
+    notes = dropins.generate(out, state, "liveupd.transition=t1")
     assert len(notes) == 1 and "names another unit, transition or directory" in notes[0]
     assert not out.exists()
 
@@ -420,3 +422,24 @@ def test_verification_keeps_a_restore_or_starts_the_service_fresh_with_a_warning
         ]
         assert ("start_fresh", KV) in services.calls
         assert (kv.outcome, kv.restore_usec) == (PreserveOutcome.STARTED_FRESH, None)
+
+
+def test_the_generator_imports_nothing_of_liveupd_on_an_ordinary_boot(tmp_path: Path) -> None:
+    # systemd runs generators one after another before any unit starts, at every
+    # boot and daemon-reload: on a boot that is not a live update's (this host's
+    # /proc/cmdline has no liveupd.transition=) the entry point reads the command
+    # line and stops, before pydantic, the backends or the safe open are imported.
+    assert "liveupd.transition=" not in Path("/proc/cmdline").read_text()
+    probe = (
+        "import sys; from liveupd.preserve.generator import main; "
+        f"rc = main([{str(tmp_path)!r}]); "
+        "print(rc, sorted(m for m in sys.modules if m.startswith(('liveupd', 'pydantic'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split(" ", 1) == [
+        "0",
+        "['liveupd', 'liveupd.preserve', 'liveupd.preserve.generator']\n",
+    ]
+    assert list(tmp_path.iterdir()) == []
