@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from liveupd import paths
+from liveupd.unitnames import is_service_name
 from liveupd.validation import is_unit_name
 
 
@@ -190,11 +191,6 @@ class ExecSection(_Section):
         return v
 
 
-# A service unit's name (systemd.unit(5)) without escapes: an instance of a template
-# is fine, the template itself is not a running service.
-_SERVICE = re.compile(r"^[A-Za-z0-9:_.-]+(@[A-Za-z0-9:_.-]+)?\.service$")
-
-
 class PreserveSection(_Section):
     """Services checkpointed with CRIU before the jump and restored after it (docs/preserve.md)."""
 
@@ -209,7 +205,7 @@ class PreserveSection(_Section):
         seen: set[str] = set()
         for unit in v:
             shown = unit if len(unit) <= 80 else unit[:80] + "..."
-            if len(unit) > 255 or not _SERVICE.match(unit):
+            if not is_service_name(unit):
                 raise ValueError(
                     "expected service unit names such as 'example.service' or "
                     f"'worker@1.service', not {shown!r}"

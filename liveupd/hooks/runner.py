@@ -36,6 +36,7 @@ from enum import StrEnum
 from liveupd.bounded import TimedOut, run_bounded
 from liveupd.hooks import trust
 from liveupd.hooks.trust import HOOK_PATH, UntrustedProgram
+from liveupd.programs import read_capped
 from liveupd.quoting import clip
 
 OUTPUT_CAP = 64 * 1024  # bytes kept per stream
@@ -69,18 +70,6 @@ def hook_environment(extra: Mapping[str, str]) -> dict[str, str]:
     env = {"PATH": HOOK_PATH, "LANG": "C.UTF-8"}
     env.update(extra)
     return env
-
-
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    kept = bytearray()
-    truncated = False
-    while chunk := await stream.read(65536):
-        room = cap - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-        if len(chunk) > room:
-            truncated = True
-    return bytes(kept), truncated
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
@@ -227,8 +216,8 @@ async def run_program(
     pgid = proc.pid
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
-        asyncio.ensure_future(_read_capped(proc.stdout, output_cap)),
-        asyncio.ensure_future(_read_capped(proc.stderr, output_cap)),
+        asyncio.ensure_future(read_capped(proc.stdout, output_cap)),
+        asyncio.ensure_future(read_capped(proc.stderr, output_cap)),
     ]
     waiter = asyncio.ensure_future(proc.wait())
     waits: set[asyncio.Future[object]] = {waiter}  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from liveupd.backends.base import ServiceTree
+from liveupd.unitnames import is_service_name
 
 PRESERVE_DIR = "preserve"  # under the transition's directory
 RECORD_NAME = "restore.json"  # written once the dump succeeded
@@ -42,7 +43,6 @@ HARMLESS_DEVICES = frozenset(
     {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
 )
 PER_TASK_BYTES = 1 << 20  # images besides the memory pages, per process
-_UNIT = re.compile(r"[A-Za-z0-9:_.-]+(@[A-Za-z0-9:_.-]+)?\.service")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -144,7 +144,7 @@ class RestoreRecord:
             isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in socks
         ):
             raise ValueError("sockets: expected a list of positive integers")
-        if not _UNIT.fullmatch(data["unit"]):
+        if not is_service_name(data["unit"]):
             raise ValueError("unit: expected a service unit name")
         if not _ID.fullmatch(data["transition"]):
             raise ValueError("transition: expected a transition id")

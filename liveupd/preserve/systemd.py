@@ -17,6 +17,7 @@ import re
 import stat
 from pathlib import Path
 
+from liveupd import programs
 from liveupd.backends.base import ProgramRun, ServiceTask, ServiceTree, UnitStatus
 
 SYSTEMCTL = "systemctl"
@@ -24,6 +25,7 @@ SYSTEMD_RUN = "systemd-run"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 SHOW_TIMEOUT = 30.0
 OUTPUT_MAX = 600  # characters of a program's output kept
+OUTPUT_READ = 1 << 20  # bytes of it read (criu -v0 is terse; systemctl show is short)
 STATUS_PROPERTIES = (
     "ActiveState",
     "MainPID",
@@ -35,20 +37,14 @@ _SOCKET = re.compile(r"socket:\[([0-9]+)\]")
 
 
 async def _run(argv: list[str], timeout: float) -> ProgramRun:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    """``argv``'s exit status and the tail of its output (stderr merged in);
+    OSError when it could not start or did not finish within ``timeout``."""
+    done = await programs.run_capped(
+        argv, timeout=timeout, output_cap=OUTPUT_READ, merge_stderr=True
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    text = out.decode(errors="replace").strip()
-    return ProgramRun(rc=proc.returncode or 0, output=text[-OUTPUT_MAX:])
+    if done.returncode is None:
+        raise done.error()
+    return ProgramRun(rc=done.returncode, output=done.stdout.strip()[-OUTPUT_MAX:])
 
 
 async def _check(argv: list[str], timeout: float) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from liveupd.backends.base import LuksKind
+from liveupd.programs import Completed
 from liveupd.quoting import clip, quote
 
 TPM2_TOKEN = "systemd-tpm2"  # noqa: S105 (a token type, not a secret): the token systemd-cryptenroll --tpm2-device writes
@@ -29,16 +30,6 @@ DUMP = (CRYPTSETUP, "--disable-locks", "luksDump", "--dump-json-metadata")
 IS_LUKS1 = (CRYPTSETUP, "--disable-locks", "isLuks", "--type", "luks1")
 IS_LUKS = (CRYPTSETUP, "--disable-locks", "isLuks")
 MAX_TOKEN_TYPE = 64
-
-
-@dataclass(frozen=True)
-class Completed:
-    """How a cryptsetup run ended (``volumes.run_capped``)."""
-
-    returncode: int | None  # None: it did not finish (timed out, or could not start)
-    stdout: str
-    stderr: str
-    problem: str = ""  # why there is no return code, or why stdout is unusable (too large)
 
 
 Run = Callable[[list[str]], Awaitable[Completed]]

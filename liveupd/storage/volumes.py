@@ -21,15 +21,13 @@ time.  Nothing is unlocked, nothing written.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from liveupd import safeopen
+from liveupd import programs, safeopen
 from liveupd.backends.base import EncryptedVolume, LuksKind, Mount, VolumeScan
 from liveupd.bounded import TimedOut, run_bounded
 from liveupd.devices.root import block_device_of
@@ -44,9 +42,7 @@ CRYPT_KINDS = {"CRYPT-LUKS2-": LuksKind.LUKS2, "CRYPT-LUKS1-": LuksKind.LUKS1}
 RUN_TIMEOUT = 10.0  # seconds for one cryptsetup run
 READ_TIMEOUT = 10.0  # seconds for the file reads (mountinfo, sysfs, crypttab)
 OUTPUT_CAP = 4 << 20  # bytes of JSON: a LUKS2 metadata area is at most 4 MiB
-STDERR_CAP = 4096
-KILL_WAIT = 2.0
-CRYPTSETUP_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+CRYPTSETUP_ENV = programs.ENV
 
 
 @dataclass(frozen=True)
@@ -213,60 +209,27 @@ def find(
     return VolumeScan(tuple(merge(mappings, table, _realpath)), tuple(problems))
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    kept = bytearray()
-    over = False
-    while chunk := await stream.read(65536):
-        room = cap - len(kept)
-        kept += chunk[: max(room, 0)]
-        over = over or len(chunk) > room
-    return bytes(kept), over
-
-
 async def run_capped(
     argv: list[str],
     *,
     timeout: float = RUN_TIMEOUT,
     search_path: str = CRYPTSETUP_ENV["PATH"],
     output_cap: int = OUTPUT_CAP,
-) -> luks.Completed:
-    """Run a cryptsetup command: stdin /dev/null, a clean environment, a deadline, capped
-    output.  Awaited on the event loop, which it never blocks.  ``search_path``: where
-    the program is looked for (tests give their own)."""
+) -> programs.Completed:
+    """Run a cryptsetup command (``programs.run_capped``: stdin /dev/null, a clean
+    environment, a deadline, capped output).  ``search_path``: where the program is
+    looked for (tests give their own)."""
     program = shutil.which(argv[0], path=search_path)
     if program is None:
-        return luks.Completed(
+        return programs.Completed(
             None, "", "", f"{argv[0]} is not installed (Debian: apt install cryptsetup-bin)"
         )
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            program,
-            *argv[1:],
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=CRYPTSETUP_ENV,
-            cwd="/",
-        )
-    except OSError as e:
-        return luks.Completed(None, "", "", f"cannot run {argv[0]}: {e.strerror or e}")
-    assert proc.stdout is not None and proc.stderr is not None
-    reads = asyncio.gather(
-        _read_capped(proc.stdout, output_cap), _read_capped(proc.stderr, STDERR_CAP)
-    )
-    try:
-        (out, over), (err, _) = await asyncio.wait_for(reads, timeout)
-        await asyncio.wait_for(proc.wait(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), KILL_WAIT)  # a process in D state stays
-        reads.cancel()
-        return luks.Completed(None, "", "", f"{argv[0]} did not finish within {timeout:g} s")
-    problem = f"{argv[0]} printed more than {output_cap} bytes" if over else ""
-    return luks.Completed(
-        proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), problem
+    return await programs.run_capped(
+        [program, *argv[1:]],
+        timeout=timeout,
+        output_cap=output_cap,
+        env=CRYPTSETUP_ENV,
+        name=argv[0],
     )
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from liveupd.backends.base import EncryptedVolume, LuksKind, Mount, VolumeScan
 from liveupd.devices.sysfs import Sysfs
+from liveupd.programs import Completed
 from liveupd.storage import crypttab, luks, volumes
-from liveupd.storage.luks import Completed
 
 TPM2_TOKEN = {
     "type": "systemd-tpm2",
@@ -336,7 +336,7 @@ def test_run_capped_caps_the_output(tmp_path: Path) -> None:
 def test_run_capped_kills_what_does_not_finish(tmp_path: Path) -> None:
     path = program(tmp_path, "exec sleep 600\n")
     got = asyncio.run(volumes.run_capped(["cryptsetup", "x"], search_path=path, timeout=0.5))
-    assert got == Completed(None, "", "", "cryptsetup did not finish within 0.5 s")
+    assert got == Completed(None, "", "", "cryptsetup did not finish within 0.5 s", timed_out=True)
 
 
 def test_run_capped_without_cryptsetup(tmp_path: Path) -> None:

@@ -82,6 +82,9 @@ def test_units_must_be_service_names_listed_once(write_config: Callable[[str], C
         ('["kv"]', "expected service unit names"),
         ('["x.socket"]', "expected service unit names"),
         ('["a b.service"]', "expected service unit names"),
+        ('["kv.service\\n"]', "expected service unit names"),  # re.match's $ let it in
+        ('["w@.service"]', "expected service unit names"),  # a template runs nothing
+        (f'["{"k" * 248}.service"]', "expected service unit names"),  # 256 characters
         ('["kv.service", "kv.service"]', "listed twice"),
     ]:
         with pytest.raises(ConfigError, match=said):
