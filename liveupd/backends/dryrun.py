@@ -621,8 +621,15 @@ class DryRunWatchdog:
             armed = state.get("watchdog_armed") or {}
             held = state.get("watchdog_held") or {}
             unbound = armed.get("name") == w["name"] and armed.get("unbound")
-            if unbound or (inherited.get("running") and not held):
-                continue  # no driver bound: not registered (the new kernel: not loaded yet)
+            # The new boot of a jump that left it running: its driver was kept out by the
+            # command line until verification loads it to take it over.
+            not_loaded = (
+                inherited.get("running")
+                and not held
+                and state.get("watchdog_loaded_boot") != _boot_id(self.m)
+            )
+            if unbound or not_loaded:
+                continue  # no driver bound: not registered
             out.append(
                 Watchdog(
                     name=w["name"],
@@ -676,8 +683,8 @@ class DryRunWatchdog:
         self._busy(record.name)
         held = {"name": record.name, "timeout": timeout}
         self.fed = 0
-        self.m.update("watchdog_take_over", {"watchdog_held": held}, name=record.name,
-                      timeout=timeout)  # fmt: skip
+        change = {"watchdog_held": held, "watchdog_loaded_boot": _boot_id(self.m)}
+        self.m.update("watchdog_take_over", change, name=record.name, timeout=timeout)
         return timeout
 
     def feed(self) -> None:

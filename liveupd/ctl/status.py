@@ -153,7 +153,10 @@ def transition_lines(t: dict[str, Any], *, staging: bool = False) -> list[str]:
         )
     error = t.get("error")
     if error and state not in ("completed",):
-        lines.append(f"  failed at:    {step_text(error.get('step'))}")
+        if state != "cancelled":
+            lines.append(f"  failed at:    {step_text(error.get('step'))}")
+        elif error.get("step"):  # a cancel of a staged transition stopped no step
+            lines.append(f"  cancelled at: {step_text(error['step'])}")
         lines.append(f"  reason:       {error.get('message') or '-'}")
     for failure in t.get("undo_failures") or []:
         lines.append(f"  NOT UNDONE:   {failure}")
