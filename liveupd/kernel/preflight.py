@@ -140,7 +140,7 @@ def _kernel_config(root: Path, release: str) -> tuple[dict[str, str] | None, str
     try:
         with safeopen.open_file(str(root / "boot" / f"config-{release}"), Kind.KERNEL_CONFIG) as f:
             return parse_kernel_config(safeopen.read_text(f)), f"/boot/config-{release}"
-    except UnsafeFile:
+    except (UnsafeFile, OSError):
         pass
     try:
         with gzip.open(root / "proc" / "config.gz", "rt", errors="replace") as f:
