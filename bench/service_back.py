@@ -162,9 +162,13 @@ def rows(runs: Sequence[Run]) -> list[tuple[str, ...]]:
         back = Summary.of(r["service_back_s"] for r in ok)
         marker = Summary.of(r.get("total_s") for r in ok)
         early = sum(1 for r in ok if r.get("service_attempts") == 1)
+        jumps = sorted(
+            {f"{r['from_release']} \u2192 {r['to_release']}" for r in ok if r.get("from_release")}
+        )
         out.append(
             (
                 label(key),
+                ", ".join(jumps) or DASH,
                 f"{len(ok)}/{len(rs)}",
                 _state(ok),
                 _min_med_max(back),
@@ -185,6 +189,7 @@ def _min_med_max(s: Summary | None) -> str:
 
 HEADER = (
     "method",
+    "jump",
     "runs ok",
     "state on the new kernel",
     "**service back with its state** s (min / median / max)",
@@ -225,8 +230,12 @@ def section(sb: Mapping[str, Any]) -> str:
         "the new kernel, taken by a probe unit started early in the new boot that connects "
         "every 20 ms; *state kept* means the answer carried the value the service held before "
         "the update, *state lost* a fresh one. The boot marker column is the page's downtime "
-        "measure in the same runs. CRIU's dump (on the old kernel, part of the downtime) and "
-        "restore (on the new one) come from liveupd's transition record (`preserved`). A "
+        "measure in the same runs. liveupd's runs are updates from kernel A to kernel B (an "
+        "unmeasured raw `kexec -e` back to A precedes each when needed): Debian 13's criu "
+        "4.1.1 cannot dump a TCP server on kernels 6.16 and later ([preserve.md](preserve.md)); "
+        "the other methods jump from whichever kernel the guest runs (column *jump*). "
+        "CRIU's dump (on the old kernel, part of the downtime) and restore (on the new one) "
+        "come from liveupd's transition record (`preserved`). A "
         "run answered at the probe's first try is an upper bound (the service was up before "
         "the probe).",
         "",
@@ -234,4 +243,12 @@ def section(sb: Mapping[str, Any]) -> str:
     if vm.get("aborted"):
         parts += [f"**The run stopped early**: {vm['aborted']}", ""]
     parts.append(table(HEADER, rows(runs)) if runs else "(no runs)")
+    failed = [
+        f"- {label(r['method'])}, round {r['round']}: "
+        + str(r.get("error") or r["service_error"])[:200]
+        for r in runs
+        if r.get("error") or r.get("service_error")
+    ]
+    if failed:
+        parts += ["", "Runs without a figure:", "", *failed]
     return "\n".join(parts)

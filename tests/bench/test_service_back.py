@@ -52,6 +52,8 @@ def run(method: str, rnd: int, back: float, state: str, **extra: Any) -> dict[st
         "service_back_s": back,
         "service_state": state,
         "service_attempts": 30,
+        "from_release": "A",
+        "to_release": "B",
         **extra,
     }
 
@@ -78,15 +80,15 @@ def test_rows_min_median_max_state_and_criu_durations() -> None:
     by = {r[0]: r for r in rows(RUNS)}
     assert list(by) == ["liveupd `direct`", "`systemctl kexec`", "`kexec -e` (floor)"]
     direct = dict(zip(HEADER, by["liveupd `direct`"], strict=True))
-    assert direct["runs ok"] == "3/3"
+    assert direct["runs ok"] == "3/3" and direct["jump"] == "A \u2192 B"
     assert direct["state on the new kernel"] == "state kept (2/3), state lost (1/3)"
-    assert direct[HEADER[3]] == "28.00 / **30.00** / 35.00"
-    assert direct[HEADER[4]] == "27.00 / **29.00** / 34.00"
+    assert direct[HEADER[4]] == "28.00 / **30.00** / 35.00"
+    assert direct[HEADER[5]] == "27.00 / **29.00** / 34.00"
     assert direct["CRIU dump s"].startswith("0.20 (0.10")  # other.service is not counted
     assert direct["CRIU restore s"].startswith("0.20 (0.00")
     raw = dict(zip(HEADER, by["`kexec -e` (floor)"], strict=True))
     assert raw["runs ok"] == "1/2" and raw["state on the new kernel"] == "state lost (1/1)"
-    assert raw[HEADER[3]] == "33.00 / **33.00** / 33.00"
+    assert raw[HEADER[4]] == "33.00 / **33.00** / 33.00"
     assert raw["CRIU dump s"] == DASH
     assert raw["answered at the probe's first try"] == "1"
 
@@ -108,6 +110,7 @@ def test_the_page_has_the_row_and_says_which_run_it_is_from() -> None:
     text = section(SERVICE_BACK)
     assert "2026-12-01 01:40" in text and "`0123456789ab`" in text
     assert "**service back with its state**" in text and "state kept (2/3)" in text
+    assert "- `kexec -e` (floor), round 1: RunFailed: came back on A" in text
     page = render({"meta": {"date_utc": "2026-11-30 11:46"}, "service_back": SERVICE_BACK})
     assert "## Service back with its state" in page
     assert "from a run of its own (2026-12-01 01:40 UTC" in page
