@@ -215,12 +215,16 @@ def section(sb: Mapping[str, Any]) -> str:
     meta = sb.get("meta", {})
     vm = sb.get("vm") or {}
     runs: list[Run] = list(vm.get("runs", []))
+    guest = vm.get("guest") or {}
     parts = [
         f"From its own run ({meta.get('date_utc', '?')} UTC, commit "
         f"`{str(meta.get('commit', '?'))[:12]}` {meta.get('commit_subject', '')}, "
         f"{meta.get('rounds', '?')} rounds of {', '.join(meta.get('methods', []))} in turn, "
-        "same machine and guest settings as above, no hooks); the other VM figures on this "
-        "page are not from it.",
+        "no hook-cost runs; the host and QEMU settings of the table above, but its own guest: "
+        f"{guest.get('systemd', '?')}, {guest.get('kexec_tools', '?')}, kernels "
+        f"{' and '.join(k['release'] for k in vm.get('kernels') or []) or '?'}, "
+        f"host load average (1 min) before / after {meta.get('loadavg', '?')}); "
+        "the other VM figures on this page are not from it.",
         "",
         f"A key-value server holding a random value only in memory runs as `{UNIT}` and is "
         "listed in liveupd's `[preserve] units`: liveupd dumps it with CRIU before the jump "

@@ -102,13 +102,22 @@ SERVICE_BACK: dict[str, Any] = {
         "methods": ["liveupd-direct", "systemctl-kexec", "kexec-e"],
         "duration_s": 900.0,
     },
-    "vm": {"runs": RUNS},
+    "vm": {
+        "runs": RUNS,
+        "guest": {"systemd": "systemd 257 (257.13-1~deb13u1)", "kexec_tools": "kexec-tools 2.0.29"},
+        "kernels": [
+            {"release": "6.12.118+deb13-cloud-amd64"},
+            {"release": "7.3.4+deb13-cloud-amd64"},
+        ],
+    },
 }
 
 
 def test_the_page_has_the_row_and_says_which_run_it_is_from() -> None:
     text = section(SERVICE_BACK)
     assert "2026-12-01 01:40" in text and "`0123456789ab`" in text
+    assert "systemd 257 (257.13-1~deb13u1)" in text  # its own guest, not the page's older one
+    assert "kernels 6.12.118+deb13-cloud-amd64 and 7.3.4+deb13-cloud-amd64" in text
     assert "**service back with its state**" in text and "state kept (2/3)" in text
     assert "- `kexec -e` (floor), round 1: RunFailed: came back on A" in text
     page = render({"meta": {"date_utc": "2026-11-30 11:46"}, "service_back": SERVICE_BACK})
