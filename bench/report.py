@@ -14,6 +14,8 @@ from typing import Any
 from bench.analysis import by_method, phase_breakdown, summary
 from bench.confinement_report import section as confinement_section
 from bench.findings import findings, targets
+from bench.service_back import provenance as service_back_provenance
+from bench.service_back import section as service_back_section
 from bench.startup import (
     baseline_daemon_rows,
     daemon_cpu_row,
@@ -612,6 +614,8 @@ def render(res: Mapping[str, Any]) -> str:
     ]
     if provenance(res):
         parts += [provenance(res), ""]
+    if res.get("service_back"):
+        parts += [service_back_provenance(res["service_back"]), ""]
     if meta.get("quick"):
         parts += ["**This is a quick run**: few rounds, read the numbers as a smoke test.", ""]
     parts += ["## What is measured", "", DEFINITIONS]
@@ -636,6 +640,13 @@ def render(res: Mapping[str, Any]) -> str:
         ]
     elif ovmf.get("skipped"):
         parts += [f"OVMF (UEFI): {ovmf['skipped']}", ""]
+    if res.get("service_back"):
+        parts += [
+            "## Service back with its state",
+            "",
+            service_back_section(res["service_back"]),
+            "",
+        ]
     parts += [
         "## Safety beside speed",
         "",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import service_back
 from bench.analysis import own_cost
 from bench.clock import Offset, offset_interval, sample_pings
 from bench.serial_tail import SerialTail
@@ -186,6 +187,7 @@ class Session:
         self.image = image
         self.log = log
         self.tail = SerialTail(vm.serial_log)
+        self.service = False  # bench/service_back.py's key-value server is set up
 
     def close(self) -> None:
         self.tail.close()
@@ -311,6 +313,7 @@ class Session:
         target = self.other_kernel(old.release) if method.kind != "reboot" else vm.kernel.release
         rec.update(from_release=old.release, to_release=target)
         tid: str | None = None
+        service_before = service_back.arm(vm) if self.service else None
 
         # --- prep: load or stage the kernel; not part of the downtime ---------
         if method.kind == "liveupd":
@@ -326,8 +329,9 @@ class Session:
             if method.kind == "kexec":
                 cmdline = "$(sed 's/ *liveupd.transition=[^ ]*//' /proc/cmdline)"
                 t0 = time.monotonic()
+                kernel = next(k for k in self.image.kernels if k.release == target)
                 self.sh(
-                    f"kexec -l /boot/vmlinuz-{target} --initrd=/boot/initrd.img-{target} "
+                    f"kexec -l {kernel.guest_vmlinuz} --initrd={kernel.guest_initrd} "
                     f'--command-line="{cmdline}"',
                     timeout=600,
                 )
@@ -368,6 +372,9 @@ class Session:
             rec["handover_s"] = off_new.value - last.seen_at
         if new.release != target:
             raise RunFailed(f"came back on {new.release}, not {target}")
+        if service_before is not None:
+            probe = service_back.collect(vm)
+            rec.update(service_back.outcome(service_before, probe, off_new.host_time, t_req))
 
         # --- after: safety and liveupd's own figures -----------------------------------
         rec["payload"] = self.payload_state(digest)
@@ -381,6 +388,7 @@ class Session:
             journal = self.journal(tid)
             stamp = self.exec_stamp(tid)
             rec["transition_state"] = journal.get("state")
+            rec["preserved"] = journal.get("preserved") or []
             verification = journal.get("verification") or {}
             downtime = verification.get("downtime") or {}
             up_verified = downtime.get("uptime_at_verified")
@@ -408,6 +416,29 @@ class Session:
             f"downtime {total:.2f} s (new side {marker.uptime:.2f} s), file {rec['payload']}, "
             f"ext4 recovery {rec['ext4_recovery'] or 'none'}"
         )
+
+    def return_to(self, release: str) -> None:
+        """Unmeasured: a raw ``kexec -e`` back to ``release`` unless the guest runs it already."""
+        vm = self.vm
+        old = vm.boot_info()
+        if old.release == release:
+            return
+        vm.run(["systemctl", "stop", "liveupd.service"], timeout=300, check=False)
+        kernel = next(k for k in self.image.kernels if k.release == release)
+        cmdline = "$(sed 's/ *liveupd.transition=[^ ]*//' /proc/cmdline)"
+        self.sh(
+            f"kexec -l {kernel.guest_vmlinuz} --initrd={kernel.guest_initrd} "
+            f'--command-line="{cmdline}"',
+            timeout=600,
+        )
+        assert vm.agent is not None
+        req_id = vm.agent.send("run", {"argv": ["kexec", "-e"], "timeout": 120})
+        new = self._wait_new_boot(old.boot_id, None)
+        vm.agent.forget(req_id)
+        if new.release != release:
+            raise RunFailed(f"the return jump came back on {new.release}, not {release}")
+        self.settle()
+        self.log(f"returned to {release} (unmeasured raw kexec -e)")
 
     def verify_times(self, log: list[dict[str, Any]], marker_uptime: float) -> dict[str, Any]:
         """Uptimes on the new boot: liveupd-verify.service started, verification began, ended."""
@@ -454,9 +485,13 @@ class Session:
             try:
                 info = self.vm.boot_info(timeout=15)
                 if info.boot_id == old_boot_id:
-                    state = self.journal(tid).get("state")
+                    journal = self.journal(tid)
+                    state = journal.get("state")
                     if state in FAILED_STATES:
-                        raise RunFailed(f"transition {tid} ended {state} before the jump")
+                        why = (journal.get("error") or {}).get("message", "")
+                        raise RunFailed(
+                            f"transition {tid} ended {state} before the jump: {why[:300]}"
+                        )
             except (AgentTimeoutError, AgentError, AgentClosedError):
                 continue
 
@@ -560,6 +595,7 @@ def run_vm(
     log: Log,
     *,
     with_daemon: bool = True,
+    service: bool = False,
 ) -> dict[str, Any]:
     """Boot one guest, install the project, and run every measurement in it."""
     from tests.vm.image import ensure_image
@@ -585,12 +621,18 @@ def run_vm(
         vm.install_project(src)
         session = Session(vm, image, log)
         out["guest"] = session.prepare()
+        if service:
+            service_back.setup(vm)
+            session.service = True
         out["guest"]["first_settle"] = session.settle()
         if with_daemon:
             log("the daemon inside the guest")
             out["daemon"] = session.daemon()
         for r in range(rounds):
             for m in methods:
+                if service and m.kind == "liveupd":
+                    # criu 4.1.1 dumps a TCP server only on kernel A (docs/preserve.md).
+                    session.return_to(image.kernel_a.release)
                 out["runs"].append(session.run(m, r))
         vendor = out["guest"]["vendor_hooks"]
         for case in hook_cases:

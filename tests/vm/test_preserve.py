@@ -29,45 +29,18 @@ import pytest
 from tests.vm import liveupd_guest as g
 from tests.vm.guest_vm import GuestVM
 from tests.vm.image import GuestImage
+from tests.vm.kv_service import ask_port, install_server, unit_text
 from tests.vm.shared import module_guest
 
-SERVER = "/usr/local/bin/kv-server"
 KV, TWIN, KMSG = "kv-kept.service", "kv-twin.service", "kv-kmsg.service"
 PORTS = {KV: 7001, TWIN: 7002, KMSG: 7003}
-SERVER_PY = """#!/usr/bin/python3
-import os, socket, sys
-port = int(sys.argv[1])
-held = open(sys.argv[2], "rb") if len(sys.argv) > 2 else None  # a device file, for CRIU to refuse
-value = os.urandom(8).hex()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", port))
-s.listen(16)
-print(f"serving {value} on {port}", flush=True)
-while True:
-    c, _ = s.accept()
-    c.sendall(f"{value} {os.getpid()}\\n".encode())
-    c.close()
-"""
-CLIENT = (
-    "import socket,sys; c=socket.create_connection(('127.0.0.1', int(sys.argv[1])), 10); "
-    "print(c.makefile().readline().strip())"
-)
-
-
-def unit_text(port: int, extra: str = "") -> str:
-    return (
-        "[Unit]\nDescription=liveupd test: a key-value server\n"
-        f"[Service]\nExecStart={SERVER} {port}{extra}\n"
-        "[Install]\nWantedBy=multi-user.target\n"
-    )
 
 
 @pytest.fixture(scope="module")
 def guest(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[GuestVM]:
     started = time.monotonic()
     with module_guest(vm_image, request) as vm:
-        vm.write_file(SERVER, SERVER_PY, mode=0o755)
+        install_server(vm)
         for unit, extra in ((KV, ""), (TWIN, ""), (KMSG, " /dev/kmsg")):
             vm.write_file(f"/etc/systemd/system/{unit}", unit_text(PORTS[unit], extra))
         vm.run(["systemctl", "daemon-reload"])
@@ -82,13 +55,7 @@ def guest(vm_image: GuestImage, request: pytest.FixtureRequest) -> Iterator[Gues
 
 def ask(vm: GuestVM, unit: str) -> tuple[str, int]:
     """The value and PID the service answers with (retried while it starts)."""
-    r = vm.run(
-        f'for i in $(seq 100); do python3 -c "{CLIENT}" {PORTS[unit]} && exit 0; '
-        "sleep 0.2; done; exit 1",
-        timeout=60,
-    )
-    value, pid = r.stdout.split()
-    return value, int(pid)
+    return ask_port(vm, PORTS[unit])
 
 
 def main_pid(vm: GuestVM, unit: str) -> int:
