@@ -22,7 +22,7 @@ import pytest
 
 from liveupd.config import Config
 from liveupd.errors import SignatureRejected
-from liveupd.kernel.arch import ARCHES, Arch
+from liveupd.kernel.arch import ARCHES, Arch, ArchInfo
 from liveupd.kernel.discovery import Source, scan
 from liveupd.kernel.image import ImageFormat, parse_image
 from liveupd.kernel.loader import RealKexec
@@ -226,6 +226,31 @@ def compressed(data: bytes, form: str) -> bytes:
     return zboot(data, compression=form.removeprefix("zboot-"))
 
 
+def staged_unpacked(
+    tmp_path: Path,
+    packed: bytes,
+    data: bytes,
+    release: str,
+    fmt: ImageFormat,
+    arch: ArchInfo | None = None,
+) -> tuple[Path, Config]:
+    """``packed`` as /boot/vmlinuz-R: checked, unpacked into a sealed memfd that holds
+    exactly ``data`` (an image of format ``fmt``); the path and the config used."""
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    path = boot / f"vmlinuz-{release}"
+    path.write_bytes(packed)
+    c = config_for(tmp_path, [boot])
+    with checked(c, str(path), None, release, arch=arch) as ck:
+        assert ck.extracted and ck.release == release
+        assert ck.image.kernel.format is fmt
+        unpacked = os.pread(ck.load_fd, len(data) + 1, 0)
+        assert hashlib.sha256(unpacked).digest() == hashlib.sha256(data).digest()
+        with pytest.raises(PermissionError):
+            os.pwrite(ck.load_fd, b"x", 0)
+    return path, c
+
+
 @pytest.mark.parametrize("form", ["gzip", "xz", "zstd"])
 def test_real_x86_kernel_compressed_whole_is_unpacked_into_a_sealed_memfd(
     tmp_path: Path, form: str
@@ -233,18 +258,7 @@ def test_real_x86_kernel_compressed_whole_is_unpacked_into_a_sealed_memfd(
     # A bzImage compressed as a whole file (as some distributions and hand-built
     # kernels come): unpacked, its inner header checked, and loaded from a memfd.
     data = fetch(DEBIAN_KERNELS[0]).read_bytes()
-    boot = tmp_path / "boot"
-    boot.mkdir()
-    path = boot / f"vmlinuz-{B}"
-    path.write_bytes(compressed(data, form))
-    c = config_for(tmp_path, [boot])
-    with checked(c, str(path), None, B) as ck:
-        assert ck.extracted and ck.release == B
-        assert ck.image.kernel.format is ImageFormat.BZIMAGE
-        unpacked = os.pread(ck.load_fd, len(data) + 1, 0)
-        assert hashlib.sha256(unpacked).digest() == hashlib.sha256(data).digest()
-        with pytest.raises(PermissionError):
-            os.pwrite(ck.load_fd, b"x", 0)
+    staged_unpacked(tmp_path, compressed(data, form), data, B, ImageFormat.BZIMAGE)
 
 
 @pytest.mark.parametrize("form", ["gzip", "xz", "zstd", "zboot-gzip", "zboot-zstd22"])
@@ -252,18 +266,9 @@ def test_real_arm64_kernel_unpacked_into_a_sealed_memfd(
     tmp_path: Path, arm64_image: tuple[bytes, str], form: str
 ) -> None:
     data, release = arm64_image
-    boot = tmp_path / "boot"
-    boot.mkdir()
-    path = boot / f"vmlinuz-{release}"
-    path.write_bytes(compressed(data, form))
-    c = config_for(tmp_path, [boot])
-    with checked(c, str(path), None, release, arch=ARM) as ck:
-        assert ck.extracted and ck.release == release
-        assert ck.image.kernel.format is ImageFormat.ARM64_IMAGE
-        unpacked = os.pread(ck.load_fd, len(data) + 1, 0)
-        assert hashlib.sha256(unpacked).digest() == hashlib.sha256(data).digest()
-        with pytest.raises(PermissionError):
-            os.pwrite(ck.load_fd, b"x", 0)
+    path, c = staged_unpacked(
+        tmp_path, compressed(data, form), data, release, ImageFormat.ARM64_IMAGE, arch=ARM
+    )
     # On x86_64 the same file is an aarch64 kernel, refused before anything is unpacked.
     with pytest.raises(Exception, match="is an aarch64 kernel"):
         resolve(StageRequest(kernel=str(path), initrd="none"), c, FakeSystem(), TID)
