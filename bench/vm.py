@@ -327,14 +327,8 @@ class Session:
         else:
             vm.run(["systemctl", "stop", "liveupd.service"], timeout=300, check=False)
             if method.kind == "kexec":
-                cmdline = "$(sed 's/ *liveupd.transition=[^ ]*//' /proc/cmdline)"
                 t0 = time.monotonic()
-                kernel = next(k for k in self.image.kernels if k.release == target)
-                self.sh(
-                    f"kexec -l {kernel.guest_vmlinuz} --initrd={kernel.guest_initrd} "
-                    f'--command-line="{cmdline}"',
-                    timeout=600,
-                )
+                self.load_raw(target)
                 rec["prep_s"] = time.monotonic() - t0
         self.sh(f"rm -f {PAYLOAD}; sync -f /data")
 
@@ -417,13 +411,9 @@ class Session:
             f"ext4 recovery {rec['ext4_recovery'] or 'none'}"
         )
 
-    def return_to(self, release: str) -> None:
-        """Unmeasured: a raw ``kexec -e`` back to ``release`` unless the guest runs it already."""
-        vm = self.vm
-        old = vm.boot_info()
-        if old.release == release:
-            return
-        vm.run(["systemctl", "stop", "liveupd.service"], timeout=300, check=False)
+    def load_raw(self, release: str) -> None:
+        """``kexec -l`` the guest's kernel ``release`` with the running command line
+        (liveupd's transition id dropped), as a raw kexec is prepared."""
         kernel = next(k for k in self.image.kernels if k.release == release)
         cmdline = "$(sed 's/ *liveupd.transition=[^ ]*//' /proc/cmdline)"
         self.sh(
@@ -431,6 +421,15 @@ class Session:
             f'--command-line="{cmdline}"',
             timeout=600,
         )
+
+    def return_to(self, release: str) -> None:
+        """Unmeasured: a raw ``kexec -e`` back to ``release`` unless the guest runs it already."""
+        vm = self.vm
+        old = vm.boot_info()
+        if old.release == release:
+            return
+        vm.run(["systemctl", "stop", "liveupd.service"], timeout=300, check=False)
+        self.load_raw(release)
         assert vm.agent is not None
         req_id = vm.agent.send("run", {"argv": ["kexec", "-e"], "timeout": 120})
         new = self._wait_new_boot(old.boot_id, None)
