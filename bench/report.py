@@ -35,6 +35,7 @@ from bench.tables import (
     table,
     vm_hook_fit,
 )
+from tests.vm.qemu import GUEST_CPU
 
 # Published firmware (POST) and bare-metal reboot times; see "A physical server".
 FIRMWARE_SOURCES: tuple[tuple[str, float, str, str], ...] = (
@@ -84,10 +85,10 @@ def machine_section(res: Mapping[str, Any]) -> str:
         (
             "accelerator and machine",
             "TCG, `-accel tcg,tb-size=128` (a 128 MiB translation cache: the default 1 GiB "
-            "makes boots after a kexec slow and noisy), `-machine q35 -cpu max -smp 2 "
-            "-m 1024`, SeaBIOS, virtio disks with `cache=unsafe` overlays",
+            f"makes boots after a kexec slow and noisy), `-machine q35 -cpu {GUEST_CPU} "
+            "-smp 2 -m 1024`, SeaBIOS, virtio disks with `cache=unsafe` overlays",
         ),
-        ("guest", f"Debian 12, {guest.get('systemd', DASH)}, {guest.get('kexec_tools', DASH)}"),
+        ("guest", f"Debian 13, {guest.get('systemd', DASH)}, {guest.get('kexec_tools', DASH)}"),
         ("guest kernels (A, B)", krows),
         ("guest command line", f"`{guest.get('cmdline', DASH)}`"),
         ("guest boot (first, cold)", guest.get("boot", DASH)),
