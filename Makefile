@@ -32,8 +32,11 @@ DESTDIR ?=
 SYSCONFDIR ?= /etc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
-# Host tests run in parallel (pytest-xdist); the VM scenarios one at a time.
+# Host tests run in parallel (pytest-xdist). The VM scenarios run in VM_JOBS workers,
+# one module (its guests) per worker at a time: a guest spends much of a scenario
+# waiting (timeouts, SSH retries, a watchdog), which the other worker's guest fills.
 HOST_JOBS ?= 2
+VM_JOBS ?= 2
 
 # Host packages the suite needs: QEMU and debootstrap for the VM scenarios,
 # dbus-daemon for private buses, headers to build dbus-python and PyGObject
@@ -110,7 +113,8 @@ check-debian13: host-deps venv-debian13
 VM_RERUN := --reruns 1 --only-rerun EmulatorDefectError
 
 test: check check-debian13
-	$(VPY) -m tests.vm.rerun_defects $(VENV)/bin/pytest -m vm $(VM_RERUN) $(PYTEST_ARGS)
+	LIVEUPD_VM_SLOTS=$(VM_JOBS) $(VPY) -m tests.vm.rerun_defects \
+		$(VENV)/bin/pytest -m vm -n $(VM_JOBS) --dist loadfile $(VM_RERUN) $(PYTEST_ARGS)
 
 # Not part of `make test`: Ansible's reboot module five times in a row per mode, on
 # one guest (issue 20's hang was intermittent). About 15 min under TCG.

@@ -30,13 +30,44 @@ VM_DIR = Path(__file__).resolve().parent
 VM_TEST_TIMEOUT = 1800
 
 
+# `make test` runs the VM modules in VM_JOBS workers, one module per worker at a time
+# (pytest-xdist, --dist loadfile), in collection order. Starting the longest ones first
+# keeps one worker from being left with a long module at the end. A scheduling hint
+# only: an unlisted module runs after these, in file order. Longest first, by the
+# suite's --durations.
+LONGEST_MODULES_FIRST = (
+    "test_fleet.py",
+    "test_watchdog.py",
+    "test_devices_storage.py",
+    "test_live_update.py",
+    "test_preserve.py",
+    "test_rollback_policy.py",
+    "test_uki.py",
+    "test_failures.py",
+)
+
+
+def _schedule_rank(item: pytest.Item) -> int:
+    name = Path(str(item.path)).name
+    if name in LONGEST_MODULES_FIRST:
+        return LONGEST_MODULES_FIRST.index(name)
+    return len(LONGEST_MODULES_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
+    places = []
+    for place, item in enumerate(items):
         if VM_DIR not in Path(str(item.path)).resolve().parents:
             continue
+        places.append(place)
         item.add_marker(pytest.mark.vm)
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(VM_TEST_TIMEOUT))
+    # The VM tests take the places VM tests had, longest modules first (a stable sort:
+    # a module's tests keep their order).
+    ordered = sorted((items[p] for p in places), key=_schedule_rank)
+    for place, item in zip(places, ordered, strict=True):
+        items[place] = item
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
