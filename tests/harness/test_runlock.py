@@ -59,7 +59,8 @@ def test_as_many_processes_as_slots_run_vms_at_once_and_the_next_waits(tmp_path:
                 "vm-run.1.lock",
                 "vm-run.lock",
             ]
-            _end(second if third.pid % 2 else first)  # free the slot it waits for
+            holders = (first, second)  # of vm-run.lock and vm-run.1.lock
+            _end(holders[runlock.waiting_slot(third.pid, 2)])  # free the slot it waits for
             assert _held(third)
         finally:
             _end(third)

@@ -43,6 +43,11 @@ def slot_path(root: Path, slot: int) -> Path:
     return root / ("vm-run.lock" if slot == 0 else f"vm-run.{slot}.lock")
 
 
+def waiting_slot(pid: int, count: int) -> int:
+    """The slot a process waits for when every one is taken (arbitrary, fixed per pid)."""
+    return pid % count
+
+
 class _RunLock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -71,8 +76,8 @@ class _RunLock:
                 f.close()
                 continue
             return f
-        # Every slot is taken: wait for one (which one is arbitrary but fixed per process).
-        path = slot_path(root, os.getpid() % count)
+        # Every slot is taken: wait for one.
+        path = slot_path(root, waiting_slot(os.getpid(), count))
         f = path.open("a+")
         start = time.monotonic()
         print(
