@@ -44,6 +44,26 @@ def test_an_int3_oops_is_placed_between_the_boots_it_came_between(tmp_path: Path
     assert defect.after_markers == 1
 
 
-def test_other_oopses_are_not_emulator_defects(tmp_path: Path) -> None:
-    text = BOOT.format("6.12", OLD_ID) + "Oops: general protection fault\nOops: int31\n"
-    assert console_reading(tmp_path, text).defects == []
+def test_other_oopses_are_recorded_but_are_not_the_int3_defect(tmp_path: Path) -> None:
+    text = (
+        BOOT.format("6.12", OLD_ID)
+        + "[   44.1] Oops: general protection fault, probably for non-canonical address\n"
+        + "Oops: int31\n"
+        + "[    3.2] BUG: unable to handle page fault for address: ffff\n"
+        + "[    3.3] systemd[1]: Started BUG: a service's words, not the kernel's\n"
+        + BOOT.format("6.12", NEW_ID)
+    )
+    console = console_reading(tmp_path, text)
+    assert console.defects == []
+    assert [(o.line.split(",")[0], o.after_markers) for o in console.oopses] == [
+        ("Oops: general protection fault", 1),
+        ("Oops: int31", 1),
+        ("BUG: unable to handle page fault for address: ffff", 1),
+    ]
+
+
+def test_the_int3_oops_is_an_oops_too(tmp_path: Path) -> None:
+    text = BOOT.format("6.12", OLD_ID) + "[    1.75] Oops: int3: 0000 [#1] SMP\n"
+    console = console_reading(tmp_path, text)
+    assert console.oopses == console.defects
+    assert len(console.defects) == 1

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from tests.vm.guest_vm import GuestVM, VMFactory
+from tests.vm.guest_vm import GuestVM, VMFactory, forget_stopped_oopses, kernel_oopses
 from tests.vm.image import GuestImage, ensure_image
 from tests.vm.qemu import qemu_unusable_reason
+from tests.vm.rerun_defects import note_defect
 
 VM_DIR = Path(__file__).resolve().parent
 # pytest-timeout's default (300 s in pyproject.toml) also covers fixture setup, and the
@@ -77,7 +78,18 @@ def pytest_runtest_makereport(
     report = yield
     # Remember each phase's outcome so fixtures can tell a failed test at teardown.
     setattr(item, f"vm_report_{report.when}", report)
+    # A failure while a guest kernel had oopsed: QEMU's TCG defect, or a kernel bug that
+    # the second run meets again. Either way the module runs once more, whole
+    # (rerun_defects.py).
+    if report.failed and (oopses := kernel_oopses()):
+        note_defect(item.nodeid.split("::", 1)[0])
+        report.sections.append(("guest kernel oops", "\n".join(oopses[:10])))
     return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    forget_stopped_oopses()
 
 
 def _test_failed(node: Any) -> bool:

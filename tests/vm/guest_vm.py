@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,22 @@ COMMAND_TIMEOUT = 120.0
 MAX_LIFETIME = 3600.0  # hard limit on one QEMU process
 
 Command = str | Sequence[str]
+
+# The guests running now, and the kernel oopses of those stopped since the current
+# test began: a failed test whose guest oopsed is run again with its module
+# (conftest.py, rerun_defects.py).
+_LIVE: weakref.WeakSet[GuestVM] = weakref.WeakSet()
+_STOPPED_OOPSES: list[str] = []
+
+
+def kernel_oopses() -> list[str]:
+    """The oopses (console lines) of the running guests and of those stopped since."""
+    live = [o.line for vm in list(_LIVE) if vm.console for o in vm.console.oopses]
+    return [*_STOPPED_OOPSES, *live]
+
+
+def forget_stopped_oopses() -> None:
+    _STOPPED_OOPSES.clear()
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,7 @@ class GuestVM:
         self.qemu.start()
         assert self.qemu.serial_conn is not None and self.qemu.agent_conn is not None
         self.console = SerialConsole(self.qemu.serial_conn, self.serial_log)
+        _LIVE.add(self)
         self.agent = AgentClient(self.qemu.agent_conn)
         marker = self._wait_marker(lambda m: True, t0 + self.boot_timeout, "the first boot")
         self.boot_seconds = marker.seen_at - t0
@@ -217,6 +235,9 @@ class GuestVM:
                 if part is not None:
                     part.close()
         finally:
+            if self in _LIVE and self.console is not None:
+                _LIVE.discard(self)
+                _STOPPED_OOPSES.extend(o.line for o in self.console.oopses)
             if self._run_locked:
                 self._run_locked = False
                 runlock.release()

@@ -77,10 +77,21 @@ def kexec_loaded(vm: GuestVM) -> bool:
 
 
 def wait_verified(vm: GuestVM) -> str:
-    """Wait for liveupd-verify.service to finish on this boot; its ActiveState."""
+    """Wait for liveupd-verify.service to finish on this boot; its ActiveState.
+
+    Its start job is in the boot's transaction, so a transient unit ordered after it
+    starts once that job has ended: systemd does the waiting, where a loop of
+    `systemctl show` (0.35 s each under TCG) would take CPU from the verification.
+    """
     vm.run(
-        "until s=$(systemctl show -P ActiveState liveupd-verify.service); "
-        '[ "$s" = active ] || [ "$s" = failed ]; do sleep 0.2; done',
+        [
+            "systemd-run",
+            "--wait",
+            "--quiet",
+            "--collect",
+            "--property=After=liveupd-verify.service",
+            "true",
+        ],
         timeout=600,
     )
     return vm.run(
