@@ -1,8 +1,8 @@
 """Run one group of steps: the engine's loop body, shared with post-boot verification.
 
 1. Each step's undo record is prepared, then the group's steps are journaled
-   as started, with their undo records, in one durable write: nothing runs
-   before its undo is on disk.
+   as started, with their undo records, in one write, durable when there is an
+   undo: nothing runs before its undo is on disk.
 2. The steps run concurrently (a group is hooks sharing an ``NN`` prefix, or
    one built-in step).
 3. Each step's result is journaled (done, without fsync; or failed).

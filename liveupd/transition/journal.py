@@ -13,10 +13,12 @@ in-memory state is still the truth, and the next write (a compaction) carries
 it to the disk.
 
 Durability: the steps of a group and their undo records are written with one
-fsync before any of them starts; state changes are fsync'd; a step's end
-(done) and a hook's process group are not: they survive a crash of the daemon
-(the page cache has them) and the next durable write carries them to the
-disk.  After a daemon crash a built-in step still shown as started is undone
+fsync before any of them starts (without one when no step of the group has an
+undo: then nothing of the group is ever undone, and the record only tells a
+restarted daemon in this boot what ran); state changes are fsync'd; a step's
+end (done) and a hook's process group are not: they survive a crash of the
+daemon (the page cache has them) and the next durable write carries them to
+the disk.  After a daemon crash a built-in step still shown as started is undone
 regardless (built-in undos are idempotent).
 
 A last line without its newline is a write torn by a crash: it is ignored.
@@ -327,11 +329,12 @@ class Journal:
         self.steps_started([(key, phase, undo)])
 
     def steps_started(self, steps: Sequence[tuple[str, Phase, AnyUndo | None]]) -> None:
-        """Journal steps about to start (a group that runs concurrently): one durable write."""
+        """Journal steps about to start (a group that runs concurrently): one write,
+        durable when any of them has an undo (it must be on disk before the step runs)."""
         event = StepsStarted(
             at=time.time(), steps=tuple(StepStart(key=k, phase=p, undo=u) for k, p, u in steps)
         )
-        self._write(event, durable=True)
+        self._write(event, durable=any(u is not None for _, _, u in steps))
 
     def step_update(self, key: str, *, durable: bool = True, **fields: Any) -> None:
         self._write(StepChanged(key=key, **fields), durable=durable)
