@@ -13,8 +13,14 @@ from pathlib import Path
 from liveupd import fsio
 
 
-def append(path: Path, data: bytes, *, durable: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+def append(path: Path, data: bytes, *, durable: bool, create_mode: int | None = None) -> None:
+    """Append ``data`` with one ``write`` (short writes continued); the file must exist,
+    unless ``create_mode`` is given (then it is created with that mode, less the umask)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    if create_mode is None:
+        fd = os.open(path, flags)
+    else:
+        fd = os.open(path, flags | os.O_CREAT, create_mode)
     try:
         view = memoryview(data)
         while view:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from liveupd import logs
+from liveupd.backends import files
 from liveupd.backends.base import Backends
 from liveupd.config import Config
 from liveupd.transition.events import Event, EventSink
@@ -138,10 +139,13 @@ class TransitionContext:
     def _append_log(self, lines: list[str]) -> None:
         """Best effort: the transition's own log must never fail the transition (the
         daemon's log has every line too)."""
+        data = "".join(lines).encode()
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            with (self.dir / LOG_NAME).open("a") as f:
-                f.writelines(lines)
+            try:  # mode as open("a"): the umask decides
+                files.append(self.dir / LOG_NAME, data, durable=False, create_mode=0o666)
+            except FileNotFoundError:  # the transition's directory is not there (yet)
+                self.dir.mkdir(parents=True, exist_ok=True)
+                files.append(self.dir / LOG_NAME, data, durable=False, create_mode=0o666)
         except OSError as e:
             if not self._log_failed:
                 self._log_failed = True
