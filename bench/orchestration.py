@@ -3,7 +3,8 @@
 Runs the real engine with the dry-run backends (no VM: this isolates the
 orchestration itself — planning, journaling with fsync, process spawning,
 events) with 0, 10 and 100 no-op hooks (``/bin/true``), each hook with its own
-NN prefix (sequential) or all sharing one prefix (concurrent); hooks that
+NN prefix (sequential) or all sharing one prefix (concurrent), and 100 that each
+have an undo (their start is fsync'd before they run); hooks that
 sleep 100 ms show what sharing a prefix gains when hooks take time; the
 100-hook case again with the state directory on tmpfs shows the share of
 durable writes.  ``--profile`` runs cProfile over one 100-hook transition and
@@ -47,6 +48,7 @@ class Case:
     shared_prefix: bool
     program: tuple[str, ...] = ("/bin/true",)
     tmpfs: bool = False  # state directory on /dev/shm instead of the disk /tmp is on
+    undo: bool = False  # each hook has an undo (/bin/true): its start is fsync'd
 
     @property
     def name(self) -> str:
@@ -55,7 +57,8 @@ class Case:
         where = ", state on tmpfs" if self.tmpfs else ""
         if self.hooks == 0:
             return f"0 hooks{where}"
-        return f"{self.hooks} {what} hooks, {layout}{where}"
+        undo = ", each with an undo" if self.undo else ""
+        return f"{self.hooks} {what} hooks{undo}, {layout}{where}"
 
 
 CASES = (
@@ -68,6 +71,7 @@ CASES = (
     Case(10, True, ("/bin/sleep", "0.1")),
     Case(0, False, tmpfs=True),
     Case(100, False, tmpfs=True),
+    Case(100, False, undo=True),
 )
 QUICK_CASES = (Case(0, False), Case(10, False), Case(10, True), Case(100, False))
 
@@ -85,10 +89,11 @@ def _setup(root: Path, case: Case) -> Path:
     hook_dir = root / "hooks.d"
     hook_dir.mkdir()
     run = json.dumps(list(case.program))
+    undo = 'undo = ["/bin/true"]\n' if case.undo else ""
     for i in range(case.hooks):
         prefix = 50 if case.shared_prefix else i
         (hook_dir / f"{prefix:02d}-noop{i:03d}.hook").write_text(
-            f'phase = "quiesce"\nrun = {run}\n'
+            f'phase = "quiesce"\nrun = {run}\n{undo}'
         )
     conf = root / "liveupd.conf"
     conf.write_text(
@@ -141,6 +146,7 @@ def measure(case: Case, repeat: int) -> dict[str, Any]:
         "shared_prefix": case.shared_prefix,
         "program": list(case.program),
         "tmpfs": case.tmpfs,
+        "undo": case.undo,
         "repeat": repeat,
         "total_ms": stat("total_s"),
         "inside_hooks_ms": stat("inside_hooks_s"),
@@ -153,7 +159,10 @@ def per_hook(results: list[dict[str, Any]]) -> dict[str, float] | None:
     points = [
         (float(r["hooks"]), float(r["own_cost_ms"]["median"]))
         for r in results
-        if not r["shared_prefix"] and not r["tmpfs"] and r["program"] == ["/bin/true"]
+        if not r["shared_prefix"]
+        and not r["tmpfs"]
+        and not r.get("undo")
+        and r["program"] == ["/bin/true"]
     ]
     fit = linear_fit(points)
     if fit is None:

@@ -304,3 +304,38 @@ def test_confinement_section_and_verdicts() -> None:
     assert "`refusals.suppressed count=45`" in text
     assert "not measured in this result" in section(None)
     assert "## Confinement" in render({"host": {"confinement": res}})
+
+
+def orchestration_case(hooks: int, own_ms: float, *, undo: bool = False) -> dict[str, Any]:
+    summ = Summary.of([own_ms]).to_json()  # type: ignore[union-attr]
+    return {
+        "case": f"{hooks} hooks",
+        "hooks": hooks,
+        "shared_prefix": False,
+        "program": ["/bin/true"],
+        "tmpfs": False,
+        "undo": undo,
+        "total_ms": summ,
+        "inside_hooks_ms": summ,
+        "own_cost_ms": summ,
+    }
+
+
+@pytest.mark.parametrize(("per_hook", "verdict"), [(1.62, "missed"), (1.5, "met"), (0.8, "met")])
+def test_the_per_hook_target_is_judged_from_the_fit(per_hook: float, verdict: str) -> None:
+    from bench.startup import host_targets
+
+    res = {"host": {"orchestration": {"fit": {"base_ms": 30.0, "per_hook_ms": per_hook}}}}
+    row = next(r for r in host_targets(res) if "per no-op hook" in r[0])
+    assert row[1].startswith(f"{per_hook:.2f} ms per hook") and row[2] == verdict
+    assert next(r for r in host_targets({}) if "per no-op hook" in r[0])[2] == "not measured"
+
+
+def test_what_an_undo_adds_per_hook_comes_from_the_two_100_hook_cases() -> None:
+    from bench.report import host_orchestration_section, undo_cost_ms
+
+    cases = [orchestration_case(100, 90.0), orchestration_case(100, 200.0, undo=True)]
+    assert undo_cost_ms(cases) == pytest.approx(1.1)
+    assert undo_cost_ms(cases[:1]) is None  # no case with an undo: nothing said
+    text = host_orchestration_section({"cases": cases, "fit": None})
+    assert "A hook with an undo costs +1.10 ms more" in text
