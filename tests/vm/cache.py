@@ -2,6 +2,8 @@
 
 ${LIVEUPD_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/liveupd-vm}/
     build.lock               flock: one builder at a time
+    downloads/apt/           the private apt lists and state (trixie's, not the host's)
+    downloads/apt/liveupd.lock  flock: one apt command on them at a time
     downloads/debootstrap/   debootstrap's .deb cache
     downloads/kernels/       the kernel .debs
     downloads/wheels/        the project's runtime dependencies as wheels
@@ -15,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,22 +43,41 @@ def downloads_dir(kind: str) -> Path:
     return path
 
 
+_HELD = threading.local()  # the lock files this thread holds (file_lock is re-entrant)
+
+
 @contextlib.contextmanager
-def build_lock(log: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold the cache's build lock (blocks while another builder holds it)."""
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / "build.lock").open("a+") as f:
+def file_lock(
+    path: Path, waiting: str | None = None, log: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (made if missing), waiting for other
+    processes (xdist workers, other checkouts) that hold it; says ``waiting`` through
+    ``log`` first if it has to wait. Re-entrant within a thread."""
+    held: set[Path] = _HELD.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if log is not None:
-                log(f"another process is building an image in {root}: waiting for it")
+            if log is not None and waiting is not None:
+                log(waiting)
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        held.add(path)
         try:
             yield
         finally:
+            held.discard(path)
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def build_lock(log: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
+    """Hold the cache's build lock (blocks while another builder holds it)."""
+    root = cache_root()
+    waiting = f"another process is building an image in {root}: waiting for it"
+    return file_lock(root / "build.lock", waiting, log)
 
 
 def prune(current: str) -> list[Path]:

@@ -169,12 +169,13 @@ class _Builder:
                 matches = sorted(dest.glob(pattern))
                 if not matches:
                     try:
-                        self.step(
-                            f"download {d.spec()}",
-                            ["apt-get", "download", "-q", d.spec()],
-                            cwd=dest,
-                            env=recipe.apt_env(),
-                        )
+                        with recipe.apt_lock():
+                            self.step(
+                                f"download {d.spec()}",
+                                ["apt-get", "download", "-q", d.spec()],
+                                cwd=dest,
+                                env=recipe.apt_env(),
+                            )
                     except ImageBuildError as exc:
                         raise KernelDownloadError(str(exc)) from exc
                     matches = sorted(dest.glob(pattern))

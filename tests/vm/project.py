@@ -15,13 +15,10 @@ needs no image rebuild, only a new .deb.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,23 +68,12 @@ def tree_hash(src: Path) -> str:
     return h.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def build_deb(src: Path | None = None) -> Path:
     """The project's .deb for the tree at `src` (default: this checkout), built if needed."""
     src = (src or PROJECT_ROOT).resolve()
     key = tree_hash(src)
     out_dir = cache.cache_root() / "debs" / key
-    with _lock(cache.cache_root() / "debs" / "build.lock"):
+    with cache.file_lock(cache.cache_root() / "debs" / "build.lock"):
         found = sorted(out_dir.glob(DEB_GLOB))
         if found:
             return found[0]
@@ -171,7 +157,7 @@ def installed_root(image: GuestImage, src: Path | None = None) -> Path:
     key = f"{image.key}-{deb.parent.name}"
     root = cache.cache_root() / "installed"
     out = root / key / "root.qcow2"
-    with _lock(root / "build.lock"):
+    with cache.file_lock(root / "build.lock"):
         if out.exists():
             return out
         start = time.monotonic()

@@ -11,6 +11,7 @@ directory in the cache (`apt_env()`), never in the host's own apt configuration.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -162,16 +163,23 @@ def apt_env() -> dict[str, str]:
     return {**os.environ, "APT_CONFIG": str(conf), "LC_ALL": "C"}
 
 
+def apt_lock() -> contextlib.AbstractContextManager[None]:
+    """One apt command on the private lists at a time: two xdist workers starting on a
+    cold cache both ran `apt-get update`, and the second failed on apt's own lock."""
+    return cache.file_lock(apt_dir() / "liveupd.lock")
+
+
 def apt(tool: str, *args: str, cwd: Path | None = None) -> str:
-    result = subprocess.run(
-        [tool, *args],
-        env=apt_env(),
-        cwd=cwd,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    with apt_lock():
+        result = subprocess.run(
+            [tool, *args],
+            env=apt_env(),
+            cwd=cwd,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     if result.returncode != 0:
         raise RecipeError(
             f"{tool} {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-2000:]}"
@@ -279,8 +287,9 @@ def newest_kernels() -> tuple[KernelPackage, KernelPackage]:
 
     Runs `apt-get update` on the private lists first if there are none.
     """
-    if not _lists_present():
-        apt_update()
+    with apt_lock():  # whoever comes second finds the lists the first fetched
+        if not _lists_present():
+            apt_update()
     matches = _kernel_matches()
     a = [m for m in matches if (int(m.group(2)), int(m.group(3))) == KERNEL_A_SERIES]
     b = [m for m in matches if int(m.group(2)) >= KERNEL_B_MIN_MAJOR]
