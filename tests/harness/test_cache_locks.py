@@ -109,7 +109,7 @@ def test_every_apt_command_runs_under_the_apt_lock(
         seen.append(held_in_this_process(lock))
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(recipe.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)  # the module recipe calls
     recipe.apt_update()
     recipe.apt("apt-cache", "policy", "linux-image-amd64")
     assert seen == [True, True]
