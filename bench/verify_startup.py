@@ -78,6 +78,31 @@ def _setup(root: Path) -> tuple[Path, Path]:
     return conf, machine(root)
 
 
+_SETUP = (
+    "import sys; from pathlib import Path; from bench.verify_startup import _setup; "
+    "print(*_setup(Path(sys.argv[1])), sep='\\n')"
+)
+
+
+def _setup_for(root: Path, pythonpath: Path | None) -> tuple[Path, Path]:
+    """``_setup`` done by the liveupd that will verify: a baseline reads only the journal
+    format of its own time, so its pending transition is written by its own code."""
+    if pythonpath is None:
+        return _setup(root)
+    out = subprocess.run(
+        [sys.executable, "-c", _SETUP, str(root)],
+        env=dict(os.environ, PYTHONPATH=str(pythonpath)),
+        cwd=pythonpath,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"setting up the baseline's pending transition failed:\n{out.stderr}")
+    conf, machine_file = out.stdout.splitlines()
+    return Path(conf), Path(machine_file)
+
+
 def _argv(conf: Path) -> list[str]:
     return [
         sys.executable,
@@ -109,7 +134,7 @@ def _started_ts(state: Path) -> float:
 def start_once(pythonpath: Path | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="liveupd-bench-verify-") as tmp:
         root = Path(tmp)
-        conf, machine_file = _setup(root)
+        conf, machine_file = _setup_for(root, pythonpath)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         out = subprocess.run(
@@ -131,7 +156,7 @@ def imports_once(pythonpath: Path | None = None) -> dict[str, Any]:
     """One start under ``-X importtime``: total self time, by package, what heavy was loaded."""
     with tempfile.TemporaryDirectory(prefix="liveupd-bench-verify-") as tmp:
         root = Path(tmp)
-        conf, machine_file = _setup(root)
+        conf, machine_file = _setup_for(root, pythonpath)
         out = subprocess.run(
             [sys.executable, "-X", "importtime", *_argv(conf)[1:]],
             env=_env(machine_file, pythonpath),
@@ -140,6 +165,9 @@ def imports_once(pythonpath: Path | None = None) -> dict[str, Any]:
             text=True,
             check=False,
         )
+    if out.returncode != 0:  # a failed verification imports other things
+        tail = out.stderr.splitlines()[-5:]
+        raise RuntimeError(f"liveupd --verify failed ({out.returncode}):\n" + "\n".join(tail))
     total = 0
     by_package: dict[str, int] = {}
     modules = []
