@@ -35,7 +35,6 @@ from bench.tables import (
     table,
     vm_hook_fit,
 )
-from tests.vm.qemu import GUEST_CPU
 
 # Published firmware (POST) and bare-metal reboot times; see "A physical server".
 FIRMWARE_SOURCES: tuple[tuple[str, float, str, str], ...] = (
@@ -70,6 +69,8 @@ FIRMWARE_SOURCES: tuple[tuple[str, float, str, str], ...] = (
 
 def machine_section(res: Mapping[str, Any]) -> str:
     meta = res.get("meta", {})
+    # The VM rows describe the run the VM figures come from (an earlier one when kept).
+    vm_meta = meta.get("vm_from") or meta
     vm = res.get("vm") or {}
     guest = vm.get("guest") or {}
     kernels = vm.get("kernels") or []
@@ -81,24 +82,39 @@ def machine_section(res: Mapping[str, Any]) -> str:
         ("host CPU", f"{meta.get('host_cpu', DASH)}, {meta.get('host_cores', DASH)} cores"),
         ("host OS, kernel", f"{meta.get('host_os', DASH)}, {meta.get('host_kernel', DASH)}"),
         ("host load average (1 min) before / after", meta.get("loadavg", DASH)),
-        ("QEMU", meta.get("qemu_version", DASH)),
+        ("bench wall time", f"{fmt_num(meta.get('duration_s'), 0)} s"),
+    ]
+    if vm_meta is not meta:
+        rows.append(
+            (
+                "VM figures from",
+                f"{vm_meta.get('date_utc', DASH)}, commit `{str(vm_meta.get('commit', DASH))[:12]}`"
+                " (the rows below describe that run)",
+            )
+        )
+    rows += [
+        ("QEMU", vm_meta.get("qemu_version", DASH)),
         (
             "accelerator and machine",
             "TCG, `-accel tcg,tb-size=128` (a 128 MiB translation cache: the default 1 GiB "
-            f"makes boots after a kexec slow and noisy), `-machine q35 -cpu {GUEST_CPU} "
-            "-smp 2 -m 1024`, SeaBIOS, virtio disks with `cache=unsafe` overlays",
+            "makes boots after a kexec slow and noisy), `-machine q35 -cpu "
+            f"{vm_meta.get('guest_cpu', DASH)} -smp 2 -m 1024`, SeaBIOS, virtio disks with "
+            "`cache=unsafe` overlays",
         ),
-        ("guest", f"Debian 13, {guest.get('systemd', DASH)}, {guest.get('kexec_tools', DASH)}"),
+        (
+            "guest",
+            f"{vm_meta.get('guest_os', DASH)}, {guest.get('systemd', DASH)}, "
+            f"{guest.get('kexec_tools', DASH)}",
+        ),
         ("guest kernels (A, B)", krows),
         ("guest command line", f"`{guest.get('cmdline', DASH)}`"),
         ("guest boot (first, cold)", guest.get("boot", DASH)),
         (
             "rounds",
-            f"{meta.get('rounds', DASH)} per method, in turn: "
-            + " ".join(meta.get("methods", []))
-            + (" (quick run)" if meta.get("quick") else ""),
+            f"{vm_meta.get('rounds', DASH)} per method, in turn: "
+            + " ".join(vm_meta.get("methods", []))
+            + (" (quick run)" if vm_meta.get("quick") else ""),
         ),
-        ("bench wall time", f"{fmt_num(meta.get('duration_s'), 0)} s"),
     ]
     return table(("", ""), [(k, str(v)) for k, v in rows])
 

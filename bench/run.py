@@ -34,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from tests.vm.qemu import GUEST_CPU
+from tests.vm.recipe import SUITE
+
+DEBIAN_RELEASE = {"bookworm": 12, "trixie": 13, "forky": 14}
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.json"
@@ -89,7 +93,17 @@ def meta(args: argparse.Namespace, commit: str, source: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "rounds": args.rounds,
         "quick": args.quick,
+        # The guest the VM part boots (a run that keeps older VM figures names theirs).
+        "guest_os": f"Debian {DEBIAN_RELEASE[SUITE]}",
+        "guest_cpu": GUEST_CPU,
     }
+
+
+def vm_source(kept_meta: dict[str, Any]) -> dict[str, Any]:
+    """The meta of the run that measured the VM figures a host-only run keeps: the kept
+    run's own source when it had kept them from an earlier run too."""
+    source: dict[str, Any] = kept_meta.get("vm_from") or kept_meta
+    return source
 
 
 def host_bench(module: str, args: Sequence[str], src: Path) -> dict[str, Any]:
@@ -338,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if kept:
                 res["vm"] = kept.get("vm")
                 res["ovmf"] = kept.get("ovmf")
-                res["meta"]["vm_from"] = kept.get("meta", {})
+                res["meta"]["vm_from"] = vm_source(kept.get("meta", {}))
             if not args.skip_vm:
                 log(f"VM: {args.rounds} rounds of {', '.join(m.key for m in methods)}")
                 res["vm"] = run_vm(

@@ -339,3 +339,28 @@ def test_what_an_undo_adds_per_hook_comes_from_the_two_100_hook_cases() -> None:
     assert undo_cost_ms(cases[:1]) is None  # no case with an undo: nothing said
     text = host_orchestration_section({"cases": cases, "fit": None})
     assert "A hook with an undo costs +1.10 ms more" in text
+
+
+def test_kept_vm_figures_name_the_run_that_measured_them() -> None:
+    from bench.report import machine_section
+    from bench.run import vm_source
+
+    measured = {"date_utc": "2026-11-25 18:35", "commit": "f" * 40, "guest_os": "Debian 12"}
+    first_keep = {"date_utc": "2026-11-30 11:46", "commit": "a" * 40, "vm_from": measured}
+    assert vm_source(first_keep) is measured  # a second host-only run keeps the same source
+    assert vm_source(measured) is measured
+    meta: dict[str, Any] = {
+        "date_utc": "2026-12-02 06:31",
+        "commit": "b" * 40,
+        "guest_os": "Debian 13",
+        "guest_cpu": "max,-avx",
+        "vm_from": {**measured, "guest_cpu": "max", "rounds": 5},
+    }
+    res = {"meta": meta, "vm": {"guest": {"systemd": "systemd 252"}}}
+    text = machine_section(res)
+    assert "| VM figures from | 2026-11-25 18:35, commit `ffffffffffff`" in text
+    assert "| guest | Debian 12, systemd 252," in text
+    assert "-cpu max -smp 2" in text and "| rounds | 5 per method" in text
+    del meta["vm_from"]  # measured in this run: its own guest
+    text = machine_section(res)
+    assert "VM figures from" not in text and "| guest | Debian 13," in text
