@@ -364,3 +364,17 @@ def test_kept_vm_figures_name_the_run_that_measured_them() -> None:
     del meta["vm_from"]  # measured in this run: its own guest
     text = machine_section(res)
     assert "VM figures from" not in text and "| guest | Debian 13," in text
+
+
+def test_the_disks_share_of_the_own_cost_comes_from_the_tmpfs_cases() -> None:
+    from bench.findings import findings
+
+    cases = [
+        orchestration_case(0, 28.0),
+        orchestration_case(100, 80.0),
+        {**orchestration_case(0, 10.0), "tmpfs": True},
+        {**orchestration_case(100, 60.0), "tmpfs": True},
+    ]
+    text = findings({"host": {"orchestration": {"cases": cases}}})
+    assert "falls from 28 to 10 ms with no hooks and from 80 to 60 ms" in text
+    assert "the disk's share of the own cost with 100 hooks is 25%" in text
