@@ -378,3 +378,36 @@ def test_the_disks_share_of_the_own_cost_comes_from_the_tmpfs_cases() -> None:
     text = findings({"host": {"orchestration": {"cases": cases}}})
     assert "falls from 28 to 10 ms with no hooks and from 80 to 60 ms" in text
     assert "the disk's share of the own cost with 100 hooks is 25%" in text
+
+
+def test_issue_19_vm_targets_are_judged_from_the_downtime_runs() -> None:
+    from bench.vm_targets import vm_targets
+
+    def run(method: str, rnd: int, total: float, new: float, **kw: Any) -> dict[str, Any]:
+        return {"method": method, "round": rnd, "total_s": total, "new_side_s": new, **kw}
+
+    runs = [
+        run("liveupd-direct", 0, 30.0, 20.0, recovered_s=30.5, own_cost={"own": 0.4}),
+        run("liveupd-direct", 1, 32.0, 22.0, recovered_s=34.0, own_cost={"own": 0.6}),
+        run("liveupd-direct", 2, 31.0, 21.0, recovered_s=31.8, own_cost={"own": 0.5}),
+        *(run("kexec-e", i, 30.0, 20.0) for i in range(3)),
+        *(run("systemctl-kexec", i, 31.0, 21.0) for i in range(3)),
+    ]
+    rows = {
+        what: (measured, verdict) for what, measured, verdict in vm_targets({"vm": {"runs": runs}})
+    }
+    late = rows["recovery reported <= 1.0 s after the boot marker (`direct`, median)"]
+    assert late == ("0.80 (0.50\u20132.00) s after it", "met")  # an en dash, as fmt_summary
+    assert rows["old side: liveupd's own cost <= 0.5 s (`direct`, TCG)"][1] == "met"
+    assert rows["new side <= 1.05x `systemctl kexec`'s"][1] == "met"  # 21 vs 21
+    downtime = rows["`direct` downtime <= 1.05x raw `kexec -e`"]
+    assert downtime[0].startswith("31.00 vs 30.00 s (medians): 1.03x") and downtime[1] == "met"
+    assert rows["`direct` downtime no more than `systemctl kexec`'s"][1] == "met"  # 31 vs 31
+    slower = [run("liveupd-direct", 0, 40.0, 30.0, recovered_s=52.0), run("kexec-e", 0, 30.0, 20.0)]
+    verdicts = {what: v for what, _, v in vm_targets({"vm": {"runs": slower}})}
+    assert verdicts["`direct` downtime <= 1.05x raw `kexec -e`"] == "missed"
+    assert (
+        verdicts["recovery reported <= 1.0 s after the boot marker (`direct`, median)"] == "missed"
+    )
+    assert verdicts["old side: liveupd's own cost <= 0.5 s (`direct`, TCG)"] == "not measured"
+    assert verdicts["new side <= 1.05x `systemctl kexec`'s"] == "not measured"
