@@ -44,6 +44,15 @@ def _ratio_row(
     )
 
 
+def _limit_row(
+    what: str, seconds: Summary | None, suffix: str, limit: float
+) -> tuple[str, str, str]:
+    """A target on a median in seconds: met when it is at most ``limit``."""
+    if seconds is None:
+        return (what, DASH, "not measured")
+    return (what, f"{fmt_summary(seconds, 2)} s{suffix}", _verdict(seconds.median <= limit))
+
+
 def vm_targets(res: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     runs: Sequence[Run] = (res.get("vm") or {}).get("runs") or []
     direct = ok_runs(by_method(runs).get(DIRECT, []))
@@ -53,34 +62,23 @@ def vm_targets(res: Mapping[str, Any]) -> list[tuple[str, str, str]]:
         for r in direct
         if r.get("recovered_s") is not None and r.get("total_s") is not None
     )
-    what = "recovery reported <= 1.0 s after the boot marker (`direct`, median)"
-    if late is None:
-        out.append((what, DASH, "not measured"))
-    else:
-        out.append(
-            (
-                what,
-                f"{fmt_summary(late, 2)} s after it",
-                _verdict(late.median <= RECOVERED_AFTER_MARKER_S),
-            )
+    out.append(
+        _limit_row(
+            "recovery reported <= 1.0 s after the boot marker (`direct`, median)",
+            late,
+            " after it",
+            RECOVERED_AFTER_MARKER_S,
         )
+    )
     out.append(
         _ratio_row(
             "new side <= 1.05x `systemctl kexec`'s", runs, "new_side_s", SYSTEMCTL, NEW_SIDE_RATIO
         )
     )
     own = Summary.of((r.get("own_cost") or {}).get("own") for r in direct)
-    what = "old side: liveupd's own cost <= 0.5 s (`direct`, TCG)"
-    if own is None:
-        out.append((what, DASH, "not measured"))
-    else:
-        out.append(
-            (
-                what,
-                f"{fmt_summary(own, 2)} s",
-                _verdict(own.median <= OWN_COST_S),
-            )
-        )
+    out.append(
+        _limit_row("old side: liveupd's own cost <= 0.5 s (`direct`, TCG)", own, "", OWN_COST_S)
+    )
     out.append(
         _ratio_row(
             "`direct` downtime <= 1.05x raw `kexec -e`", runs, "total_s", FLOOR, DOWNTIME_RATIO
