@@ -153,3 +153,26 @@ def phase_breakdown(timeline: Sequence[Sequence[Any]]) -> dict[str, float]:
                 continue
         out[name] = end - t
     return out
+
+
+def sequential_noop_case(
+    case: Mapping[str, Any], *, tmpfs: bool = False, undo: bool = False
+) -> bool:
+    """Whether an orchestration case (bench/orchestration.py) is no-op hooks with their own
+    prefixes (sequential), with the state directory where and the undo as asked."""
+    return (
+        not case["shared_prefix"]
+        and bool(case["tmpfs"]) is tmpfs
+        and bool(case.get("undo")) is undo
+        and case["program"] == ["/bin/true"]
+    )
+
+
+def orchestration_own_ms(
+    cases: Iterable[Mapping[str, Any]], hooks: int, *, tmpfs: bool = False, undo: bool = False
+) -> float | None:
+    """The median own cost (ms) of the sequential no-op case with ``hooks`` hooks, if run."""
+    for c in cases:
+        if c["hooks"] == hooks and sequential_noop_case(c, tmpfs=tmpfs, undo=undo):
+            return float(c["own_cost_ms"]["median"])
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.analysis import by_method, count, phase_breakdown, summary
+from bench.analysis import by_method, count, orchestration_own_ms, phase_breakdown, summary
 from bench.stats import Summary, fmt_num, fmt_ratio, ratio
 from bench.tables import (
     FLOOR,
@@ -141,19 +141,6 @@ def profile_shares(prof: Mapping[str, Any]) -> list[tuple[str, float]]:
     return out
 
 
-def _case(orch: Mapping[str, Any], hooks: int, tmpfs: bool) -> float | None:
-    for c in orch.get("cases", []):
-        if (
-            c["hooks"] == hooks
-            and bool(c["tmpfs"]) == tmpfs
-            and not c.get("undo")
-            and not c["shared_prefix"]
-            and c["program"] == ["/bin/true"]
-        ):
-            return float(c["own_cost_ms"]["median"])
-    return None
-
-
 def findings(res: Mapping[str, Any]) -> str:
     """What the numbers say, and what to change in liveupd (what was done, what is proposed)."""
     out: list[str] = []
@@ -206,8 +193,10 @@ def findings(res: Mapping[str, Any]) -> str:
             f"- **Orchestration profile** (one Execute with {prof['hooks']} no-op hooks): "
             f"{shares}{per_hook}."
         )
-    disk0, tmp0 = _case(orch, 0, False), _case(orch, 0, True)
-    disk100, tmp100 = _case(orch, 100, False), _case(orch, 100, True)
+    cases = orch.get("cases", [])
+    disk0, tmp0 = orchestration_own_ms(cases, 0), orchestration_own_ms(cases, 0, tmpfs=True)
+    disk100 = orchestration_own_ms(cases, 100)
+    tmp100 = orchestration_own_ms(cases, 100, tmpfs=True)
     if disk0 is not None and tmp0 is not None and disk100 is not None and tmp100 is not None:
         share = (disk100 - tmp100) / disk100 if disk100 > 0 else 0.0
         out.append(

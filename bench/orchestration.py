@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.analysis import hooks_seconds
+from bench.analysis import hooks_seconds, sequential_noop_case
 from bench.stats import Summary, linear_fit
 from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
@@ -159,10 +159,7 @@ def per_hook(results: list[dict[str, Any]]) -> dict[str, float] | None:
     points = [
         (float(r["hooks"]), float(r["own_cost_ms"]["median"]))
         for r in results
-        if not r["shared_prefix"]
-        and not r["tmpfs"]
-        and not r.get("undo")
-        and r["program"] == ["/bin/true"]
+        if sequential_noop_case(r)
     ]
     fit = linear_fit(points)
     if fit is None:

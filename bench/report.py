@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.analysis import by_method, phase_breakdown, summary
+from bench.analysis import by_method, orchestration_own_ms, phase_breakdown, summary
 from bench.confinement_report import section as confinement_section
 from bench.findings import findings, targets
 from bench.service_back import provenance as service_back_provenance
@@ -436,19 +436,8 @@ def host_orchestration_section(orch: Mapping[str, Any]) -> str:
 def undo_cost_ms(cases: Sequence[Mapping[str, Any]]) -> float | None:
     """Own cost per hook of 100 sequential hooks with an undo, less that without one."""
 
-    def own(undo: bool) -> float | None:
-        for c in cases:
-            if (
-                c["hooks"] == 100
-                and not c["shared_prefix"]
-                and not c["tmpfs"]
-                and bool(c.get("undo")) is undo
-                and c["program"] == ["/bin/true"]
-            ):
-                return float(c["own_cost_ms"]["median"])
-        return None
-
-    with_undo, without = own(True), own(False)
+    with_undo = orchestration_own_ms(cases, 100, undo=True)
+    without = orchestration_own_ms(cases, 100)
     if with_undo is None or without is None:
         return None
     return (with_undo - without) / 100
