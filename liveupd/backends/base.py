@@ -401,7 +401,7 @@ class Session:
 
 class SessionBackend(Protocol):
     """Login sessions (logind), and the units that accept new ones (systemd).  Async:
-    the real one talks D-Bus to logind and runs systemctl for the units."""
+    the real one talks D-Bus to logind, and to systemd for the units."""
 
     async def sessions(self) -> list[Session]:
         """Every session logind knows, in its order; OSError when logind cannot tell."""

@@ -122,21 +122,21 @@ class LogindSessions:
         self._check(reply, f"GetSession({session_id})")
         return False
 
-    # The listeners are systemd units: systemctl, not logind (sessions/units.py).
+    # The listeners are systemd units: systemd over the same connection (sessions/units.py).
     async def unit_active(self, unit: str) -> bool:
         from liveupd.sessions import units
 
-        return await units.unit_active(unit)
+        return await units.unit_active(await self._connection(), unit)
 
     async def stop_unit(self, unit: str) -> None:
         from liveupd.sessions import units
 
-        await units.stop_unit(unit)
+        await units.stop_unit(await self._connection(), unit)
 
     async def start_unit(self, unit: str) -> None:
         from liveupd.sessions import units
 
-        await units.start_unit(unit)
+        await units.start_unit(await self._connection(), unit)
 
 
 def _error(reply: Message) -> bool:
