@@ -11,6 +11,7 @@
 #   make bench   downtime benchmarks (see docs/benchmarks.md)
 #   make deb     the Debian package (Debian 13): build/deb/liveupd_*_all.deb
 #   make install DESTDIR=...   install as a distribution package would (PREFIX=/usr)
+#   make ffi     write liveupd/_libc.py, cffi's declarations, from liveupd/_libc_build.py
 
 SHELL := /bin/bash
 # The interpreter the installed programs run with (their #! line), and the one
@@ -25,7 +26,7 @@ VPY := $(VENV)/bin/python
 # every VM scenario (the guest is trixie with the .deb installed): here, the
 # service's bus contract, the client's error mapping and the configuration model.
 VENV13 ?= .venv-debian13
-DEBIAN13_PINS := dbus-fast==2.44.1 pydantic==2.10.6
+DEBIAN13_PINS := dbus-fast==2.44.1 pydantic==2.10.6 cffi==1.17.1
 DEBIAN13_TESTS ?= tests/dbus tests/unit tests/ctl/test_activation.py tests/ctl/test_json.py
 PREFIX ?= /usr
 DESTDIR ?=
@@ -62,7 +63,7 @@ APT_PACKAGES := \
 	python3-setuptools fakeroot lintian cryptsetup-bin
 
 .PHONY: check-prefix all setup host-deps venv venv-debian13 lint typecheck check check-debian13 test \
-	soak-fleet demo try bench man deb lintian sdist install install-python install-data clean
+	soak-fleet demo try bench man deb lintian sdist install install-python install-data clean ffi
 
 all: check
 
@@ -135,6 +136,12 @@ try: setup
 bench: APT_PACKAGES += ovmf
 bench: setup
 	$(VPY) -m bench.run
+
+# libc's C declarations for cffi's out-of-line ABI mode: liveupd/_libc_build.py
+# parses them (cffi, pycparser) and writes liveupd/_libc.py, which is committed;
+# at run time only _cffi_backend loads it (tests/unit/test_libc_ffi.py).
+ffi: venv
+	$(VPY) -m liveupd._libc_build
 
 # ---- the Debian package ---------------------------------------------------
 # Built from a clean export of the tree (what git would commit), in build/deb/,
