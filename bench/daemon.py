@@ -203,8 +203,7 @@ def importtime(address: str, conf: Path, state: Path, log: Path) -> dict[str, An
 IMPORT_SETS = (
     ("the interpreter", ""),
     ("+ asyncio, dbus_fast", "asyncio,dbus_fast.aio"),
-    ("+ pydantic", "asyncio,dbus_fast.aio,pydantic"),
-    ("+ liveupd.config", "asyncio,dbus_fast.aio,pydantic,liveupd.config.load"),
+    ("+ liveupd.config", "asyncio,dbus_fast.aio,liveupd.config.load"),
     ("+ liveupd.service.server (the daemon)", "liveupd.service.server,liveupd.backends.dryrun"),
 )
 

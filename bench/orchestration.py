@@ -32,6 +32,7 @@ from typing import Any
 
 from bench.analysis import hooks_seconds, sequential_noop_case
 from bench.stats import Summary, linear_fit
+from liveupd import schema
 from liveupd.assembly import make_engine
 from liveupd.backends import dryrun
 from liveupd.config.load import load_config
@@ -110,7 +111,7 @@ async def _one(conf: Path) -> dict[str, float]:
     start = time.perf_counter()
     await engine.start_execute(t, ExecMode.DIRECT)
     total = time.perf_counter() - start
-    steps = [s.model_dump(mode="json") for s in t.ctx.journal.steps()]
+    steps = [schema.dump(s) for s in t.ctx.journal.steps()]
     inside = hooks_seconds(steps, ("quiesce",))
     return {"total_s": total, "inside_hooks_s": inside, "own_cost_s": total - inside}
 

@@ -254,10 +254,9 @@ async def _salvage(engine: Engine, salvage: _Salvage, *, unload: bool) -> str:
     c, checkpoint = salvage.corrupt, salvage.checkpoint
     stand_in = Journal(
         c.dir / JOURNAL_NAME,
-        # Not validated: the directory's name may be anything; this is never written.
-        TransitionRecord.model_construct(
-            id=c.id, state=TransitionState.ABORTED, created=time.time(), steps=[]
-        ),
+        # Not validated (built, not loaded): the directory's name may be anything; this
+        # is never written.
+        TransitionRecord(id=c.id, state=TransitionState.ABORTED, created=time.time(), steps=[]),
         engine.backends.files,
     )  # never written: it only gives the context a directory for its log
     ctx = engine.context(stand_in)

@@ -1,4 +1,4 @@
-"""The systemd service names liveupd accepts (systemd.unit(5)), without pydantic.
+"""The systemd service names liveupd accepts (systemd.unit(5)): regular expressions only.
 
 Shared by the configuration (``[preserve] units``) and the preserved-service
 records the boot-time generator reads, which must stay light to import.

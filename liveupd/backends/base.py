@@ -242,7 +242,7 @@ _WATCHDOG_NAME = re.compile(r"watchdog[0-9]+")
 _MODULE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WatchdogRecord:
     """The watchdog a transition arms: journaled (undo), checkpointed (the new kernel)."""
 
@@ -253,7 +253,9 @@ class WatchdogRecord:
     subsystem: str
     device: str
     driver: str
-    module: str | None
+    # None: the driver is built into the kernel.  A default, because journal lines
+    # leave out None fields: without one, such a journal read back as corrupt.
+    module: str | None = None
     timeout: int  # seconds asked for ([exec] watchdog-sec)
 
     def to_json(self) -> dict[str, Any]:

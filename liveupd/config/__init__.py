@@ -1,4 +1,4 @@
-"""Configuration: /etc/liveupd/liveupd.conf plus drop-ins, validated with pydantic."""
+"""Configuration: /etc/liveupd/liveupd.conf plus drop-ins, validated by liveupd.schema."""
 
 from liveupd.config.load import load_config
 from liveupd.config.model import Config, DeviceSelector

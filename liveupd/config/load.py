@@ -17,9 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from liveupd import paths, safeopen
+from liveupd import paths, safeopen, schema
 from liveupd.config.model import Config
 from liveupd.errors import ConfigError
 from liveupd.safeopen import Kind, Refusal, UnsafeFile
@@ -111,14 +109,14 @@ def load_config(config_file: Path | None = None) -> Config:
             problems.extend(e.problems)
             continue
         try:
-            Config.model_validate(data)
-        except ValidationError as e:
+            schema.load(Config, data)
+        except schema.Invalid as e:
             problems.extend(describe(path, e))
             continue
         merged = merge(merged, data)
     if problems:
         raise ConfigError(problems)
     try:
-        return Config.model_validate(merged).from_file(config_file)
-    except ValidationError as e:
+        return schema.load(Config, merged).from_file(config_file)
+    except schema.Invalid as e:
         raise ConfigError(describe("merged configuration", e)) from None

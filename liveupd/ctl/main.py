@@ -621,7 +621,7 @@ def _main(argv: Sequence[str] | None, fallback: Sequence[str] | None) -> int:
     args = parse(argv)
     try:
         if args.command == "hooks":
-            from liveupd.ctl import hooks  # pydantic and the config model: this verb only
+            from liveupd.ctl import hooks  # the config model and the hooks: this verb only
 
             return hooks.run(args)
         try:

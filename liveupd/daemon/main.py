@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -72,8 +73,8 @@ def make_backends(config: Config, dry_run: bool) -> Backends:
 
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     if args.state_dir is not None:
-        daemon = config.daemon.model_copy(update={"state_dir": str(args.state_dir.absolute())})
-        config = config.model_copy(update={"daemon": daemon})
+        daemon = dataclasses.replace(config.daemon, state_dir=str(args.state_dir.absolute()))
+        config = dataclasses.replace(config, daemon=daemon)
     return config
 
 

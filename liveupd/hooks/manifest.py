@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from liveupd import safeopen
+from liveupd import safeopen, schema
 from liveupd.config.model import DeviceSelector
 from liveupd.errors import ConfigError
 from liveupd.quoting import clip
 from liveupd.safeopen import Kind, UnsafeFile
+from liveupd.schema import Rule
 from liveupd.transition.phases import HOOK_PHASES, Phase
 from liveupd.validation import describe
 
@@ -31,19 +30,14 @@ HOOK_SUFFIX = ".hook"
 HOOK_NAME = re.compile(r"^(?P<prefix>[0-9]{2})-(?P<rest>[A-Za-z0-9][A-Za-z0-9_.@+-]*)\.hook$")
 
 # Limits of a manifest's values (docs/hooks.md).
-MAX_TIMEOUT = 3600.0  # seconds
+MAX_TIMEOUT = 3600  # seconds (an int: messages say 3600, not 3600.0)
 MAX_ARGS = 64  # program and arguments, for run and undo
 MAX_ARG_LENGTH = 4096  # characters of one argument
 MAX_DESCRIPTION = 1024  # characters
 MAX_SELECTORS = 64  # unbind selectors
 
-Arg = Annotated[str, Field(min_length=1, max_length=MAX_ARG_LENGTH)]
-Argv = Annotated[list[Arg], Field(max_length=MAX_ARGS)]
 
-
-def _check_argv(argv: list[str] | None) -> list[str] | None:
-    if argv is None:
-        return None
+def _check_argv(argv: list[str]) -> list[str]:
     if not argv:
         raise ValueError("expected a non-empty list: the program and its arguments")
     for arg in argv:
@@ -52,37 +46,42 @@ def _check_argv(argv: list[str] | None) -> list[str] | None:
     return argv
 
 
-class HookManifest(BaseModel):
-    # strict: a TOML value of the wrong type is an error, never converted.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+def _hook_phase(v: object) -> Phase:
+    if not isinstance(v, str) or v not in HOOK_PHASES:
+        raise ValueError(f"expected one of {', '.join(map(str, HOOK_PHASES))}")
+    return Phase(v)
 
-    phase: Annotated[Phase, Field(strict=False)]
+
+Arg = Annotated[str, Rule(min_length=1, max_length=MAX_ARG_LENGTH)]
+Argv = Annotated[list[Arg], Rule(max_length=MAX_ARGS, check=_check_argv)]
+if TYPE_CHECKING:
+    HookPhase = Phase
+else:
+    # Any value, checked by _hook_phase alone: one message for every wrong value (a
+    # phase a hook cannot name, another string, another type), never the list of all
+    # the phases an enum's own check would give.
+    HookPhase = Annotated[Any, Rule(check=_hook_phase)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HookManifest:
+    # Loaded by schema.load: strict, a TOML value of the wrong type is an error, never
+    # converted; unknown keys are errors.
+    phase: HookPhase
     run: Argv | None = None
     undo: Argv | None = None
-    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT, allow_inf_nan=False)] | None = None
-    on_failure: Literal["abort", "continue"] = Field(default="abort", alias="on-failure")
-    description: str = Field(default="", max_length=MAX_DESCRIPTION)
-    unbind: list[Annotated[DeviceSelector, Field(strict=False)]] = Field(
-        default_factory=list, max_length=MAX_SELECTORS
+    timeout: Annotated[float, Rule(gt=0, le=MAX_TIMEOUT)] | None = None
+    on_failure: Literal["abort", "continue"] = field(
+        default="abort", metadata=schema.key("on-failure")
+    )
+    description: Annotated[str, Rule(max_length=MAX_DESCRIPTION)] = ""
+    unbind: Annotated[list[DeviceSelector], Rule(max_length=MAX_SELECTORS)] = field(
+        default_factory=list
     )
 
-    @field_validator("phase", mode="before")
-    @classmethod
-    def _phase(cls, v: object) -> object:
-        if not isinstance(v, str) or v not in HOOK_PHASES:
-            raise ValueError(f"expected one of {', '.join(map(str, HOOK_PHASES))}")
-        return v
-
-    @field_validator("run", "undo")
-    @classmethod
-    def _argv(cls, v: list[str] | None) -> list[str] | None:
-        return _check_argv(v)
-
-    @model_validator(mode="after")
-    def _something_to_do(self) -> HookManifest:
+    def _validated(self) -> None:
         if self.run is None and not self.unbind:
             raise ValueError("a hook needs 'run' (a program to run) or 'unbind' (devices)")
-        return self
 
 
 @dataclass(frozen=True)
@@ -136,8 +135,8 @@ def load_manifest(path: Path) -> Hook:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
     try:
-        manifest = HookManifest.model_validate(data)
-    except ValidationError as e:
+        manifest = schema.load(HookManifest, data)
+    except schema.Invalid as e:
         raise ConfigError(describe(path, e)) from None
     return Hook(name=name, path=path, manifest=manifest)
 

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from liveupd import schema
 from liveupd.errors import KernelQuarantined
 from liveupd.fsio import atomic_write
 from liveupd.quoting import quote
@@ -43,23 +42,21 @@ MAX_ENTRIES = 100  # the oldest go first
 MAX_REASON = 500  # characters of a reason kept
 
 
-class QuarantinedKernel(BaseModel):
-    """One kernel a transition fell back from."""
+@dataclass(frozen=True, kw_only=True)
+class QuarantinedKernel:
+    """One kernel a transition fell back from (validated when read, and by ``add``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    release: Annotated[str, Field(min_length=1, max_length=256)]
-    kernel: Annotated[str, Field(max_length=4096)] = ""  # its file, as staged
-    transition: Annotated[str, Field(min_length=1, max_length=128)]
-    reason: Annotated[str, Field(max_length=MAX_REASON)]
+    release: Annotated[str, schema.Rule(min_length=1, max_length=256)]
+    kernel: Annotated[str, schema.Rule(max_length=4096)] = ""  # its file, as staged
+    transition: Annotated[str, schema.Rule(min_length=1, max_length=128)]
+    reason: Annotated[str, schema.Rule(max_length=MAX_REASON)]
     since: float  # when it was quarantined (seconds since the epoch)
 
 
-class QuarantineFile(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
+@dataclass(frozen=True, kw_only=True)
+class QuarantineFile:
     version: Literal[1] = 1
-    kernels: Annotated[tuple[QuarantinedKernel, ...], Field(max_length=MAX_ENTRIES)] = ()
+    kernels: Annotated[tuple[QuarantinedKernel, ...], schema.Rule(max_length=MAX_ENTRIES)] = ()
 
 
 def path_in(state_dir: Path) -> Path:
@@ -123,20 +120,20 @@ def read(state_dir: Path) -> Quarantine:
     if len(data) > MAX_BYTES:
         return Quarantine(path, problem=f"larger than {MAX_BYTES // 1024} KiB")
     try:
-        parsed = QuarantineFile.model_validate_json(data)
-    except ValidationError as e:
+        parsed = schema.load_json(QuarantineFile, data)
+    except schema.Invalid as e:
         return Quarantine(path, problem=_first_error(e))
     return Quarantine(path, parsed.kernels)
 
 
-def _first_error(e: ValidationError) -> str:
-    first = e.errors()[0]
-    where = ".".join(str(x) for x in first["loc"]) or "the file"
-    return f"{where}: {first['msg']}"[:200]
+def _first_error(e: schema.Invalid) -> str:
+    first = e.errors[0]
+    where = ".".join(str(x) for x in first.loc) or "the file"
+    return f"{where}: {first.msg}"[:200]
 
 
 def _write(state_dir: Path, kernels: tuple[QuarantinedKernel, ...]) -> None:
-    body = QuarantineFile(kernels=kernels[-MAX_ENTRIES:]).model_dump(mode="json")
+    body = schema.dump(QuarantineFile(kernels=kernels[-MAX_ENTRIES:]))
     atomic_write(path_in(state_dir), (json.dumps(body, indent=1) + "\n").encode(), mode=0o600)
 
 
@@ -144,8 +141,10 @@ def add(state_dir: Path, entry: QuarantinedKernel) -> None:
     """Quarantine ``entry.release`` durably (replacing an older entry for the same release).
 
     A file that cannot be read is replaced: what it held is lost, the new entry kept.
-    OSError if it cannot be written.
+    OSError if it cannot be written; schema.Invalid (a ValueError), before anything is
+    written, if ``entry`` is not one the file may hold (it would make the file unreadable).
     """
+    schema.load(QuarantinedKernel, schema.dump(entry))
     current = read(state_dir)
     kept = tuple(k for k in current.kernels if k.release != entry.release)
     _write(state_dir, (*kept, entry))

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from liveupd import schema
 from liveupd.transition.checkpoint import load_checkpoint, read_exec_stamp
 from liveupd.transition.journal import CorruptJournal, Journal
 from liveupd.transition.phases import Phase
@@ -90,19 +91,19 @@ def summary(journal: Journal) -> dict[str, Any]:
         "hooks": hooks,
         "devices": devices,
         "frozen": frozen,
-        "error": r.error.model_dump(mode="json") if r.error else None,
+        "error": schema.dump(r.error) if r.error else None,
         "undone": list(r.undone),
         "undo_failures": list(r.undo_failures),
         "verification": (
-            r.verification.model_dump(mode="json", exclude_none=True) if r.verification else None
+            schema.dump(r.verification, exclude_none=True) if r.verification else None
         ),
         "rollback_of": r.rollback_of,
         # Remote login sessions ended before the network went down (liveupd/sessions/).
-        "sessions_ended": [s.model_dump(mode="json") for s in r.sessions_ended],
+        "sessions_ended": [schema.dump(s) for s in r.sessions_ended],
         # The remote-login listeners stopped before that (started again on rollback).
         "units_stopped": list(r.units_stopped),
         # [preserve] units: their CRIU dump and restore (liveupd/preserve/).
-        "preserved": [p.model_dump(mode="json") for p in r.preserved],
+        "preserved": [schema.dump(p) for p in r.preserved],
     }
 
 

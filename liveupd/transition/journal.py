@@ -40,9 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from liveupd import logs
+from liveupd import logs, schema
 from liveupd.backends.base import FileBackend
 from liveupd.backends.files import DurableFiles
 from liveupd.fsio import fsync_dir
@@ -70,8 +68,6 @@ MAX_BYTES = 64 * 1024 * 1024  # a journal this large is not one liveupd wrote
 REASON_CAP = 300
 MAX_ERRORS = 20  # failed writes remembered in the journal itself
 
-_EVENT: TypeAdapter[EventTypes] = TypeAdapter(JournalEvent)
-
 
 def transitions_dir(state_dir: Path) -> Path:
     return state_dir / "transitions"
@@ -86,15 +82,23 @@ class JournalCorrupt(Exception):
         self.reason = reason
 
 
-def describe(error: ValidationError) -> str:
+def describe(error: schema.Invalid) -> str:
     """What is wrong, by field, without echoing the file's content."""
     parts = []
-    for err in error.errors(include_url=False, include_input=False)[:3]:
-        where = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{where}: {err['msg']}" if where else str(err["msg"]))
-    more = error.error_count() - len(parts)
+    for err in error.errors[:3]:
+        parts.append(f"{schema.where(err.loc)}: {err.msg}" if err.loc else err.msg)
+    more = len(error.errors) - len(parts)
     text = "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
     return text[:REASON_CAP]
+
+
+def _load_line(cls: Any, line: bytes) -> Any:
+    """One line (UTF-8 JSON) as a ``cls``: schema.Invalid when it is not."""
+    try:
+        text = line.decode()
+    except UnicodeDecodeError as e:
+        raise schema.Invalid([schema.Error((), "json", f"Invalid JSON: {e}")]) from None
+    return schema.load_json(cls, text)
 
 
 def parse(path: Path, data: bytes) -> TransitionRecord:
@@ -104,14 +108,15 @@ def parse(path: Path, data: bytes) -> TransitionRecord:
     if not complete:
         raise JournalCorrupt(path, "empty or truncated: no complete record")
     try:
-        record = TransitionRecord.model_validate_json(complete[0])
-    except ValidationError as e:
+        record: TransitionRecord = _load_line(TransitionRecord, complete[0])
+    except schema.Invalid as e:
         raise JournalCorrupt(path, f"line 1: {describe(e)}") from None
     index = {s.key: s for s in record.steps}
     for number, line in enumerate(complete[1:], 2):
         try:
-            apply(record, index, _EVENT.validate_json(line))
-        except ValidationError as e:
+            # Validated once, here: apply() folds it in as it is.
+            apply(record, index, _load_line(JournalEvent, line))
+        except schema.Invalid as e:
             raise JournalCorrupt(path, f"line {number}: {describe(e)}") from None
         except UnknownStep as e:
             raise JournalCorrupt(path, f"line {number}: {e}") from None
@@ -169,8 +174,14 @@ class Journal:
         cls, state_dir: Path, transition_id: str, *, files: FileBackend | None = None, **fields: Any
     ) -> Journal:
         path = transitions_dir(state_dir) / transition_id / JOURNAL_NAME
-        record = TransitionRecord.model_validate(
-            {"id": transition_id, "state": TransitionState.STAGED, "created": time.time(), **fields}
+        record = schema.load(
+            TransitionRecord,
+            {
+                "id": transition_id,
+                "state": TransitionState.STAGED,
+                "created": time.time(),
+                **fields,
+            },
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         journal = cls(path, record, files)
@@ -228,7 +239,7 @@ class Journal:
                 return
             self._rewrite()
             return
-        line = event.model_dump_json(exclude_none=True).encode() + b"\n"
+        line = schema.dump_json(event) + b"\n"
         if self._held:
             self._pending.append(line)
             return
@@ -243,7 +254,7 @@ class Journal:
             raise
 
     def _rewrite(self) -> None:
-        data = self.record.model_dump_json(exclude_none=True).encode() + b"\n"
+        data = schema.dump_json(self.record) + b"\n"
         self._compact = True
         try:
             self.files.replace(self.path, data, durable=True)
@@ -291,7 +302,7 @@ class Journal:
             logs.event(LOG, "journal.write-failed", transition=self.id, error=_strerror(e))
 
     def update(self, **fields: Any) -> None:
-        self._write(Changed(**fields), durable=True)
+        self._write(schema.load(Changed, fields), durable=True)
 
     # --------------------------------------------------------------- state --
 
@@ -310,7 +321,7 @@ class Journal:
     def set_state(self, state: TransitionState, **fields: Any) -> None:
         if state.terminal and self.record.finished is None:
             fields.setdefault("finished", time.time())
-        self._write(Changed(state=state, **fields), durable=True)
+        self._write(schema.load(Changed, {**fields, "state": state}), durable=True)
 
     def phase_time(self, phase: Phase, usec: int) -> None:
         self._write(PhaseTimed(phase=phase, usec=usec), durable=False)
@@ -337,7 +348,7 @@ class Journal:
         self._write(event, durable=any(u is not None for _, _, u in steps))
 
     def step_update(self, key: str, *, durable: bool = True, **fields: Any) -> None:
-        self._write(StepChanged(key=key, **fields), durable=durable)
+        self._write(schema.load(StepChanged, {**fields, "key": key}), durable=durable)
 
     def step_status(
         self, key: str, status: StepStatus, *, durable: bool = True, **fields: Any

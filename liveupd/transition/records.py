@@ -4,18 +4,19 @@
 is that state (the first line) followed by the events that changed it since
 (``JournalEvent``, one per line), folded into the state on read: a step's end
 appends one small line instead of re-encoding the whole journal
-(``journal.py``).  Every record is a pydantic model; anything that does not
-validate makes the journal corrupt (it is quarantined, never half-used).
+(``journal.py``).  Every record is a dataclass validated by ``liveupd.schema``
+when read; anything that does not validate makes the journal corrupt (it is
+quarantined, never half-used).  Building one in code does not validate it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from liveupd import schema
+from liveupd.schema import Rule, Tagged
 from liveupd.transition.phases import ExecMode, Phase, StepStatus, TransitionState
 from liveupd.transition.undo import UndoRecord
 from liveupd.validation import UnitName
@@ -63,20 +64,21 @@ class Target:
         return {**asdict(self), "added": list(self.added)}  # as JSON reads it back
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Target:
-        added = data.get("added", ())
-        if not isinstance(added, (list, tuple)) or not all(isinstance(w, str) for w in added):
-            raise TypeError("target.added: expected a list of strings")
-        return cls(**{**data, "added": tuple(added)})
+    def from_json(cls, data: Any) -> Target:
+        """A target as ``to_json`` wrote it (a checkpoint's); ``schema.Invalid`` (a
+        ValueError) naming each field that is wrong."""
+        return schema.load(cls, data)
 
 
-class Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """A journaled record: frozen, validated by ``liveupd.schema`` when read."""
 
 
 # ------------------------------------------------------------- failures --
 
 
+@dataclass(frozen=True, kw_only=True)
 class Failure(Record):
     """Why a transition did not go through: the error, and the step it came from."""
 
@@ -89,6 +91,7 @@ class Failure(Record):
 # ------------------------------------------------------------- sessions --
 
 
+@dataclass(frozen=True, kw_only=True)
 class EndedSession(Record):
     """A remote login session the transition ended before the network went down."""
 
@@ -112,15 +115,16 @@ class PreserveOutcome(StrEnum):
     STARTED_FRESH = "started-fresh"  # its state was lost: started the ordinary way
 
 
+@dataclass(frozen=True, kw_only=True)
 class PreservedService(Record):
     """A ``[preserve] units`` service: its CRIU dump on the old kernel (set by the
     preserve step) and its restore on the new one (set by verification)."""
 
-    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.\\@-]{1,256}$")]
-    dump_usec: Annotated[int, Field(ge=0)]
-    image_bytes: Annotated[int, Field(ge=0)]
+    unit: Annotated[str, Rule(pattern=r"^[A-Za-z0-9:_.\\@-]{1,256}$")]
+    dump_usec: Annotated[int, Rule(ge=0)]
+    image_bytes: Annotated[int, Rule(ge=0)]
     outcome: PreserveOutcome = PreserveOutcome.DUMPED
-    restore_usec: Annotated[int, Field(ge=0)] | None = None  # restored only
+    restore_usec: Annotated[int, Rule(ge=0)] | None = None  # restored only
 
 
 # --------------------------------------------------------- verification --
@@ -141,6 +145,7 @@ class Check(StrEnum):
 DEVICE_CHECKS = (Check.DEVICE, Check.INTERFACE, Check.MAC)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Problem(Record):
     """One thing verification found wrong.  ``sys_path`` and ``step`` say what it is
     about, so nothing is ever decided by reading the message."""
@@ -151,6 +156,7 @@ class Problem(Record):
     step: str | None = None  # the hook (hook)
 
 
+@dataclass(frozen=True, kw_only=True)
 class DowntimeRecord(Record):
     exec_stamp: float
     exec_stamp_source: str  # "exec-stamp" or "checkpoint" (an estimate)
@@ -162,6 +168,7 @@ class DowntimeRecord(Record):
     kernel_to_verified_s: float
 
 
+@dataclass(frozen=True, kw_only=True)
 class RollbackResult(Record):
     """``verify.on-failure = "rollback"``: what was done about a failed verification."""
 
@@ -173,6 +180,7 @@ class RollbackResult(Record):
     skipped: str | None = None  # why there was no rollback
 
 
+@dataclass(frozen=True, kw_only=True)
 class Verification(Record):
     started: float
     running_release: str
@@ -195,10 +203,9 @@ class Verification(Record):
 # ----------------------------------------------------------- the journal --
 
 
-class StepEntry(BaseModel):
+@dataclass(kw_only=True)
+class StepEntry:
     """One step as journaled.  Mutable: the journal updates it in place."""
-
-    model_config = ConfigDict(extra="forbid")
 
     key: str
     phase: Phase
@@ -210,19 +217,18 @@ class StepEntry(BaseModel):
     undo_error: str | None = None
     pgid: int | None = None  # a hook's process group (its leader's pid) ...
     leader_started: float | None = None  # ... and when that leader started (psutil)
-    warnings: list[str] = Field(default_factory=list)  # problems that did not fail it
+    warnings: list[str] = field(default_factory=list)  # problems that did not fail it
     # Failed with an error the step did not handle itself: it may have left part of
     # its work done, so its (idempotent) undo runs.  A step that raises a liveupd
     # error has undone its own partial work first.
     partial: bool | None = None
 
 
-class TransitionRecord(BaseModel):
+@dataclass(kw_only=True)
+class TransitionRecord:
     """The whole state of one transition."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$")]  # a D-Bus path element
+    id: Annotated[str, Rule(pattern=r"^[A-Za-z0-9_]{1,64}$")]  # a D-Bus path element
     state: TransitionState
     created: float
     boot_id: str = ""
@@ -232,32 +238,34 @@ class TransitionRecord(BaseModel):
     target: Target | None = None
     mode: ExecMode | None = None
     execute_requested: float | None = None
-    steps: list[StepEntry] = Field(default_factory=list)
-    phases: dict[str, int] = Field(default_factory=dict)  # phase -> microseconds
+    steps: list[StepEntry] = field(default_factory=list)
+    phases: dict[str, int] = field(default_factory=dict)  # phase -> microseconds
     error: Failure | None = None
-    undone: list[str] = Field(default_factory=list)
-    undo_failures: list[str] = Field(default_factory=list)
+    undone: list[str] = field(default_factory=list)
+    undo_failures: list[str] = field(default_factory=list)
     finished: float | None = None
     verification: Verification | None = None
     rollback_of: str | None = None
-    sessions_ended: list[EndedSession] = Field(default_factory=list)
+    sessions_ended: list[EndedSession] = field(default_factory=list)
     # The remote-login listeners stopped before the sessions were ended (started
     # again if the transition rolled back).
-    units_stopped: list[UnitName] = Field(default_factory=list)
-    preserved: list[PreservedService] = Field(default_factory=list)  # [preserve] units
+    units_stopped: list[UnitName] = field(default_factory=list)
+    preserved: list[PreservedService] = field(default_factory=list)  # [preserve] units
     # Writes of this journal that failed (what, why): the state is what was in memory.
-    journal_errors: list[str] = Field(default_factory=list)
+    journal_errors: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------ journal events --
 
 
+@dataclass(frozen=True, kw_only=True)
 class StepStart(Record):
     key: str
     phase: Phase
     undo: UndoRecord | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class StepsStarted(Record):
     """A group is about to start: its steps and their undo records, in one write."""
 
@@ -266,6 +274,7 @@ class StepsStarted(Record):
     steps: tuple[StepStart, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
 class StepChanged(Record):
     """A step's status or details changed (only the fields given)."""
 
@@ -284,6 +293,7 @@ class StepChanged(Record):
     undo: UndoRecord | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class Changed(Record):
     """Fields of the transition changed (only the fields given)."""
 
@@ -303,6 +313,7 @@ class Changed(Record):
     preserved: tuple[PreservedService, ...] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class PhaseTimed(Record):
     """Time spent in a phase (added to what was there)."""
 
@@ -311,15 +322,13 @@ class PhaseTimed(Record):
     usec: int
 
 
-JournalEvent = Annotated[
-    StepsStarted | StepChanged | Changed | PhaseTimed, Field(discriminator="event")
-]
+JournalEvent = Annotated[StepsStarted | StepChanged | Changed | PhaseTimed, Tagged("event")]
 EventTypes = StepsStarted | StepChanged | Changed | PhaseTimed
 
 _STEP_FIELDS = (
     "status", "usec", "error", "undo_error", "pgid", "leader_started", "partial", "undo",
 )  # fmt: skip
-_SET_FIELDS = tuple(f for f in Changed.model_fields if f != "event")
+_SET_FIELDS = tuple(f.name for f in fields(Changed) if f.name != "event")
 
 
 class UnknownStep(ValueError):
@@ -349,7 +358,7 @@ def apply(record: TransitionRecord, index: dict[str, StepEntry], event: EventTyp
         for name in _SET_FIELDS:
             value = getattr(event, name)
             if value is not None:
-                setattr(record, name, list(value) if isinstance(value, tuple) else value)
+                setattr(record, name, list(value) if isinstance(value, tuple | list) else value)
     else:
         key = str(event.phase)
         record.phases[key] = record.phases.get(key, 0) + event.usec

@@ -13,19 +13,21 @@ storage or kernel code that undoes them (``rollback.py`` runs them).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from liveupd.backends.base import Binding, WatchdogRecord
+from liveupd.schema import Rule, Tagged
 from liveupd.transition.phases import Phase
 from liveupd.validation import UnitName
 
 
-class UndoBase(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+@dataclass(frozen=True, kw_only=True)
+class UndoBase:
+    """What every undo record is (validated by ``liveupd.schema``, told apart by ``kind``)."""
 
 
+@dataclass(frozen=True, kw_only=True)
 class HookUndo(UndoBase):
     """Run the hook's ``undo`` program."""
 
@@ -36,6 +38,7 @@ class HookUndo(UndoBase):
     timeout: float
 
 
+@dataclass(frozen=True, kw_only=True)
 class RebindUndo(UndoBase):
     """Bind the devices again (parents first) and bring their links up."""
 
@@ -43,6 +46,7 @@ class RebindUndo(UndoBase):
     bindings: tuple[Binding, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
 class ThawUndo(UndoBase):
     """Thaw the filesystems (most recent first); a thaw of one not frozen is a no-op."""
 
@@ -50,18 +54,21 @@ class ThawUndo(UndoBase):
     mountpoints: tuple[str, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
 class UnloadUndo(UndoBase):
     """Unload the staged kernel."""
 
     kind: Literal["kexec-unload"] = "kexec-unload"
 
 
+@dataclass(frozen=True, kw_only=True)
 class CheckpointUndo(UndoBase):
     """Drop the pending pointer and the exec stamp: nothing waits for verification."""
 
     kind: Literal["checkpoint"] = "checkpoint"
 
 
+@dataclass(frozen=True, kw_only=True)
 class WatchdogUndo(UndoBase):
     """Stop the watchdog armed for the jump (bind its device again, magic close)."""
 
@@ -69,13 +76,15 @@ class WatchdogUndo(UndoBase):
     watchdog: WatchdogRecord
 
 
+@dataclass(frozen=True, kw_only=True)
 class StartUnitsUndo(UndoBase):
     """Start the remote-login listener units stopped for the transition, in this order."""
 
     kind: Literal["start-units"] = "start-units"
-    units: tuple[UnitName, ...] = Field(max_length=16)
+    units: Annotated[tuple[UnitName, ...], Rule(max_length=16)]
 
 
+@dataclass(frozen=True, kw_only=True)
 class PreserveUndo(UndoBase):
     """Resume the services dumped with --leave-stopped (SIGCONT) and remove their images."""
 
@@ -93,5 +102,5 @@ AnyUndo = (
     | StartUnitsUndo
     | PreserveUndo
 )
-UndoRecord = Annotated[AnyUndo, Field(discriminator="kind")]
+UndoRecord = Annotated[AnyUndo, Tagged("kind")]
 UNDO_TYPES: tuple[type[UndoBase], ...] = get_args(AnyUndo)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from liveupd.devices.watchdog import fell_back_reason
 from liveupd.kernel import quarantine
@@ -54,13 +55,12 @@ async def fall_back(
     problem = await _quarantine(engine, t, checkpoint, reason)
     if problem:
         warnings = (*warnings, problem)
-    return verification.model_copy(
-        update={
-            "fell_back": reason,
-            "warnings": warnings,
-            "finished": time.time(),
-            "policy": engine.config.verify.on_failure,
-        }
+    return replace(
+        verification,
+        fell_back=reason,
+        warnings=warnings,
+        finished=time.time(),
+        policy=engine.config.verify.on_failure,
     )
 
 

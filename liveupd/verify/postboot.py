@@ -44,6 +44,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 from liveupd.backends.base import Binding
@@ -196,7 +197,7 @@ async def _not_this_kexec(
         verification = await fall_back(engine, t, checkpoint, verification)
         _finish(engine, t, TransitionState.FELL_BACK, verification)
         return TransitionState.FELL_BACK
-    verification = verification.model_copy(update={"superseded": reason})
+    verification = replace(verification, superseded=reason)
     _finish(engine, t, TransitionState.SUPERSEDED, verification)
     return TransitionState.SUPERSEDED
 
@@ -296,16 +297,15 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     warnings = late_failures.read(config.state_dir, t.id)
     for warning in warnings:
         ctx.log("verify.late-failure", level=logging.WARNING, message=warning)
-    verification = verification.model_copy(
-        update={
-            "finished": now,
-            "problems": tuple(problems),
-            "warnings": (*warnings, *preserve_warnings, *watchdog.warnings, *kdump_warnings),
-            "watchdog": watchdog.note,
-            "downtime": figures.to_record(),
-            "policy": config.verify.on_failure,
-            "rollback": rollback,
-        }
+    verification = replace(
+        verification,
+        finished=now,
+        problems=tuple(problems),
+        warnings=(*warnings, *preserve_warnings, *watchdog.warnings, *kdump_warnings),
+        watchdog=watchdog.note,
+        downtime=figures.to_record(),
+        policy=config.verify.on_failure,
+        rollback=rollback,
     )
     state = TransitionState.RECOVERY_FAILED if problems else TransitionState.COMPLETED
     # Terminal, with the rollback requested, before anything is staged: never twice.
@@ -316,7 +316,7 @@ async def _verify(engine: Engine, t: Transition) -> TransitionState:
     if rolling_back:
         assert checkpoint is not None
         result = await roll_back(engine, t, checkpoint)
-        engine.finish(t, state, verification=verification.model_copy(update={"rollback": result}))
+        engine.finish(t, state, verification=replace(verification, rollback=result))
     return state
 
 
@@ -355,8 +355,8 @@ async def _after_watchdog_failure(engine: Engine, journal: Journal) -> Transitio
         _remove_pending(engine, t.id)
         t.ctx.log("verify.pending-dropped", release=release, boot_id=boot_id)
         return None
-    update = {"running_release": release, "boot_id": boot_id}
-    fell = await fall_back(engine, t, checkpoint, verification.model_copy(update=update))
+    moved = replace(verification, running_release=release, boot_id=boot_id)
+    fell = await fall_back(engine, t, checkpoint, moved)
     _finish(engine, t, TransitionState.FELL_BACK, fell)
     _remove_pending(engine, t.id)
     return TransitionState.FELL_BACK

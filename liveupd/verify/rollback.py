@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 
 from liveupd.errors import LiveUpdError
 from liveupd.transition.checkpoint import Checkpoint
@@ -86,9 +87,7 @@ async def roll_back(engine: Engine, t: Transition, checkpoint: Checkpoint) -> Ro
     verification = ctx.journal.record.verification
     if verification is not None:
         running = RollbackResult(transition=back.id, mode=mode)
-        engine.finish(
-            t, t.state, verification=verification.model_copy(update={"rollback": running})
-        )
+        engine.finish(t, t.state, verification=replace(verification, rollback=running))
     ctx.log("verify.rollback-started", rollback=back.id, mode=str(mode))
     await task
     return RollbackResult(

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from liveupd import schema
 from liveupd.backends.base import Device, NetInterface
 from liveupd.config.model import DeviceSelector
 from liveupd.devices.select import matches, plan_unbind, restrict, subsystems_needed
@@ -25,7 +26,8 @@ from tests.devices.fakes import (
 
 
 def sel(**keys: object) -> DeviceSelector:
-    return DeviceSelector.model_validate(keys)
+    """A selector validated as a file's would be (``pci_class=`` is the key ``pci-class``)."""
+    return schema.load(DeviceSelector, {k.replace("_", "-"): v for k, v in keys.items()})
 
 
 def device(path: str) -> Device:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from liveupd import schema
 from liveupd.backends import dryrun
 from liveupd.backends.faults import Fault
 from liveupd.transition.journal import JOURNAL_NAME, read, transitions_dir
@@ -171,4 +172,4 @@ def completed_hooks(record: TransitionRecord) -> list[str]:
 
 
 def as_text(record: Any) -> str:
-    return json.dumps(record.model_dump(mode="json"))
+    return json.dumps(schema.dump(record))

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from liveupd import schema
 from liveupd.backends.dryrun import DEFAULT_MACHINE
 from liveupd.config.load import load_config
 from liveupd.errors import ConfigError
@@ -301,7 +302,7 @@ def test_remote_login_units_are_validated(tmp_path: Path, value: str, expected: 
 
 
 def test_a_start_units_record_is_validated_when_read() -> None:
-    assert StartUnitsUndo.model_validate({"units": ["ssh.socket"]}).units == ("ssh.socket",)
+    assert schema.load(StartUnitsUndo, {"units": ["ssh.socket"]}).units == ("ssh.socket",)
     for bad in (["../../bin/sh.service"], ["--now.service"], ["x.service\n"], "ssh.service"):
         with pytest.raises(ValueError):
-            StartUnitsUndo.model_validate({"units": bad})
+            schema.load(StartUnitsUndo, {"units": bad})

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from liveupd import schema
 from liveupd.backends.base import Dmi, EncryptedVolume, LuksKind, VolumeScan
 from liveupd.config import Config
 from liveupd.kernel.comeback import Reason, describe, matching, refusals
@@ -25,7 +26,7 @@ TPM_ROOT = EncryptedVolume(
 
 
 def config(**exec_: Any) -> Config:
-    return Config.model_validate({"exec": exec_})
+    return schema.load(Config, {"exec": exec_})
 
 
 def reasons(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from liveupd import schema
 from liveupd.errors import KernelQuarantined
 from liveupd.kernel import quarantine
 from liveupd.kernel.quarantine import Quarantine, QuarantinedKernel
@@ -136,6 +137,11 @@ def test_add_over_a_bad_file_keeps_the_new_entry(tmp_path: Path) -> None:
     assert quarantine.read(tmp_path).kernels == (entry(),)
 
 
-def test_an_overlong_reason_is_refused_by_the_model() -> None:
-    with pytest.raises(ValueError):
-        entry(reason="x" * (quarantine.MAX_REASON + 1))
+def test_an_overlong_reason_is_refused_by_the_model(tmp_path: Path) -> None:
+    long = entry(reason="x" * (quarantine.MAX_REASON + 1))
+    with pytest.raises(schema.Invalid, match="reason: String should have at most 500"):
+        schema.load(QuarantinedKernel, schema.dump(long))
+    # add() checks the entry before writing: a file it wrote always reads back.
+    with pytest.raises(ValueError, match="reason"):
+        quarantine.add(tmp_path, long)
+    assert not quarantine.path_in(tmp_path).exists()

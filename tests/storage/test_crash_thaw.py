@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from liveupd import fsio
+from liveupd import fsio, schema
 from liveupd.assembly import make_engine
 from liveupd.backends import files
 from liveupd.config import Config
@@ -88,7 +88,8 @@ def test_only_this_boot_and_unfinished_transitions_are_considered(config: Config
 
 
 def test_possibly_frozen_reads_the_undo_records() -> None:
-    record = TransitionRecord.model_validate(
+    record = schema.load(
+        TransitionRecord,
         {
             "id": "x",
             "state": "running",
@@ -109,7 +110,7 @@ def test_possibly_frozen_reads_the_undo_records() -> None:
                     "undo": {"kind": "thaw", "mountpoints": ["/b", "/"]},
                 },
             ],
-        }
+        },
     )
     journal = Journal(Path("/nonexistent/journal.json"), record)
     assert possibly_frozen(journal) == ["/", "/b"]

@@ -32,14 +32,14 @@ from tests.unit.test_recovery import ROOT, wait_for
 VALID = {"id": "T1", "state": "running", "created": 1.0}
 CORRUPT = {
     "a list": (b"[]\n", "line 1: Input should be an object"),
-    "an empty object": (b"{}\n", "line 1: id: Field required"),
+    "an empty object": (b"{}\n", "line 1: id: required key is missing"),
     "an unknown state": (
         json.dumps({**VALID, "state": "sideways"}).encode() + b"\n",
         "line 1: state: Input should be",
     ),
     "steps not a list": (
         json.dumps({**VALID, "steps": {"a": 1}}).encode() + b"\n",
-        "line 1: steps: Input should be a valid array",
+        "line 1: steps: Input should be a valid list",
     ),
     "created not a number": (
         json.dumps({**VALID, "created": "yesterday"}).encode() + b"\n",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from liveupd import schema
 from liveupd.backends.base import Binding, Device, NetInterface
 from liveupd.config import Config
 from liveupd.transition.history import history
@@ -29,14 +30,15 @@ def verified(config: Config, problems: list[object]) -> None:
     write_pending(config.state_dir, checkpoint_record("T1", bindings=(PARENT, CHILD)))
     journal = Journal.create(config.state_dir, "T1", boot_id="b1", old_release="r")
     now = time.time()
-    verification = Verification.model_validate(
+    verification = schema.load(
+        Verification,
         {
             "started": now,
             "finished": now,
             "running_release": "r2",
             "boot_id": "b2",
             "problems": problems,
-        }
+        },
     )
     journal.set_state(TransitionState.RECOVERY_FAILED, verification=verification)
 
@@ -52,7 +54,7 @@ def test_a_child_devices_problem_does_not_mark_its_parent(config: Config) -> Non
     assert {p.check for p in problems} == {Check.DEVICE, Check.INTERFACE}
     assert all(p.sys_path == VIRTIO_NET for p in problems)
     assert all(NIC in p.message for p in problems)  # the text names the parent's path too
-    verified(config, [p.model_dump() for p in problems])
+    verified(config, [schema.dump(p) for p in problems])
     (entry,) = history(config.state_dir)
     bound = {d["sys_path"]: d["bound_again"] for d in entry["devices"]}
     assert bound == {NIC: True, VIRTIO_NET: False}

@@ -32,6 +32,7 @@ DISK = "/sys/devices/pci0000:00/0000:00:04.0"
 
 DEVICES_PROBE = r"""
 import json, os, time
+from liveupd import schema
 from liveupd.config.model import DeviceSelector
 from liveupd.devices import link
 from liveupd.devices.select import plan_unbind, subsystems_needed
@@ -50,7 +51,7 @@ def name_for(mac):
 
 out["before"] = ifaces()
 for label, selector in [("virtio", {"subsystem": "net"}), ("pci", {"pci-class": "0x02"})]:
-    sel = [DeviceSelector.model_validate(selector)]
+    sel = [schema.load(DeviceSelector, selector)]
     plan = plan_unbind(dev.devices(), sel, [], root)
     rec = {"bindings": [b.to_json() for b in plan.bindings]}
     # The daemon enumerates only what the selectors can match: the same plan, fewer devices.

@@ -24,6 +24,7 @@ from tests.vm.image import GuestImage
 PROBE = "/root/kexec_probe.py"
 PROBE_SCRIPT = r"""
 import json, os, sys
+from liveupd import schema
 from liveupd.backends.system import ProcSystem
 from liveupd.config import Config
 from liveupd.errors import LiveUpdError
@@ -33,7 +34,7 @@ from liveupd.transition.context import StageRequest
 
 action, kernel = sys.argv[1], sys.argv[2]
 initrd = sys.argv[3] if len(sys.argv) > 3 else ""
-config = Config.model_validate({"kernel": {"signature": os.environ.get("SIGNATURE", "auto")}})
+config = schema.load(Config, {"kernel": {"signature": os.environ.get("SIGNATURE", "auto")}})
 kexec = RealKexec(config)
 
 
