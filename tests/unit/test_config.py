@@ -107,6 +107,14 @@ def test_dropin_in_later_dir_replaces_same_name_and_dev_null_masks(tmp_path: Pat
             "verify.on-failure: Input should be 'report' or 'rollback'",
         ),
         ("[kernel\n", "not valid TOML"),
+        # Strict: a number in quotes is not a number, 1 is not true.
+        ('[hooks]\ntimeout = "30"\n', "hooks.timeout: Input should be a valid number (got '30')"),
+        (
+            "[kernel]\nauto-stage = 1\n",
+            "kernel.auto-stage: Input should be a valid boolean (got 1)",
+        ),
+        # Only the documented (kebab-case) names.
+        ("[kernel]\nauto_stage = true\n", "kernel.auto_stage: unknown key"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
