@@ -242,8 +242,8 @@ def findings(res: Mapping[str, Any]) -> str:
         out.append(
             f"- **Recovery is reported late because of start-up**: `liveupd --verify` begins "
             f"verifying {wait.median:.1f} s (median) after its unit starts, i.e. after Python "
-            "has imported liveupd (pydantic included) under TCG; on hardware the same imports "
-            "take a few hundred ms (see the daemon's start-up below)."
+            "has imported liveupd under TCG; on hardware the same imports take a few hundred "
+            "ms (see the daemon's start-up below)."
         )
     out.append(PROPOSALS)
     return "\n".join(out)
@@ -269,26 +269,27 @@ PROPOSALS = """\
   fsync'd only when one of its steps has an undo (nothing else needs it on disk before the
   step runs; see the case with an undo above), and the transition's own log costs one
   write per line (it made its directory and opened a text file for every line): 1.62 ms
-  per no-op hook before, on this host.
+  per no-op hook before, on this host. Also since 2026-12-02 (commits c172e23 to a544a45):
+  no pydantic (the configuration, the journal and the manifests are dataclasses checked by
+  `liveupd/schema.py`: pydantic and its schemas were ~200 ms of every start on this host);
+  cffi's declarations come parsed (`liveupd/_libc.py`, out-of-line ABI mode: the first
+  mallopt and the first safe open no longer import pycparser, ~20 ms each); and the
+  remote-login listeners are asked about, stopped and started over systemd's D-Bus API
+  on the connection already open for logind, where three `systemctl` processes took
+  0.82 s of the old side's own cost under TCG (`sessions/units.py`).
 - **Proposals for liveupd/** (open), biggest first:
-  1. *Start-up and memory* (the daemon, and `liveupd --verify` on the new kernel, where it
-     delays the recovery report): pydantic (with pydantic-core and the schemas built at
-     import by `config/model.py`, `transition/records.py` and `hooks/manifest.py`) is the
-     largest single block of import time and several MiB of RSS; validating the TOML and
-     the journal with plain dataclasses, and importing the transition machinery (kernel,
-     devices, storage, hooks runner, engine) only when a Stage or a verification needs it,
-     would bring the idle daemon close to the bare asyncio + dbus-fast floor shown above.
-  2. *cffi's declarations parsed at start*: `ffi.cdef` parses its C text with pycparser
-     (10-16 ms of imports, plus the parse) at the daemon's start (`memory.py`: mallopt) and
-     at the first safe open (`safeopen.py`: openat2); cffi's out-of-line ABI mode
-     (`ffi.set_source(name, None)`, run at build time) ships the parsed declarations as a
-     plain Python module, with nothing compiled.
-  3. *No thread per hook*: on the host's Python 3.11 asyncio's `ThreadedChildWatcher`
+  1. *Classes at import*: what the daemon and `liveupd --verify` still import is mostly
+     liveupd's own modules, and most of their import time is defining classes: a frozen
+     dataclass costs 0.5-0.8 ms to create (`dataclasses` writes and compiles its methods),
+     and the records, the backends' interfaces and the configuration define about 60.
+     Importing the transition machinery (engine, hooks runner, devices) only when a Stage
+     or a verification needs it, and fewer, plainer record classes, are what is left.
+  2. *No thread per hook*: on the host's Python 3.11 asyncio's `ThreadedChildWatcher`
      starts one thread per child process (Debian 13's Python 3.13 waits on a pidfd in the
      event loop instead), and the program verification before each hook runs in a thread
      of its own (`bounded.py`: a thread that hangs on a dead filesystem must not hold a
      pool's worker); idle threads could be kept for the next hook.
-  4. *Recovery waits for DHCP* (not a defect): the verify hook `50-network-verify` waits for
+  3. *Recovery waits for DHCP* (not a defect): the verify hook `50-network-verify` waits for
      a default route, so with the shipped hooks liveupd reports recovery only once DHCP has
      finished, which is part of why *recovered* trails the boot marker.
 """
