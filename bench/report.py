@@ -655,6 +655,13 @@ def render(res: Mapping[str, Any]) -> str:
     parts += ["## What is measured", "", DEFINITIONS]
     if vm.get("aborted"):
         parts += [f"**The VM part stopped early**: {vm['aborted']}", ""]
+    if vm.get("defect_restarts"):
+        parts += [
+            f"**QEMU's TCG defect** (a guest kernel's \"Oops: int3\", docs/vm-harness.md) "
+            f"ended {vm['defect_restarts']} run(s), counted as failed in *runs ok*; the "
+            "measurements went on in a fresh guest each time.",
+            "",
+        ]
     parts += [
         "## Downtime",
         "",

@@ -44,7 +44,7 @@ from bench.clock import Offset, offset_interval, sample_pings
 from bench.serial_tail import SerialTail
 from bench.stats import Summary
 from tests.vm.agent_client import AgentClosedError, AgentError, AgentTimeoutError
-from tests.vm.guest_vm import GuestBootError, GuestVM
+from tests.vm.guest_vm import EmulatorDefectError, GuestBootError, GuestVM
 from tests.vm.image import GuestImage
 
 NAME = "org.liveupd.LiveUpdate1"
@@ -586,6 +586,37 @@ def clean_checkout(commit: str, dest: Path) -> Path:
     return dest
 
 
+# A QEMU TCG defect ("Oops: int3", tests/vm/serial.py) kills the guest it hits; the
+# run is recorded as failed and the rest goes on in a fresh guest, this many times.
+DEFECT_RESTARTS = 2
+
+
+def _bring_up(
+    image: GuestImage, src: Path, log: Log, *, service: bool
+) -> tuple[GuestVM, Session, dict[str, Any]]:
+    """Boot a guest on kernel A, install the project, prepare it for measuring."""
+    vm = GuestVM(image, kernel=image.kernel_a.release)
+    session: Session | None = None
+    try:
+        vm.start()
+        facts: dict[str, Any] = {"first_boot_s": vm.boot_seconds}
+        cmdline = vm.run_dir / "qemu.cmdline"
+        facts["qemu_cmdline"] = cmdline.read_text().strip() if cmdline.exists() else None
+        vm.install_project(src)
+        session = Session(vm, image, log)
+        facts["guest"] = session.prepare()
+        if service:
+            service_back.setup(vm)
+            session.service = True
+        facts["guest"]["first_settle"] = session.settle()
+    except BaseException:
+        if session is not None:
+            session.close()
+        vm.stop()
+        raise
+    return vm, session, facts
+
+
 def run_vm(
     rounds: int,
     methods: Sequence[Method],
@@ -596,7 +627,12 @@ def run_vm(
     with_daemon: bool = True,
     service: bool = False,
 ) -> dict[str, Any]:
-    """Boot one guest, install the project, and run every measurement in it."""
+    """Boot one guest, install the project, and run every measurement in it.
+
+    A run that meets QEMU's TCG defect is kept as failed, and the measurements go on
+    in a fresh guest (at most ``DEFECT_RESTARTS`` times); ``defect_restarts`` in the
+    result says how often.
+    """
     from tests.vm.image import ensure_image
 
     image = ensure_image(log=lambda m: log(f"[vm-image] {m}"))
@@ -608,22 +644,41 @@ def run_vm(
         "image": image.key,
         "runs": [],
         "hook_runs": [],
+        "defect_restarts": 0,
     }
-    vm = GuestVM(image, kernel=image.kernel_a.release)
+    vm: GuestVM | None = None
     session: Session | None = None
+    failed_vms: list[GuestVM] = []
+
+    def measure(
+        method: Method, round_no: int, into: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        nonlocal vm, session
+        assert vm is not None and session is not None
+        try:
+            out[into].append(session.run(method, round_no, extra))
+        except EmulatorDefectError as e:
+            out[into].append(
+                {
+                    "method": method.key,
+                    "round": round_no,
+                    **(extra or {}),
+                    "error": f"EmulatorDefectError: {str(e).splitlines()[0]}",
+                }
+            )
+            if out["defect_restarts"] >= DEFECT_RESTARTS:
+                raise
+            out["defect_restarts"] += 1
+            log(f"{method.key} round {round_no}: QEMU TCG defect; going on in a fresh guest")
+            session.close()
+            vm.stop()
+            failed_vms.append(vm)
+            vm, session, _ = _bring_up(image, src, log, service=service)
+
     try:
         t0 = time.monotonic()
-        vm.start()
-        out["first_boot_s"] = vm.boot_seconds
-        cmdline = vm.run_dir / "qemu.cmdline"
-        out["qemu_cmdline"] = cmdline.read_text().strip() if cmdline.exists() else None
-        vm.install_project(src)
-        session = Session(vm, image, log)
-        out["guest"] = session.prepare()
-        if service:
-            service_back.setup(vm)
-            session.service = True
-        out["guest"]["first_settle"] = session.settle()
+        vm, session, facts = _bring_up(image, src, log, service=service)
+        out.update(facts)
         if with_daemon:
             log("the daemon inside the guest")
             out["daemon"] = session.daemon()
@@ -632,7 +687,7 @@ def run_vm(
                 if service and m.kind == "liveupd":
                     # criu 4.1.1 dumps a TCP server only on kernel A (docs/preserve.md).
                     session.return_to(image.kernel_a.release)
-                out["runs"].append(session.run(m, r))
+                measure(m, r, "runs")
         vendor = out["guest"]["vendor_hooks"]
         for case in hook_cases:
             session.set_hooks(case, vendor)
@@ -641,20 +696,32 @@ def run_vm(
                 "shared_prefix": case.shared_prefix,
                 "case": case.name,
             }
-            out["hook_runs"].append(session.run(METHOD_BY_KEY["liveupd-direct"], 0, extra))
+            measure(METHOD_BY_KEY["liveupd-direct"], 0, "hook_runs", extra)
         session.set_hooks(None, vendor)
         out["vm_seconds"] = time.monotonic() - t0
-    except (GuestBootError, RunFailed, AgentError, AgentTimeoutError, AgentClosedError) as e:
+    except (
+        GuestBootError,
+        RunFailed,
+        AgentError,
+        AgentTimeoutError,
+        AgentClosedError,
+        EmulatorDefectError,
+    ) as e:
         # Keep what was measured; the report says the VM part stopped early, and why.
         out["aborted"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        log(f"the VM part stopped early: {out['aborted']}\n{vm.failure_report()}")
+        report = vm.failure_report() if vm is not None else ""
+        log(f"the VM part stopped early: {out['aborted']}\n{report}")
     finally:
         if session is not None:
             session.close()
-        vm.stop()
+        if vm is not None:
+            vm.stop()
         if out.get("aborted") or any(r.get("error") for r in out["runs"] + out["hook_runs"]):
-            out["serial_log"] = str(vm.serial_log)  # kept for a post-mortem
-        else:
+            # kept for a post-mortem: every guest's serial log, the failed ones first
+            logs = [str(v.serial_log) for v in [*failed_vms, vm] if v is not None]
+            out["serial_log"] = logs[-1] if logs else None
+            out["serial_logs"] = logs
+        elif vm is not None:
             vm.cleanup()
     return out
 

@@ -411,3 +411,10 @@ def test_issue_19_vm_targets_are_judged_from_the_downtime_runs() -> None:
     )
     assert verdicts["old side: liveupd's own cost <= 0.5 s (`direct`, TCG)"] == "not measured"
     assert verdicts["new side <= 1.05x `systemctl kexec`'s"] == "not measured"
+
+
+def test_the_page_says_when_a_defect_needed_a_fresh_guest() -> None:
+    res = results()
+    assert "TCG defect" not in render(res)
+    res["vm"]["defect_restarts"] = 1
+    assert "ended 1 run(s), counted as failed in *runs ok*" in render(res)
