@@ -32,31 +32,31 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from liveupd import logs
-from liveupd.assembly import make_engine
 from liveupd.backends.base import Backends, Refusal, VolumeScan
 from liveupd.config import Config
-from liveupd.devices.watchdog import plan_for
 from liveupd.errors import Busy, Failed, NotStaged, Unsupported
 from liveupd.hooks.manifest import Hook
 from liveupd.kernel.latest import LatestKernel
 from liveupd.quoting import clip
-from liveupd.recovery import Recovered, recover
 from liveupd.transition import history
 from liveupd.transition.context import StageRequest
-from liveupd.transition.engine import Transition
 from liveupd.transition.events import Event, EventSink, Verified
 from liveupd.transition.phases import ExecMode, TransitionState
 from liveupd.transition.records import Check, Problem, Verification
-from liveupd.verify.postboot import verify_after_boot
 
 if TYPE_CHECKING:
     from liveupd.kernel.discovery import InstalledKernel
     from liveupd.kernel.quarantine import Quarantine
     from liveupd.kernel.resolve import Verdict
     from liveupd.kernel.stageable import StageableKernels
+    from liveupd.recovery import Recovered
+    from liveupd.transition.engine import Engine, Transition
 
 # The kernel package (discovery, Stage's checks: image formats, UKIs, signatures)
-# is imported by the first call that needs it, not before the daemon owns its name.
+# is imported by the first call that needs it, not before the daemon owns its name;
+# so are the engine and recovery (the transition machinery: steps, hooks runner,
+# post-boot verification): the daemon's start (Manager.start, after the name is
+# owned) or the first call that needs them imports them.
 
 LOG = logs.get("manager")
 
@@ -83,7 +83,7 @@ class Manager:
     def __init__(self, config: Config, backends: Backends, *, rehearse: bool = False) -> None:
         self.config = config
         self.backends = backends
-        self.engine = make_engine(config, backends, events=self._on_event)
+        self._engine: Engine | None = None
         self.current: Transition | None = None
         self.transitions: dict[str, Transition] = {}  # every transition seen by this process
         self._listeners: list[EventSink] = []
@@ -100,6 +100,15 @@ class Manager:
         # look at the LUKS volumes under way.
         self._comeback: list[Refusal] = []
         self._scanning: asyncio.Task[VolumeScan] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The transition engine, made (and its modules imported) on first use."""
+        if self._engine is None:
+            from liveupd.assembly import make_engine
+
+            self._engine = make_engine(self.config, self.backends, events=self._on_event)
+        return self._engine
 
     # ------------------------------------------------------------- events --
 
@@ -257,6 +266,8 @@ class Manager:
         staged = self.staged
         target = staged.ctx.target if staged is not None else None
         release = target.release if target is not None else None
+        from liveupd.devices.watchdog import plan_for
+
         return plan_for(self.backends.watchdog, self.config, release).note
 
     def history(self, limit: int = 0) -> list[dict[str, Any]]:
@@ -270,6 +281,8 @@ class Manager:
 
     async def start(self) -> list[Recovered]:
         """Recover from a previous run's journals; adopt a still-loaded staged kernel."""
+        from liveupd.recovery import recover
+
         adopted, report = await recover(self.engine)
         for r in report:
             logs.event(
@@ -380,6 +393,8 @@ class Manager:
                 release=self.backends.system.release(),
                 boot_id=self.backends.system.boot_id(),
             )
+            from liveupd.verify.postboot import verify_after_boot
+
             state = await verify_after_boot(self.engine, t)
         except Exception as e:  # the rehearsal must end the transition, whatever happens
             logs.event(LOG, "rehearsal.failed", level=logging.ERROR, transition=t.id, error=repr(e))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbus_fast import PropertyAccess
 from dbus_fast import introspection as intr
@@ -28,8 +28,10 @@ from liveupd.service import names
 from liveupd.service.dbustypes import Str, UInt32, dbus_property
 from liveupd.service.introspection import EMITS_CHANGED, annotate_property
 from liveupd.transition import history
-from liveupd.transition.engine import Transition
 from liveupd.transition.journal import JOURNAL_NAME, Journal, JournalCorrupt, transitions_dir
+
+if TYPE_CHECKING:
+    from liveupd.transition.engine import Transition
 
 COALESCE_INTERVAL = 0.2  # seconds
 
