@@ -12,7 +12,14 @@ from liveupd.transition.checkpoint import Checkpoint
 from liveupd.transition.phases import TransitionState
 from liveupd.transition.records import Check, Problem
 
-__all__ = ["CMDLINE_KEY", "Check", "Problem", "device_problems", "kernel_problems"]
+__all__ = [
+    "CMDLINE_KEY",
+    "Check",
+    "Problem",
+    "device_problems",
+    "kernel_problems",
+    "subsystems_to_check",
+]
 
 CMDLINE_KEY = "liveupd.transition"
 
@@ -106,6 +113,14 @@ def _under(path: str, ancestor: str) -> bool:
 
 
 SIMULATED = "(the machine is simulated: see its description, LIVEUPD_DRY_RUN_MACHINE)"
+
+
+def subsystems_to_check(bindings: Sequence[Binding]) -> frozenset[str] | None:
+    """What :func:`device_problems` needs enumerated for ``bindings``: their subsystems
+    and the network interfaces (a binding records those below it); None: nothing."""
+    if not bindings:
+        return None
+    return frozenset({"net", *(b.subsystem for b in bindings)})
 
 
 def device_problems(

@@ -70,6 +70,7 @@ from liveupd.verify.checks import (
     device_problems,
     fell_back,
     kernel_problems,
+    subsystems_to_check,
     superseded_reason,
 )
 from liveupd.verify.downtime import measure
@@ -115,10 +116,12 @@ async def check_devices(
                 ),
             )
         )
+    # Only the recorded devices' subsystems: enumerating every device (pyudev) takes
+    # long under emulation, and this runs again every DEVICE_POLL until they are back.
+    subsystems = subsystems_to_check(bindings)
     while True:
-        found = device_problems(
-            bindings, await asyncio.to_thread(devices.devices), simulated=simulated
-        )
+        present = [] if subsystems is None else await asyncio.to_thread(devices.devices, subsystems)
+        found = device_problems(bindings, present, simulated=simulated)
         if not found or not settled or time.monotonic() >= deadline:
             return problems + found
         await asyncio.sleep(min(DEVICE_POLL, max(deadline - time.monotonic(), 0)))

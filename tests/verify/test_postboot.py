@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from liveupd.backends import dryrun
-from liveupd.backends.base import WatchdogRecord
+from liveupd.backends.base import Binding, Device, WatchdogRecord
 from liveupd.config import Config
 from liveupd.daemon.verify import verify_once
 from liveupd.kernel import quarantine
@@ -20,11 +20,13 @@ from liveupd.transition.checkpoint import STAMP_NAME, read_pending
 from liveupd.transition.events import Event, StateChanged, TransitionFailed
 from liveupd.transition.history import history
 from liveupd.transition.phases import TransitionState
+from liveupd.verify.checks import subsystems_to_check
 from liveupd.verify.postboot import verify_after_boot
 from tests.conftest import HookFactory
 from tests.verify.scenario import (
     EXEC_AGO,
     MAC,
+    NET,
     NEW_RELEASE,
     OLD_BOOT,
     OLD_RELEASE,
@@ -113,6 +115,33 @@ def test_udev_settles_before_devices_are_checked(
 
     settles = [c for c in SimMachine(config.state_dir).calls() if c["op"] == "udev_settle"]
     assert settles == [{"op": "udev_settle", "timeout": 60.0, "settled": True}]
+
+
+def test_only_the_recorded_devices_subsystems_are_enumerated(
+    config: Config, boot_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not every device: the checkpoint's binding is on virtio, its interface on net."""
+    pending(config, boot_dir)
+    eng = engine(config, machine(tmp_path))
+    asked: list[frozenset[str] | None] = []
+    devices = eng.backends.devices
+    enumerate_ = devices.devices
+
+    def spy(subsystems: frozenset[str] | None = None) -> list[Device]:
+        asked.append(subsystems)
+        return enumerate_(subsystems)
+
+    monkeypatch.setattr(devices, "devices", spy)
+    _, report = asyncio.run(recover(eng))
+
+    assert [r.state for r in report] == [TransitionState.COMPLETED]
+    assert asked == [frozenset({"virtio", "net"})]
+
+
+def test_subsystems_to_check() -> None:
+    assert subsystems_to_check(()) is None  # nothing recorded: nothing to enumerate
+    other = Binding("/sys/devices/pci0000:00/0000:00:05.0", "pci", "0000:00:05.0", "e1000e")
+    assert subsystems_to_check((NET, other)) == frozenset({"virtio", "pci", "net"})
 
 
 def no_driver(desc: dict[str, Any]) -> None:
