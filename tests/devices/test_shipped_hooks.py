@@ -108,6 +108,34 @@ def test_verify_passes_when_the_interfaces_are_back(tmp_path: Path, sysfs: Path)
     assert "interfaces back" in out.stdout
 
 
+def test_verify_matches_a_saved_mac_in_any_case(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"ens3 {MAC.upper()}\n")  # the kernel prints lower case
+    verify = tmp_path / "hooks" / "50-network-verify"
+    out = run(["verify", "--from", "20-network", "--wait", "0"], verify, sysfs, dry=False)
+    assert out.returncode == 0, out.stderr
+
+
+def test_verify_waits_for_an_interface_that_comes_back(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"eth0 {MAC}\n")
+    address = sysfs.parent / ETH0.lstrip("/") / "address"
+    address.write_text("52:54:00:00:00:01\n")  # not back yet
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LIVEUPD_STATE_DIR": str(tmp_path / "hooks" / "50-network-verify"),
+        "LIVEUPD_TEST_SYSFS": str(sysfs),
+    }
+    args = [str(PROGRAM), "verify", "--from", "20-network", "--wait", "30"]
+    with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        address.write_text(f"{MAC}\n")  # the interface is back, whenever the hook looks
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "interfaces back" in out
+
+
 def test_verify_fails_naming_what_did_not_come_back(tmp_path: Path, sysfs: Path) -> None:
     saved = tmp_path / "hooks" / "20-network"
     saved.mkdir(parents=True)
