@@ -418,3 +418,22 @@ def test_the_page_says_when_a_defect_needed_a_fresh_guest() -> None:
     assert "TCG defect" not in render(res)
     res["vm"]["defect_restarts"] = 1
     assert "ended 1 run(s), counted as failed in *runs ok*" in render(res)
+
+
+def test_the_verify_import_budget_is_computed_from_the_run() -> None:
+    from bench.findings import verify_import_budget
+
+    assert verify_import_budget({}) is None
+    res = {
+        "host": {
+            "verify_startup": {
+                "import_ms": {"median": 200.0},
+                "floors": [{"import_ms": {"median": 70.0}}],
+            },
+            "baseline": {"verify_startup": {"import_ms": {"median": 390.0}}},
+        }
+    }
+    text = verify_import_budget(res)
+    assert text is not None
+    assert "one third of the baseline's 390 ms is 130 ms" in text
+    assert "leaves liveupd 60 ms, where it adds 130 ms now" in text
