@@ -673,6 +673,7 @@ def run_vm(
             session.close()
             vm.stop()
             failed_vms.append(vm)
+            vm = session = None  # until the fresh guest is up (a failure stops it itself)
             vm, session, _ = _bring_up(image, src, log, service=service)
 
     try:

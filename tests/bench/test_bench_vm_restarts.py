@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from bench import vm as bench_vm
-from tests.vm.guest_vm import EmulatorDefectError
+from tests.vm.guest_vm import EmulatorDefectError, GuestBootError
 
 
 class FakeVM:
@@ -109,3 +109,25 @@ def test_without_a_defect_the_one_guest_is_cleaned_up(monkeypatch: pytest.Monkey
     out, vms = run(monkeypatch, ["ok", "ok"], rounds=2)
     assert out["defect_restarts"] == 0 and "serial_logs" not in out
     assert len(vms) == 1 and vms[0].cleaned
+
+
+def test_a_fresh_guest_that_does_not_boot_stops_the_vm_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vms: list[FakeVM] = []
+
+    def bring_up(
+        image: object, src: object, log: object, *, service: bool
+    ) -> tuple[FakeVM, FakeSession, dict[str, Any]]:
+        if vms:
+            raise GuestBootError("the fresh guest did not boot")
+        vm = FakeVM(0)
+        vms.append(vm)
+        return vm, FakeSession(vm, ["defect"]), {"guest": {"vendor_hooks": []}}
+
+    monkeypatch.setattr(bench_vm, "_bring_up", bring_up)
+    monkeypatch.setattr("tests.vm.image.ensure_image", lambda log: FakeImage())
+    method = bench_vm.METHOD_BY_KEY["kexec-e"]
+    out = bench_vm.run_vm(3, [method], [], Path("/src"), lambda m: None, with_daemon=False)
+    assert out["aborted"].startswith("GuestBootError: the fresh guest did not boot")
+    assert out["serial_logs"] == [str(vms[0].serial_log)]  # the failed guest's, once
