@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -117,12 +118,27 @@ def test_verify_matches_a_saved_mac_in_any_case(tmp_path: Path, sysfs: Path) -> 
     assert out.returncode == 0, out.stderr
 
 
-def test_verify_waits_for_an_interface_that_comes_back(tmp_path: Path, sysfs: Path) -> None:
+def answer_when_read(fifo: Path, text: str) -> None:
+    """Block until the hook opens ``fifo`` to read it (it is looking), then give it ``text``."""
+    done = threading.Event()
+
+    def writer() -> None:
+        with fifo.open("w") as f:
+            f.write(text)
+        done.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+    assert done.wait(30), "the hook did not look at the interface"
+
+
+def test_verify_looks_again_until_an_interface_comes_back(tmp_path: Path, sysfs: Path) -> None:
     saved = tmp_path / "hooks" / "20-network"
     saved.mkdir(parents=True)
     (saved / "interfaces").write_text(f"eth0 {MAC}\n")
+    # eth0's address is a FIFO: each look of the hook blocks until the test answers it.
     address = sysfs.parent / ETH0.lstrip("/") / "address"
-    address.write_text("52:54:00:00:00:01\n")  # not back yet
+    address.unlink()
+    os.mkfifo(address)
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LIVEUPD_STATE_DIR": str(tmp_path / "hooks" / "50-network-verify"),
@@ -130,7 +146,8 @@ def test_verify_waits_for_an_interface_that_comes_back(tmp_path: Path, sysfs: Pa
     }
     args = [str(PROGRAM), "verify", "--from", "20-network", "--wait", "30"]
     with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) as proc:
-        address.write_text(f"{MAC}\n")  # the interface is back, whenever the hook looks
+        answer_when_read(address, "52:54:00:00:00:01\n")  # first look: not back yet
+        answer_when_read(address, f"{MAC}\n")  # a later look: back
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert "interfaces back" in out
