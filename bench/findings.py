@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.analysis import by_method, count, orchestration_own_ms, phase_breakdown, summary
+from bench.startup import verify_import_budget
 from bench.stats import Summary, fmt_num, fmt_ratio, ratio
 from bench.tables import (
     FLOOR,
@@ -250,26 +251,6 @@ def findings(res: Mapping[str, Any]) -> str:
         out.append(budget)
     out.append(PROPOSALS)
     return "\n".join(out)
-
-
-def verify_import_budget(res: Mapping[str, Any]) -> str | None:
-    """What the ``--verify`` start-up target leaves liveupd beside the standard library."""
-    host = res.get("host") or {}
-    now = host.get("verify_startup") or {}
-    base = ((host.get("baseline") or {}).get("verify_startup") or {}).get("import_ms") or {}
-    floors = now.get("floors") or []
-    floor = ((floors[0] if floors else {}).get("import_ms") or {}).get("median")
-    n_imp = (now.get("import_ms") or {}).get("median")
-    b_imp = base.get("median")
-    if floor is None or n_imp is None or b_imp is None:
-        return None
-    allowed = b_imp / 3 - floor
-    return (
-        f"- **What the `--verify` start-up target leaves**: one third of the baseline's "
-        f"{b_imp:.0f} ms is {b_imp / 3:.0f} ms; the standard library it uses takes {floor:.0f} "
-        f"ms of that (*floor* in the start-up table), which leaves liveupd {allowed:.0f} ms, "
-        f"where it adds {n_imp - floor:.0f} ms now (medians of `-X importtime` sums)."
-    )
 
 
 def runs_of(groups: Mapping[str, list[Run]], *keys: str) -> list[Run]:

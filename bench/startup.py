@@ -127,6 +127,25 @@ def baseline_daemon_rows(res: Mapping[str, Any]) -> str:
     )
 
 
+def verify_import_budget(res: Mapping[str, Any]) -> str | None:
+    """What the ``--verify`` start-up target leaves liveupd beside the standard library."""
+    host = res.get("host") or {}
+    now = host.get("verify_startup")
+    floors = (now or {}).get("floors") or []
+    floor = _median(floors[0], "import_ms") if floors else None
+    n_imp = _median(now, "import_ms")
+    b_imp = _median((host.get("baseline") or {}).get("verify_startup"), "import_ms")
+    if floor is None or n_imp is None or b_imp is None:
+        return None
+    allowed = b_imp / 3 - floor
+    return (
+        f"- **What the `--verify` start-up target leaves**: one third of the baseline's "
+        f"{b_imp:.0f} ms is {b_imp / 3:.0f} ms; the standard library it uses takes {floor:.0f} "
+        f"ms of that (*floor* in the start-up table), which leaves liveupd {allowed:.0f} ms, "
+        f"where it adds {n_imp - floor:.0f} ms now (medians of `-X importtime` sums)."
+    )
+
+
 def host_targets(res: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Issue 19's host targets: (target, measured, verdict)."""
     host = res.get("host") or {}

@@ -421,7 +421,7 @@ def test_the_page_says_when_a_defect_needed_a_fresh_guest() -> None:
 
 
 def test_the_verify_import_budget_is_computed_from_the_run() -> None:
-    from bench.findings import verify_import_budget
+    from bench.startup import verify_import_budget
 
     assert verify_import_budget({}) is None
     res = {
