@@ -60,13 +60,16 @@ class FakeImage:
 
 
 def run(
-    monkeypatch: pytest.MonkeyPatch, plan: list[str], rounds: int
+    monkeypatch: pytest.MonkeyPatch, plan: list[str], rounds: int, *, boots: int | None = None
 ) -> tuple[dict[str, Any], list[FakeVM]]:
+    """run_vm with stand-in guests; only the first ``boots`` of them boot (None: all)."""
     vms: list[FakeVM] = []
 
     def bring_up(
         image: object, src: object, log: object, *, service: bool
     ) -> tuple[FakeVM, FakeSession, dict[str, Any]]:
+        if boots is not None and len(vms) >= boots:
+            raise GuestBootError("the fresh guest did not boot")
         vm = FakeVM(len(vms))
         vms.append(vm)
         return vm, FakeSession(vm, plan), {"guest": {"vendor_hooks": []}}
@@ -114,20 +117,6 @@ def test_without_a_defect_the_one_guest_is_cleaned_up(monkeypatch: pytest.Monkey
 def test_a_fresh_guest_that_does_not_boot_stops_the_vm_part(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    vms: list[FakeVM] = []
-
-    def bring_up(
-        image: object, src: object, log: object, *, service: bool
-    ) -> tuple[FakeVM, FakeSession, dict[str, Any]]:
-        if vms:
-            raise GuestBootError("the fresh guest did not boot")
-        vm = FakeVM(0)
-        vms.append(vm)
-        return vm, FakeSession(vm, ["defect"]), {"guest": {"vendor_hooks": []}}
-
-    monkeypatch.setattr(bench_vm, "_bring_up", bring_up)
-    monkeypatch.setattr("tests.vm.image.ensure_image", lambda log: FakeImage())
-    method = bench_vm.METHOD_BY_KEY["kexec-e"]
-    out = bench_vm.run_vm(3, [method], [], Path("/src"), lambda m: None, with_daemon=False)
+    out, vms = run(monkeypatch, ["defect"], rounds=3, boots=1)
     assert out["aborted"].startswith("GuestBootError: the fresh guest did not boot")
     assert out["serial_logs"] == [str(vms[0].serial_log)]  # the failed guest's, once

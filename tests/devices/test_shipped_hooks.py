@@ -52,9 +52,7 @@ def test_manifests_are_valid_and_name_installed_programs_that_ship() -> None:
     assert load_manifest(HOOKS / "20-network.hook").manifest.undo is not None
 
 
-def run(
-    args: list[str], state: Path, sysfs: Path, *, dry: bool = True
-) -> subprocess.CompletedProcess[str]:
+def hook_env(state: Path, sysfs: Path, *, dry: bool = True) -> dict[str, str]:
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LIVEUPD_STATE_DIR": str(state),
@@ -63,8 +61,19 @@ def run(
     }
     if dry:
         env["LIVEUPD_DRY_RUN"] = "1"
+    return env
+
+
+def run(
+    args: list[str], state: Path, sysfs: Path, *, dry: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(PROGRAM), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        [str(PROGRAM), *args],
+        env=hook_env(state, sysfs, dry=dry),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -139,11 +148,7 @@ def test_verify_looks_again_until_an_interface_comes_back(tmp_path: Path, sysfs:
     address = sysfs.parent / ETH0.lstrip("/") / "address"
     address.unlink()
     os.mkfifo(address)
-    env = {
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "LIVEUPD_STATE_DIR": str(tmp_path / "hooks" / "50-network-verify"),
-        "LIVEUPD_TEST_SYSFS": str(sysfs),
-    }
+    env = hook_env(tmp_path / "hooks" / "50-network-verify", sysfs, dry=False)
     args = [str(PROGRAM), "verify", "--from", "20-network", "--wait", "30"]
     with subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True) as proc:
         answer_when_read(address, "52:54:00:00:00:01\n")  # first look: not back yet
