@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -417,9 +417,9 @@ class SessionBackend(Protocol):
     async def gone(self, session_id: str) -> bool:
         """Whether the session no longer exists (its scope stopped and was collected)."""
 
-    async def unit_active(self, unit: str) -> bool:
-        """Whether systemd has the unit active (a listener listening); OSError when it
-        cannot tell."""
+    async def active_units(self, units: Sequence[str]) -> list[str]:
+        """Those of ``units`` systemd has active (listeners listening), in their order;
+        OSError when it cannot tell."""
 
     async def stop_unit(self, unit: str) -> None:
         """Stop the unit and wait for its stop job to finish; OSError on failure."""

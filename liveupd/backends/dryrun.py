@@ -14,7 +14,9 @@ names the session any caller is in (the simulation cannot map a real PID):
 ending one is recorded (``terminate_session``) and lasts until the next boot.
 ``"units"`` maps a systemd unit to its state (``{"ssh.socket": "active"}``; a
 unit not listed is inactive): stopping or starting one is recorded
-(``stop_unit``, ``start_unit``) and lasts until the next boot.
+(``stop_unit``, ``start_unit``) and lasts until the next boot; an error
+injected for ``list_units`` on one of the units asked about fails the whole
+question, as one call to systemd would.
 
 The description's ``"faults"`` (see ``backends/faults.py``) makes the Nth call
 of an operation fail once: every machine operation, starting a hook program,
@@ -53,6 +55,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -562,8 +565,11 @@ class DryRunSessions:
         change = {"units": {**self._units(), unit: active}, "units_boot": _boot_id(self.m)}
         self.m.update(op, change, unit=unit)
 
-    async def unit_active(self, unit: str) -> bool:
-        return self._units().get(unit) == "active"
+    async def active_units(self, units: Sequence[str]) -> list[str]:
+        for unit in units:  # systemd answers for all of them at once, or not at all
+            _injected(self.m, "list_units", unit)
+        known = self._units()
+        return [u for u in units if known.get(u) == "active"]
 
     async def stop_unit(self, unit: str) -> None:
         self.m.faults.check("unit-stop")

@@ -14,6 +14,7 @@ imports no D-Bus library).
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from liveupd.backends.base import Session
@@ -123,10 +124,10 @@ class LogindSessions:
         return False
 
     # The listeners are systemd units: systemd over the same connection (sessions/units.py).
-    async def unit_active(self, unit: str) -> bool:
-        from liveupd.sessions import units
+    async def active_units(self, units: Sequence[str]) -> list[str]:
+        from liveupd.sessions import units as systemd_units
 
-        return await units.unit_active(await self._connection(), unit)
+        return await systemd_units.active_units(await self._connection(), units)
 
     async def stop_unit(self, unit: str) -> None:
         from liveupd.sessions import units

@@ -100,13 +100,13 @@ class EndSessionsStep(BuiltinStep):
                     f"{ctx.config_file}")  # fmt: skip
             return
         backend = ctx.backends.sessions
-        active: list[str] = []
-        for unit in units:
-            try:
-                if await backend.unit_active(unit):
-                    active.append(unit)
-            except OSError as e:
-                self._warn(ctx, f"cannot tell whether {unit} is active ({_why(e)}): not stopped")
+        try:
+            active = await backend.active_units(units)
+        except OSError as e:
+            self._warn(
+                ctx, f"cannot tell which of {' '.join(units)} are active ({_why(e)}): none stopped"
+            )
+            return
         if not active:
             ctx.log("sessions.no-listener", units=list(units))
             return

@@ -1,4 +1,4 @@
-"""systemd units over D-Bus (org.freedesktop.systemd1): is one active, stop it, start it.
+"""systemd units over D-Bus (org.freedesktop.systemd1): which are active, stop, start.
 
 The remote-login listeners (``ssh.socket``, ``ssh.service``) are stopped before
 the sessions are ended, so that no new login starts while the network is still
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 SYSTEMD1 = "org.freedesktop.systemd1"
 MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
-UNIT = "org.freedesktop.systemd1.Unit"
-NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 BUS = "org.freedesktop.DBus"
 BUS_PATH = "/org/freedesktop/DBus"
 TIMEOUT = 30.0  # seconds for one stop or start job
@@ -75,23 +74,28 @@ def _check(reply: Message, what: str) -> Message:
     return reply
 
 
-async def unit_active(bus: MessageBus, unit: str) -> bool:
-    """Whether ``unit`` is active (a unit systemd has not loaded is not)."""
-    reply = await _call(bus, "GetUnit", "s", [unit])
-    if _failed(reply) and reply.error_name == NO_SUCH_UNIT:
-        return False
-    path = str(_check(reply, f"GetUnit({unit})").body[0])
-    props = "org.freedesktop.DBus.Properties"
-    got = _check(
-        await _call(bus, "Get", "ss", [UNIT, "ActiveState"], path=path, interface=props),
-        f"the ActiveState of {unit}",
-    ).body[0]
-    state = str(getattr(got, "value", got))
-    if state in ACTIVE:
-        return True
-    if state in NOT_ACTIVE:
-        return False
-    raise OSError(errno.EIO, f"systemd: {unit} is in an unknown state {state[:40]!r}")
+async def active_units(bus: MessageBus, units: Sequence[str]) -> list[str]:
+    """Those of ``units`` systemd has active, in their order, from one ``ListUnitsByNames``.
+
+    systemd answers one entry per (valid) name, in the order asked, loading a unit it
+    had not loaded: one it cannot find is "not-found" and inactive, i.e. not active, as
+    `systemctl is-active` says.  An entry's name is the unit's own, not an alias asked
+    for, so entries are matched by position.
+    """
+    reply = _check(await _call(bus, "ListUnitsByNames", "as", [list(units)]), "ListUnitsByNames")
+    rows = reply.body[0]
+    if len(rows) != len(units):
+        raise OSError(
+            errno.EIO, f"systemd: ListUnitsByNames answered {len(rows)} units for {len(units)}"
+        )
+    active = []
+    for unit, row in zip(units, rows, strict=True):
+        state = str(row[3])
+        if state in ACTIVE:
+            active.append(unit)
+        elif state not in NOT_ACTIVE:
+            raise OSError(errno.EIO, f"systemd: {unit} is in an unknown state {state[:40]!r}")
+    return active
 
 
 async def stop_unit(bus: MessageBus, unit: str) -> None:

@@ -4,8 +4,9 @@ against python-dbusmock's systemd template on a private bus.
 The template queues a job for StartUnit/StopUnit and ends it with ``JobRemoved``
 ("done") from its main loop, after the reply.  Methods replaced below end a job
 *before* its reply (the signal arrives first: it must not be missed), with a
-result other than "done", or never; ``GetUnit`` of a unit systemd has not
-loaded answers ``NoSuchUnit`` as systemd does.  The real systemd is met in the
+result other than "done", or never.  The template has no ``ListUnitsByNames``:
+the one added answers as systemd does (one entry per name, in order; a unit it
+cannot find is "not-found" and inactive).  The real systemd is met in the
 VM (tests/vm/test_fleet.py: the listeners stopped, then started on rollback).
 """
 
@@ -39,11 +40,24 @@ ret = job
 """
 
 
-GET_UNIT = f"""
-if args[0] not in self.units:
-    raise dbus.exceptions.DBusException('Unit ' + args[0] + ' not loaded.',
-                                        name='{SYSTEMD1}.NoSuchUnit')
-ret = dbus.ObjectPath(self.units[args[0]])
+# systemd's answer: one entry per name, in order; a unit it cannot find is loaded as
+# "not-found" and inactive, under its own path.
+LIST_UNITS_BY_NAMES = f"""
+ret = []
+for name in args[0]:
+    path = self.units.get(name)
+    state = objects[path].Get('{SYSTEMD1}.Unit', 'ActiveState') if path else 'inactive'
+    ret.append((name, '', 'loaded' if path else 'not-found', state, '', '',
+                dbus.ObjectPath(path or '{PATH}/unit/none'), dbus.UInt32(0), '',
+                dbus.ObjectPath('/')))
+"""
+
+
+def answering_list_units_by_names(rows: str) -> str:
+    """A ListUnitsByNames that answers ``rows`` (Python source of a list of states)."""
+    return f"""
+ret = [(n, '', 'loaded', st, '', '', dbus.ObjectPath('{PATH}/unit/x'), dbus.UInt32(0), '',
+        dbus.ObjectPath('/')) for n, st in zip(['a.socket', 'b.socket', 'c.socket'], {rows})]
 """
 
 
@@ -53,7 +67,7 @@ def systemd(procs: Processes, bus: PrivateBus, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
     for unit in ("ssh.socket", "ssh.service"):
         bus.busctl("call", SYSTEMD1, PATH, MOCK, "AddMockUnit", "s", unit)
-    add_method(bus, "GetUnit", "s", "o", GET_UNIT)
+    add_method(bus, "ListUnitsByNames", "as", "a(ssssssouso)", LIST_UNITS_BY_NAMES)
     return bus
 
 
@@ -61,16 +75,35 @@ def test_active_stop_and_start_wait_for_their_jobs(systemd: PrivateBus) -> None:
     backend = LogindSessions()
 
     async def scenario() -> None:
-        assert await backend.unit_active("ssh.socket") is False
+        both = ("ssh.socket", "ssh.service")
+        assert await backend.active_units(both) == []
         await backend.start_unit("ssh.socket")
-        assert await backend.unit_active("ssh.socket") is True
-        assert await backend.unit_active("ssh.service") is False
+        assert await backend.active_units(both) == ["ssh.socket"]
+        await backend.start_unit("ssh.service")
+        # Their order, not systemd's.
+        assert await backend.active_units(("ssh.service", "ssh.socket")) == list(both)[::-1]
         await backend.stop_unit("ssh.socket")
-        assert await backend.unit_active("ssh.socket") is False
+        assert await backend.active_units(both) == ["ssh.service"]
         # Not loaded: not active, as `systemctl is-active` says.
-        assert await backend.unit_active("telnet.socket") is False
+        assert await backend.active_units(("telnet.socket", "ssh.service")) == ["ssh.service"]
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        ("['active', 'inactive']", r"answered 2 units for 3"),
+        ("['active', 'exploded', 'active']", r"b.socket is in an unknown state 'exploded'"),
+    ],
+)
+def test_an_answer_that_does_not_fit_the_question_is_an_error(
+    systemd: PrivateBus, rows: str, error: str
+) -> None:
+    add_method(systemd, "ListUnitsByNames", "as", "a(ssssssouso)",
+               answering_list_units_by_names(rows))  # fmt: skip
+    with pytest.raises(OSError, match=error):
+        asyncio.run(LogindSessions().active_units(("a.socket", "b.socket", "c.socket")))
 
 
 def test_a_job_that_ends_before_its_reply_is_not_missed(systemd: PrivateBus) -> None:

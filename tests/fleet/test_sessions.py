@@ -269,6 +269,25 @@ def test_a_listener_that_will_not_stop_is_a_warning_and_the_update_goes_on(
     assert step.undo == StartUnitsUndo(units=("ssh.service",))  # narrowed to the stopped
 
 
+def test_listeners_systemd_cannot_tell_about_are_a_warning_and_the_update_goes_on(
+    start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
+) -> None:
+    env = machine(tmp_path, errors={"list_units": {"ssh.service": "EIO"}})
+    daemon = start_daemon(env=env)
+    assert liveupctl(bus, "stage").returncode == 0
+    assert liveupctl(bus, "exec").returncode == 0
+    assert unit_calls(daemon) == []  # none stopped: it is not known which are active
+    assert ended_calls(daemon) == ["5", "3"]  # the sessions were still ended
+    entry = report(bus)
+    assert entry["state"] == "completed" and entry["units_stopped"] == []
+    journal = transitions_dir(daemon.state_dir) / entry["id"] / "journal.json"
+    (step,) = [s for s in read(journal).steps if s.key == "sessions:end-remote-sessions"]
+    (warning,) = step.warnings
+    assert warning.startswith("cannot tell which of ssh.socket ssh.service are active (")
+    assert warning.endswith("): none stopped")
+    assert step.undo is None
+
+
 def test_remote_login_units_empty_stops_nothing(
     start_daemon: DaemonFactory, bus: PrivateBus, tmp_path: Path
 ) -> None:
