@@ -16,6 +16,7 @@ import asyncio
 import errno
 import logging
 import sys
+from collections.abc import Sequence
 
 from liveupd.errors import Failed
 from liveupd.storage.plan import FreezePlan, plan_freeze
@@ -68,7 +69,7 @@ class StorageCheckStep(BuiltinStep):
             "storage.planned",
             freeze=",".join(plan.freeze) or None,
             state_mount=plan.state_mount,
-            skipped=",".join(f"{mp} ({why})" for mp, why in plan.skipped) or None,
+            skipped=_listed(plan.skipped) or None,
         )
 
 
@@ -100,8 +101,8 @@ class FlushStep(BuiltinStep):
                     self.key, warning=f"syncfs {mp}: {error}"[:300], durable=False
                 )
         ctx.log("storage.synced", mountpoints=",".join(synced) or None)
-        for mp, why in plan.skipped:
-            ctx.log("storage.skipped", mountpoint=mp, reason=why)
+        if plan.skipped:  # one line for all: each line costs a write, ~1 ms under TCG
+            ctx.log("storage.skipped", mountpoints=_listed(plan.skipped))
         if ctx.mode is ExecMode.SYSTEMD:
             return
         # An import after the freeze must not try to write its bytecode cache (it would
@@ -137,6 +138,11 @@ class FlushStep(BuiltinStep):
         except BaseException:
             await _thaw(ctx, list(reversed(frozen)))
             raise
+
+
+def _listed(skipped: Sequence[tuple[str, str]]) -> str:
+    """``/run (tmpfs cannot be frozen),/tmp (...)``: mount points with why they are skipped."""
+    return ",".join(f"{mp} ({why})" for mp, why in skipped)
 
 
 async def _thaw(ctx: TransitionContext, mountpoints: list[str]) -> list[str]:
