@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.analysis import by_method, count, orchestration_own_ms, phase_breakdown, summary
 from bench.startup import verify_import_budget
-from bench.stats import Summary, fmt_num, fmt_ratio, ratio
+from bench.stats import Summary, fmt_num, fmt_ratio, fmt_summary, ratio
 from bench.tables import (
     FLOOR,
     Run,
@@ -246,11 +246,50 @@ def findings(res: Mapping[str, Any]) -> str:
             "has imported liveupd under TCG; on hardware the same imports take a few hundred "
             "ms (see the daemon's start-up below)."
         )
+    network = network_finding(groups)
+    if network:
+        out.append(network)
     budget = verify_import_budget(res)
     if budget:
         out.append(budget)
     out.append(PROPOSALS)
     return "\n".join(out)
+
+
+def network_finding(groups: Mapping[str, list[Run]]) -> str | None:
+    """Network back (DHCPv4 lease) against liveupd's verification end and `systemctl kexec`.
+
+    None when no run recorded when the network came back (results older than the field).
+    """
+    direct = ok_runs(groups.get("liveupd-direct", []))
+    gaps = Summary.of(
+        r["verify"]["verify_finished"] - r["network_back_s"]
+        for r in direct
+        if r.get("network_back_s") is not None
+        and (r.get("verify") or {}).get("verify_finished") is not None
+    )
+    back = summary(direct, "network_back_s")
+    sk_back = summary(ok_runs(groups.get("systemctl-kexec", [])), "network_back_s")
+    said: list[str] = []
+    if gaps:
+        said.append(
+            f"with liveupd `direct` verification ends {fmt_summary(gaps, 2)} s after "
+            "systemd-networkd's DHCPv4 lease (median (min-max) over the runs; the shipped "
+            "network verify hook waits for a default route, so a gap near zero would mean "
+            "DHCP is what recovery waits for, a larger one that liveupd itself is)"
+        )
+    if back and sk_back:
+        said.append(
+            f"the lease comes at {fmt_summary(back, 2)} s of uptime under liveupd `direct` "
+            f"and {fmt_summary(sk_back, 2)} s after `systemctl kexec`, whose new boot has no "
+            f"`liveupd --verify` competing for the two emulated CPUs: "
+            f"{back.median - sk_back.median:+.2f} s (medians)"
+        )
+    elif back:
+        said.append(f"the lease comes at {fmt_summary(back, 2)} s of uptime (liveupd `direct`)")
+    if not said:
+        return None
+    return "- **When the network is back** (new kernel's uptime): " + "; ".join(said) + "."
 
 
 def runs_of(groups: Mapping[str, list[Run]], *keys: str) -> list[Run]:

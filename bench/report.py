@@ -137,6 +137,7 @@ def downtime_section(runs: Sequence[Run], floor_key: str = FLOOR) -> str:
                 fmt_runs(ok, "old_side_s"),
                 fmt_runs(ok, "handover_s"),
                 fmt_runs(ok, "new_side_s"),
+                fmt_runs(ok, "network_back_s"),
                 fmt_runs(ok, "recovered_s"),
                 fmt_runs(ok, "prep_s"),
             )
@@ -151,6 +152,7 @@ def downtime_section(runs: Sequence[Run], floor_key: str = FLOOR) -> str:
             "old side s",
             "handover s",
             "new side s",
+            "network back s (uptime)",
             "liveupd recovered s",
             "prep s (not downtime)",
         ),
@@ -295,6 +297,7 @@ def verify_section(runs: Sequence[Run]) -> str:
                 label(key),
                 v("unit_started"),
                 v("verify_started"),
+                fmt_runs(ok, "network_back_s"),
                 v("verify_finished"),
                 v("marker"),
             )
@@ -304,6 +307,7 @@ def verify_section(runs: Sequence[Run]) -> str:
             "method (uptime of the new kernel, s)",
             "liveupd-verify.service started",
             "verification began (imports done)",
+            "network back (DHCPv4 lease)",
             "verified (restore hooks done)",
             "boot marker",
         ),
@@ -666,7 +670,10 @@ def render(res: Mapping[str, Any]) -> str:
         "## Downtime",
         "",
         "Seconds, median (min-max) over the rounds; *x floor* is the ratio of medians to "
-        "`kexec -e`, *same round* the median of each round's own ratio.",
+        "`kexec -e`, *same round* the median of each round's own ratio. *Network back*: "
+        "systemd-networkd's DHCPv4 lease on the new boot, uptime from the journal (the new "
+        "kernel's clock, like *new side*; the guest's address comes from QEMU's user-mode "
+        "DHCP); a dash where the run did not record it.",
         "",
         downtime_section(runs) if runs else "(no VM runs in this result)",
         "",
@@ -718,7 +725,8 @@ def render(res: Mapping[str, Any]) -> str:
         "",
         "On the new kernel, liveupd reports recovery once `liveupd --verify` has run "
         "(uptimes of the new kernel; the process start to *verification began* is mostly "
-        "Python importing liveupd under TCG):",
+        "Python importing liveupd under TCG; *network back* is systemd-networkd's DHCPv4 "
+        "lease, which the shipped network verify hook waits for as a default route):",
         "",
         verify_section(runs) if runs else "",
         "",
@@ -798,6 +806,7 @@ def all_runs_section(runs: Sequence[Run]) -> str:
                 fmt_num(r.get("old_side_s")),
                 fmt_num(r.get("handover_s")),
                 fmt_num(r.get("new_side_s")),
+                fmt_num(r.get("network_back_s")),
                 fmt_num(r.get("recovered_s")),
                 str(r.get("payload", DASH)),
                 ", ".join(r.get("ext4_recovery", [])) or "none",
@@ -814,6 +823,7 @@ def all_runs_section(runs: Sequence[Run]) -> str:
             "old s",
             "handover s",
             "new s",
+            "network back s",
             "recovered s",
             "file",
             "ext4 replay",

@@ -23,8 +23,9 @@ running kernel to the other one (a firmware reboot comes back on QEMU's
   purgatory or firmware, decompression, early boot), new side (the marker's
   uptime) and the serial latency of the marker;
 * then: does the file read back with the same SHA-256, did ext4 replay a
-  journal on /dev/vda or /dev/vdb, did the boot end ``running``; for liveupd
-  the transition's journal (own cost, verification time).
+  journal on /dev/vda or /dev/vdb, did the boot end ``running``, when was the
+  network back (systemd-networkd's DHCPv4 lease, uptime from the journal); for
+  liveupd the transition's journal (own cost, verification time).
 """
 
 from __future__ import annotations
@@ -179,6 +180,34 @@ def _first_float(text: str) -> float:
     return float(text.split(maxsplit=1)[0])
 
 
+DHCP_LEASE = "DHCPv4 address"  # systemd-networkd: "ens3: DHCPv4 address 10.0.2.15/24, ..."
+NETWORK_WAIT = 30  # seconds networkd may take to have a link online after the boot settled
+
+
+def dhcp_lease_uptime(journal_json: str) -> float | None:
+    """Uptime (s) of the first DHCPv4 lease in ``journalctl -o json`` output of networkd.
+
+    The first entry whose MESSAGE contains "DHCPv4 address"; its ``__MONOTONIC_TIMESTAMP``
+    (microseconds of CLOCK_MONOTONIC, which restarts at every boot, kexec'd ones too) is the
+    uptime.  Lines that are not JSON objects, binary MESSAGEs (journald writes them as lists
+    of byte values) and entries without a usable timestamp are skipped; None if none matches.
+    """
+    for line in journal_json.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        message = entry.get("MESSAGE")
+        if not isinstance(message, str) or DHCP_LEASE not in message:
+            continue
+        stamp = entry.get("__MONOTONIC_TIMESTAMP")
+        if isinstance(stamp, int | str) and str(stamp).strip().isdigit():
+            return int(stamp) / 1e6
+    return None
+
+
 class Session:
     """One booted guest with liveupd installed, and the measurements taken in it."""
 
@@ -228,6 +257,26 @@ class Session:
         state = self.sh("systemctl is-system-running --wait", timeout=900, check=False).strip()
         failed = self.sh("systemctl --failed --no-legend --plain | cut -d' ' -f1", check=False)
         return {"state": state, "failed_units": failed.split()}
+
+    def network_back(self) -> float | None:
+        """Uptime on this boot of systemd-networkd's DHCPv4 lease (the network is back).
+
+        The lease may come after the boot settled: networkd's own wait for a link online
+        (at most NETWORK_WAIT s) comes first, then the boot's journal is read.  None when it
+        has no lease or cannot be read (never fails the run).
+        """
+        script = (
+            f"/lib/systemd/systemd-networkd-wait-online --any --timeout={NETWORK_WAIT}; "
+            "journalctl -b -o json --output-fields=MESSAGE -u systemd-networkd.service"
+        )
+        try:
+            uptime = dhcp_lease_uptime(self.sh(script, timeout=NETWORK_WAIT + 30, check=False))
+        except (AgentError, AgentTimeoutError) as e:
+            self.log(f"network back: journalctl failed: {e}")
+            return None
+        if uptime is None:
+            self.log("network back: no DHCPv4 lease in systemd-networkd's journal of this boot")
+        return uptime
 
     def payload_write(self) -> str:
         out = self.sh(
@@ -378,6 +427,7 @@ class Session:
         settled = self.settle()
         rec["boot_state"] = settled["state"]
         rec["failed_units"] = settled["failed_units"]
+        rec["network_back_s"] = self.network_back()
         if tid is not None:
             journal = self.journal(tid)
             stamp = self.exec_stamp(tid)

@@ -437,3 +437,151 @@ def test_the_verify_import_budget_is_computed_from_the_run() -> None:
     assert text is not None
     assert "one third of the baseline's 390 ms is 130 ms" in text
     assert "leaves liveupd 60 ms, where it adds 130 ms now" in text
+
+
+# ------------------------------------------------------ network back (DHCPv4 lease) --
+
+NETWORKD_JOURNAL = "\n".join(
+    [
+        "-- No entries --",  # not JSON: skipped
+        '{"__MONOTONIC_TIMESTAMP": "4100000", "MESSAGE": "ens3: Link UP"}',
+        # A binary MESSAGE (journald writes a list of byte values), earlier: skipped.
+        '{"__MONOTONIC_TIMESTAMP": "4200000", "MESSAGE": '
+        + str(list(b"ens3: DHCPv4 address \xff"))
+        + "}",
+        '{"__MONOTONIC_TIMESTAMP": "4300000"}',  # no MESSAGE
+        '{"MESSAGE": "ens3: DHCPv4 address 10.0.2.99/24 (no timestamp)"}',
+        '{"__MONOTONIC_TIMESTAMP": "5123456", "MESSAGE": '
+        '"ens3: DHCPv4 address 10.0.2.15/24, gateway 10.0.2.2 acquired from 10.0.2.2"}',
+        '{"__MONOTONIC_TIMESTAMP": "9000000", "MESSAGE": '
+        '"ens3: DHCPv4 address 10.0.2.15/24, gateway 10.0.2.2 acquired from 10.0.2.2"}',
+    ]
+)
+
+
+def test_the_network_is_back_at_networkds_first_dhcpv4_lease() -> None:
+    from bench.vm import dhcp_lease_uptime
+
+    assert dhcp_lease_uptime(NETWORKD_JOURNAL) == pytest.approx(5.123456)
+    binary_only = "\n".join(NETWORKD_JOURNAL.splitlines()[:5])
+    assert dhcp_lease_uptime(binary_only) is None  # the binary entry is not taken
+    assert (
+        dhcp_lease_uptime('{"__MONOTONIC_TIMESTAMP": "1", "MESSAGE": "ens3: Gained carrier"}')
+        is None
+    )
+    assert dhcp_lease_uptime("") is None
+    assert dhcp_lease_uptime("[]\nnull\n{broken") is None
+
+
+class _JournalVM:
+    """A guest whose `journalctl` prints ``outputs`` in turn (an exception is raised)."""
+
+    def __init__(self, *outputs: str | Exception) -> None:
+        self.outputs = list(outputs)
+        self.scripts: list[str] = []
+
+    def run(self, cmd: str, *, timeout: float = 0.0, check: bool = True) -> Any:
+        from tests.vm.guest_vm import RunResult
+
+        self.scripts.append(cmd)
+        out = self.outputs.pop(0)
+        if isinstance(out, Exception):
+            raise out
+        return RunResult(cmd, 0, out.encode(), b"", False, "boot", 0.1)
+
+
+def _session(vm: _JournalVM, logged: list[str]) -> Any:
+    from bench.vm import Session
+
+    session = Session.__new__(Session)
+    session.vm = vm  # type: ignore[assignment]
+    session.log = logged.append
+    return session
+
+
+def test_network_back_is_read_from_this_boots_networkd_journal() -> None:
+    from tests.vm.agent_client import AgentTimeoutError
+
+    logged: list[str] = []
+    vm = _JournalVM(NETWORKD_JOURNAL)
+    assert _session(vm, logged).network_back() == pytest.approx(5.123456)
+    # networkd's own wait for a link online first: the lease may come after the boot settled.
+    (script,) = vm.scripts
+    assert script.index("systemd-networkd-wait-online --any") < script.index(
+        "journalctl -b -o json"
+    )
+    assert "-u systemd-networkd.service" in script
+    assert _session(_JournalVM(""), logged).network_back() is None
+    assert "no DHCPv4 lease" in logged[-1]
+    vm = _JournalVM(AgentTimeoutError("no reply"))
+    assert _session(vm, logged).network_back() is None  # recorded as unknown, the run goes on
+
+
+def _with_network(res: dict[str, Any]) -> dict[str, Any]:
+    """results() with the network back recorded, and liveupd `direct`'s verification times."""
+    back = {"liveupd-direct": 20.0, "systemctl-kexec": 19.0, "kexec-e": 18.0}
+    for r in res["vm"]["runs"]:
+        method, rnd = r["method"], r["round"]
+        if method in back:
+            r["network_back_s"] = back[method] + rnd * (1.0 if method == "liveupd-direct" else 0.5)
+        if method == "liveupd-direct":
+            r["verify"] = {
+                "unit_started": 17.5,
+                "verify_started": 22.5,
+                "verify_finished": 23.0 + rnd * 0.5,
+                "unit_exited": 24.5,
+                "marker": 20.5,
+            }
+    return res
+
+
+def _column(text: str, header: str, row_label: str) -> str:
+    """The cell of ``row_label``'s row under ``header`` in the Markdown table having it."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if f"| {header} |" in line)
+    col = [c.strip() for c in lines[start].strip("|").split("|")].index(header)
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == row_label:
+            return cells[col]
+    raise AssertionError(f"no row {row_label!r} under {header!r}")
+
+
+def test_the_report_shows_when_the_network_is_back() -> None:
+    text = render(_with_network(results()))
+    column = "network back s (uptime)"
+    assert _column(text, column, "liveupd `direct`") == "21.00 (20.00\u201322.00)"
+    assert _column(text, column, "`systemctl kexec`") == "19.50 (19.00\u201320.00)"
+    assert _column(text, column, "`kexec -e` (floor)") == "18.50 (18.00\u201319.00)"
+    assert _column(text, column, "`kexec -e --no-sync`") == "\u2013"  # not recorded
+    # One row: unit started, verification began, network back, verified, boot marker.
+    assert (
+        "| liveupd `direct` | 17.50 (17.50\u201317.50) | 22.50 (22.50\u201322.50) "
+        "| 21.00 (20.00\u201322.00) | 23.50 (23.00\u201324.00) | 20.50 (20.50\u201320.50) |"
+    ) in text
+    assert "systemd-networkd's DHCPv4 lease on the new boot, uptime from the journal" in text
+
+
+def test_results_without_the_network_back_render_a_dash() -> None:
+    res = results()
+    for r in res["vm"]["runs"]:
+        if r["method"] == "liveupd-direct":
+            r["verify"] = {"unit_started": 17.5, "verify_finished": 23.0, "marker": 20.5}
+    text = render(res)
+    for row in ("liveupd `direct`", "`systemctl kexec`", "`kexec -e` (floor)"):
+        assert _column(text, "network back s (uptime)", row) == "\u2013"
+    assert _column(text, "network back (DHCPv4 lease)", "liveupd `direct`") == "\u2013"
+    assert "When the network is back" not in text
+
+
+def test_the_network_finding_is_computed_from_the_runs() -> None:
+    from bench.findings import findings
+
+    text = findings({"vm": _with_network(results())["vm"]})
+    assert "verification ends 2.50 (2.00\u20133.00) s after systemd-networkd's DHCPv4 lease" in text
+    assert "21.00 (20.00\u201322.00) s of uptime under liveupd `direct`" in text
+    assert "19.50 (19.00\u201320.00) s after `systemctl kexec`" in text
+    assert "+1.50 s (medians)" in text
+    assert "When the network is back" not in findings({"vm": results()["vm"]})
