@@ -57,6 +57,8 @@ def hook_env(state: Path, sysfs: Path, *, dry: bool = True) -> dict[str, str]:
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "LIVEUPD_STATE_DIR": str(state),
         "LIVEUPD_TEST_SYSFS": str(sysfs),
+        # The routing tables: procfs() beside sysfs (none unless a test writes them).
+        "LIVEUPD_TEST_PROC": str(sysfs.parent / "proc"),
         "LIVEUPD_PHASE": "quiesce",
     }
     if dry:
@@ -94,9 +96,19 @@ def test_up_finds_the_interface_by_mac_under_its_new_name(tmp_path: Path, sysfs:
     saved = tmp_path / "hooks" / "20-network"
     saved.mkdir(parents=True)
     (saved / "interfaces").write_text(f"ens3 {MAC.upper()}\n")
+    (sysfs.parent / ETH0.lstrip("/") / "flags").write_text("0x1002\n")  # down (IFF_UP clear)
     out = run(["up", "--from", "20-network"], tmp_path / "hooks" / "20-network-restore", sysfs)
     assert out.returncode == 0, out.stderr
     assert "would run: ip link set dev eth0 up" in out.stdout
+
+
+def test_up_leaves_an_interface_the_boot_brought_up(tmp_path: Path, sysfs: Path) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"eth0 {MAC}\n")  # and eth0 is up (0x1003)
+    out = run(["up", "--from", "20-network"], tmp_path / "hooks" / "20-network-restore", sysfs)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"network: eth0 ({MAC}) is up already\n"
 
 
 def test_up_reports_an_interface_that_is_gone(tmp_path: Path, sysfs: Path) -> None:
@@ -125,6 +137,52 @@ def test_verify_matches_a_saved_mac_in_any_case(tmp_path: Path, sysfs: Path) -> 
     verify = tmp_path / "hooks" / "50-network-verify"
     out = run(["verify", "--from", "20-network", "--wait", "0"], verify, sysfs, dry=False)
     assert out.returncode == 0, out.stderr
+
+
+ROUTE_HEADER = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+)
+SUBNET_ROUTE = "eth0\t0002000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+V4_DEFAULT = "eth0\t00000000\t0202000A\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+ZERO = "0" * 32
+# Every IPv6 table lists a reject route to ::/0 on lo (RTF_REJECT | RTF_NONEXTHOP).
+V6_REJECT = f"{ZERO} 00 {ZERO} 00 {ZERO} ffffffff 00000001 00000000 00200200 lo\n"
+V6_LINK = f"fe80{'0' * 28} 40 {ZERO} 00 {ZERO} 00000100 00000001 00000000 00000001 eth0\n"
+V6_DEFAULT = f"{ZERO} 00 {ZERO} 00 fe80{'0' * 27}2 00000400 00000001 00000000 00000003 eth0\n"
+
+
+@pytest.mark.parametrize(
+    ("route", "ipv6_route", "back"),
+    [
+        (ROUTE_HEADER + SUBNET_ROUTE + V4_DEFAULT, V6_REJECT + V6_LINK, True),
+        (ROUTE_HEADER + SUBNET_ROUTE, V6_REJECT + V6_LINK + V6_DEFAULT, True),
+        (ROUTE_HEADER + SUBNET_ROUTE, V6_REJECT + V6_LINK, False),
+        # A default route that is not up (RTF_UP clear), a table cut short: none.
+        (ROUTE_HEADER + V4_DEFAULT.replace("\t0003\t", "\t0002\t"), "", False),
+        (ROUTE_HEADER + "eth0\t00000000\n", f"{ZERO} 00\n", False),
+    ],
+)
+def test_verify_reads_the_default_route_from_the_kernels_tables(
+    tmp_path: Path, sysfs: Path, route: str, ipv6_route: str, back: bool
+) -> None:
+    saved = tmp_path / "hooks" / "20-network"
+    saved.mkdir(parents=True)
+    (saved / "interfaces").write_text(f"eth0 {MAC}\n")
+    (saved / "default-route").write_text("yes\n")  # there was one before the transition
+    procfs = sysfs.parent / "proc" / "net"
+    procfs.mkdir(parents=True)
+    (procfs / "route").write_text(route)
+    (procfs / "ipv6_route").write_text(ipv6_route)
+    verify = tmp_path / "hooks" / "50-network-verify"
+    out = run(["verify", "--from", "20-network", "--wait", "0"], verify, sysfs, dry=False)
+    if back:
+        assert (out.returncode, out.stdout) == (
+            0,
+            "network: interfaces back, default route present\n",
+        )
+    else:
+        assert out.returncode == 1
+        assert out.stderr == "network: no default route after 0s\n"
 
 
 def answer_when_read(fifo: Path, text: str) -> None:
