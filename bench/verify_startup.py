@@ -50,7 +50,7 @@ HEAVY = (
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 
 
-def _setup(root: Path) -> tuple[Path, Path]:
+def setup_pending(root: Path) -> tuple[Path, Path]:
     """liveupd.conf and the new boot's machine description, with T1 pending."""
     from liveupd.config.load import load_config
 
@@ -79,16 +79,16 @@ def _setup(root: Path) -> tuple[Path, Path]:
 
 
 _SETUP = (
-    "import sys; from pathlib import Path; from bench.verify_startup import _setup; "
-    "print(*_setup(Path(sys.argv[1])), sep='\\n')"
+    "import sys; from pathlib import Path; from bench.verify_startup import setup_pending; "
+    "print(*setup_pending(Path(sys.argv[1])), sep='\\n')"
 )
 
 
 def _setup_for(root: Path, pythonpath: Path | None) -> tuple[Path, Path]:
-    """``_setup`` done by the liveupd that will verify: a baseline reads only the journal
-    format of its own time, so its pending transition is written by its own code."""
+    """``setup_pending`` done by the liveupd that will verify: a baseline reads only the
+    journal format of its own time, so its pending transition is written by its own code."""
     if pythonpath is None:
-        return _setup(root)
+        return setup_pending(root)
     out = subprocess.run(
         [sys.executable, "-c", _SETUP, str(root)],
         env=dict(os.environ, PYTHONPATH=str(pythonpath)),

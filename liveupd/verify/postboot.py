@@ -74,7 +74,6 @@ from liveupd.verify.checks import (
     superseded_reason,
 )
 from liveupd.verify.downtime import measure
-from liveupd.verify.fallback import fall_back
 from liveupd.verify.hooks import run_phase
 from liveupd.verify.rollback import refusal, roll_back
 from liveupd.verify.watchdog import Outcome, guarded
@@ -197,6 +196,8 @@ async def _not_this_kexec(
         boot_id=verification.boot_id,
         cmdline=system.cmdline(),
     ):
+        from liveupd.verify.fallback import fall_back  # the rare case: imported for it
+
         verification = await fall_back(engine, t, checkpoint, verification)
         _finish(engine, t, TransitionState.FELL_BACK, verification)
         return TransitionState.FELL_BACK
@@ -359,6 +360,8 @@ async def _after_watchdog_failure(engine: Engine, journal: Journal) -> Transitio
         t.ctx.log("verify.pending-dropped", release=release, boot_id=boot_id)
         return None
     moved = replace(verification, running_release=release, boot_id=boot_id)
+    from liveupd.verify.fallback import fall_back
+
     fell = await fall_back(engine, t, checkpoint, moved)
     _finish(engine, t, TransitionState.FELL_BACK, fell)
     _remove_pending(engine, t.id)
