@@ -328,19 +328,32 @@ PROPOSALS = """\
   udev knows, every 0.25 s until they are back (`verify/postboot.py`; from the first
   check to the verify hooks took 2.7 s under TCG before); and the shipped network hook
   no longer starts a process per interface at each look while verify waits, and looks
-  every 0.2 s instead of every second (`hooks.d/network`).
+  every 0.2 s instead of every second (`hooks.d/network`). Since the run of 658c751
+  (commits 83acf15 to 44697cf): `liveupd-verify.service` has ten times the default CPU
+  weight (`CPUWeight=1000`: its start-up competed with the rest of the boot, 6 s from the
+  unit's start to the first check) and starts right after `local-fs.target` (it waited
+  for `systemd-tmpfiles-setup.service`, 0.7-1.5 s later under TCG, through
+  `PrivateTmp=`; its hooks get an empty tmpfs `/tmp` and `/var/tmp` instead); the network
+  hook reads the routing tables and link flags with shell built-ins (it ran `ip` twice
+  at every look and `tr` per interface; `network up` leaves a link that is up already);
+  the quiesce step asks systemd about every remote-login listener in one
+  `ListUnitsByNames` call (four round trips before); the flush step logs the mount points
+  it skips in one line (twelve in this guest); and verification imports the fall-back to
+  the old kernel only when a boot fell back.
 - **Proposals for liveupd/** (open), biggest first:
   1. *Classes at import*: what the daemon and `liveupd --verify` still import is mostly
      liveupd's own modules, and much of their import time is defining classes: the
-     verify path defines 90 dataclasses, 64 of its 230 ms of imports on this host
+     verify path defines 88 dataclasses, 63 of its ~200 ms of imports on this host
      (measured by wrapping `dataclasses._process_class`); a frozen dataclass costs
-     0.7-0.8 ms to create here (`dataclasses` writes and compiles its methods) and 6-10 ms
-     in the TCG guest, idle. In that guest, idle, importing the verify path takes 1.5-1.8 s
-     (3.1 s with the page cache dropped, as after a kexec), the standard library it uses
-     alone 0.9-1.1 s: the ~6 s from the unit's start to the first check in the runs above
-     is that work competing with the rest of the boot. The host target (above) needs a
-     verify program that loads a fraction of the code it loads now (records, configuration
-     sections and backends' interfaces it does not use), not more lazy imports.
+     0.7-0.8 ms to create here (`dataclasses` writes and compiles its methods). In the TCG
+     guest, idle (Debian 13's Python 3.13), importing the verify path takes 1.6-1.8 s of
+     `-X importtime` (2.3-2.7 s of wall time, cold or warm page cache), the standard
+     library it uses alone 0.7 s, and `cProfile` puts 0.79 s of 1.8 s in
+     `dataclasses._process_class` (0.54 s compiling the generated methods; 34 classes
+     without a docstring also pay an `inspect.signature` for one). The unit used 4.6-5.0 s
+     of CPU time in total on the new boot. The host target (above) needs a verify program
+     that defines a fraction of the classes it defines now (records, configuration sections
+     and backends' interfaces it does not use), not more lazy imports.
   2. *Every journal read at every start*: recovery (the daemon's and `liveupd --verify`'s)
      loads and validates every transition's journal, finished ones included, to find the
      unfinished ones and the corrupt ones: 0.7 ms each on this host (20 journals: 13.5 ms),
@@ -351,7 +364,4 @@ PROPOSALS = """\
      event loop instead), and the program verification before each hook runs in a thread
      of its own (`bounded.py`: a thread that hangs on a dead filesystem must not hold a
      pool's worker); idle threads could be kept for the next hook.
-  4. *Recovery waits for DHCP* (not a defect): the verify hook `50-network-verify` waits for
-     a default route, so with the shipped hooks liveupd reports recovery only once DHCP has
-     finished, which is part of why *recovered* trails the boot marker.
 """
